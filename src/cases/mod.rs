@@ -1,0 +1,1 @@
+//! The SQLite case store: schema and migrations, messages, cases, history, outbox, SLA.

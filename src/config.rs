@@ -1,0 +1,1 @@
+//! The TOML configuration file, loaded and validated once, with line-precise errors.

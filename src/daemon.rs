@@ -1,0 +1,1 @@
+//! The long-running service: intake loop, outbox loop, shutdown, sd_notify.

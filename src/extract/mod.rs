@@ -1,0 +1,225 @@
+//! Raw message bytes → [`Evidence`]: what the sender gave us, with nothing decided yet.
+//!
+//! Pure: no I/O, no clock, no configuration beyond [`ExtractOptions`]. Never panics on
+//! input and never reads more than `max_bytes` of it.
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::types::{CaseRef, Lang, StatusCode};
+
+/// Limits for one extraction.
+#[derive(Debug, Clone)]
+pub struct ExtractOptions {
+    /// Only the first `max_bytes` of a message are parsed; the evidence says so when cut.
+    pub max_bytes: usize,
+}
+
+impl Default for ExtractOptions {
+    fn default() -> Self {
+        ExtractOptions { max_bytes: 10 * 1024 * 1024 }
+    }
+}
+
+/// Everything found in one message.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Evidence {
+    /// Size of the raw input in bytes (before any truncation).
+    pub size: usize,
+    /// The input was larger than `max_bytes` and only its start was parsed.
+    pub truncated: bool,
+    /// MIME structure could not be trusted (bad boundary, broken encoding, ...) and the raw
+    /// text was scanned as well.
+    pub mime_fallback: bool,
+    /// Facts from the top-level header.
+    pub headers: HeaderFacts,
+    /// Full NDR lines found, best first (see [`NdrLine`]).
+    pub ndr_lines: Vec<NdrLine>,
+    /// The status code the request is about: the code of the best NDR line, else a code the
+    /// sender typed, else a `Status:` field of a delivery-status part.
+    pub status_code: Option<StatusCode>,
+    /// Every other distinct enhanced status code seen (for the reason line and staff).
+    pub other_codes: Vec<StatusCode>,
+    /// Candidate banned IPs, best first; each says where it came from and whether it is usable.
+    pub ips: Vec<IpFinding>,
+    /// Language of the request (Content-Language, then the text), English when unsure.
+    pub language: Lang,
+    /// A reference to an existing case: `[DL-000042]` in the subject, or In-Reply-To /
+    /// References naming one of our Message-IDs (`<DL-000042.…@…>`).
+    pub case_ref: Option<CaseRef>,
+    /// RFC 3834 signs that the message was sent automatically. Empty for a person's mail.
+    pub auto_signs: Vec<AutoSign>,
+    /// This message is a delivery report about one of *our* replies (it names our
+    /// Message-ID); the case it belongs to.
+    pub bounce_of: Option<CaseRef>,
+}
+
+impl Evidence {
+    /// Valid, public banned IPs in order, without duplicates.
+    pub fn valid_ips(&self) -> Vec<IpAddr> {
+        let mut out: Vec<IpAddr> = Vec::new();
+        for f in &self.ips {
+            if let (Some(ip), None) = (f.ip, &f.problem) {
+                if !out.contains(&ip) {
+                    out.push(ip);
+                }
+            }
+        }
+        out
+    }
+
+    /// The best NDR line, if any.
+    pub fn ndr_line(&self) -> Option<&NdrLine> {
+        self.ndr_lines.first()
+    }
+
+    pub fn is_automatic(&self) -> bool {
+        !self.auto_signs.is_empty()
+    }
+}
+
+/// Facts taken from the top-level header of the message.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HeaderFacts {
+    /// Message-ID without angle brackets.
+    pub message_id: Option<String>,
+    /// From: address (lower-cased domain), and display name.
+    pub from: Option<String>,
+    pub from_name: Option<String>,
+    pub reply_to: Option<String>,
+    pub return_path: ReturnPath,
+    pub subject: Option<String>,
+    /// Date: as RFC 3339 UTC, when it parses.
+    pub date: Option<String>,
+    /// Message-IDs (no angle brackets), in header order.
+    pub in_reply_to: Vec<String>,
+    pub references: Vec<String>,
+    /// Content-Language, as written.
+    pub content_language: Option<String>,
+    /// Resent-From when the message was redirected (RFC 5322 §3.6.6).
+    pub resent_from: Option<String>,
+}
+
+/// The Return-Path header (RFC 5321 §4.4), which is where automatic replies go (RFC 3834 §4).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "address", rename_all = "snake_case")]
+pub enum ReturnPath {
+    /// No Return-Path header at all (e.g. a file on disk, never delivered).
+    #[default]
+    Absent,
+    /// `Return-Path: <>`: a bounce or other automatic message; never answer it.
+    Null,
+    Address(String),
+}
+
+/// One NDR line as the server wrote it, joined across wrapping and soft line breaks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NdrLine {
+    /// The line, whitespace folded to single spaces.
+    pub text: String,
+    /// SMTP basic reply code (`550`) when the line has one.
+    pub reply_code: Option<u16>,
+    pub status_code: StatusCode,
+    /// Where it was found.
+    pub found_in: PartKind,
+}
+
+/// Where in the message a piece of evidence was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartKind {
+    /// The sender's own text (text/plain or HTML as text).
+    Body,
+    /// A forwarded or attached message (message/rfc822, .eml attachment).
+    AttachedMessage,
+    /// A message/delivery-status part (RFC 3464): Diagnostic-Code / Status.
+    DeliveryStatus,
+    /// The subject line.
+    Subject,
+    /// Raw text scanned because the MIME structure was broken.
+    RawFallback,
+}
+
+/// A candidate banned IP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IpFinding {
+    /// The text as written (`203.0.113.7`, `xxx.xxx.xxx.xxx`, `2001:DB8::1`).
+    pub text: String,
+    /// The parsed address, canonical when serialized; `None` when malformed.
+    pub ip: Option<IpAddr>,
+    pub source: IpSource,
+    /// Why it cannot be the answer, when it cannot.
+    pub problem: Option<IpProblem>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IpSource {
+    /// Named by the rejection itself: `banned sender[IP]`, `banned sending IP [IP]`.
+    Rejection,
+    /// Stated by the sender in prose as theirs ("our IP is ...").
+    Stated,
+}
+
+/// Why an address is not an acceptable banned IP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IpProblem {
+    Malformed,
+    Private,
+    Loopback,
+    LinkLocal,
+    /// 100.64.0.0/10, RFC 6598.
+    SharedAddressSpace,
+    Multicast,
+    Unspecified,
+    Broadcast,
+    /// Other special-purpose ranges (IANA registries), except documentation ranges, which
+    /// are accepted so that examples work.
+    Reserved,
+}
+
+impl IpProblem {
+    pub fn describe(self) -> &'static str {
+        match self {
+            IpProblem::Malformed => "not a valid IP address",
+            IpProblem::Private => "a private address",
+            IpProblem::Loopback => "a loopback address",
+            IpProblem::LinkLocal => "a link-local address",
+            IpProblem::SharedAddressSpace => "a carrier-grade NAT (shared) address",
+            IpProblem::Multicast => "a multicast address",
+            IpProblem::Unspecified => "the unspecified address",
+            IpProblem::Broadcast => "the broadcast address",
+            IpProblem::Reserved => "a reserved address",
+        }
+    }
+}
+
+/// One RFC 3834 sign that a message was generated automatically.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "sign", content = "value", rename_all = "snake_case")]
+pub enum AutoSign {
+    /// `Auto-Submitted:` other than `no` (RFC 3834 §5).
+    AutoSubmitted(String),
+    /// `Precedence: bulk | junk | list`.
+    Precedence(String),
+    /// A `List-*` header (RFC 2369 / 2919).
+    ListHeader(String),
+    /// `Return-Path: <>`.
+    NullReturnPath,
+    /// MAILER-DAEMON, postmaster, noreply-style sender address.
+    RoleSender(String),
+    /// X-Autoreply, X-Autorespond, X-Auto-Response-Suppress and the like.
+    AutoreplyHeader(String),
+    /// An upstream spam verdict (`X-Spam-Flag: YES`, `X-Spam-Status: Yes`).
+    SpamVerdict(String),
+    /// The message itself is a delivery status notification (multipart/report).
+    DeliveryReport,
+}
+
+/// Extract the evidence from a raw message.
+pub fn extract(raw: &[u8], opts: &ExtractOptions) -> Evidence {
+    let _ = (raw, opts);
+    todo!("extraction is being written in src/extract/")
+}

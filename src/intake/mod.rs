@@ -1,0 +1,1 @@
+//! Where messages come from: an IMAP mailbox (TLS, IDLE, UIDs) or a Maildir.

@@ -1,0 +1,1 @@
+//! One message through extract → decide → store, committed as one transaction.

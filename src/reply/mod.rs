@@ -1,0 +1,5 @@
+//! Replies: rendering from `templates/` and the outbox sender.
+
+pub mod render;
+
+pub use render::{render, RenderError, RenderedReply, ReplyVars};
