@@ -23,6 +23,7 @@
 //! * [`pipeline`] one message through extract → decide → store, as one transaction.
 //! * [`intake`]   where messages come from: IMAP (TLS, IDLE, UIDs) and Maildir.
 //! * [`daemon`]   the long-running loop, shutdown, sd_notify.
+//! * [`net`]      TCP + TLS (rustls) connections and backoff, shared by IMAP and SMTP.
 //! * [`config`]   the TOML file, validated once with line-precise errors.
 //! * [`cli`]      the commands of the binary (`inspect`, `run`, `cases ...`).
 //! * [`types`]    small domain values shared by every step (status codes, case references, languages).
@@ -34,6 +35,7 @@ pub mod daemon;
 pub mod decide;
 pub mod extract;
 pub mod intake;
+pub mod net;
 pub mod pipeline;
 pub mod reply;
 pub mod types;

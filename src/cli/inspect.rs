@@ -40,3 +40,46 @@ impl Summary {
         }
     }
 }
+
+/// Print, for people, what was found in one file and what would be done.
+pub fn write_human(out: &mut dyn std::io::Write, s: &Summary, ev: &Evidence, d: &Decision) -> std::io::Result<()> {
+    let none = "—".to_string();
+    writeln!(out, "{}", s.file)?;
+    writeln!(out, "  action       {}{}", s.action, if s.reply { " (automatic reply)" } else { " (no reply)" })?;
+    writeln!(out, "  status code  {}", s.status_code.as_ref().unwrap_or(&none))?;
+    writeln!(out, "  NDR line     {}", s.ndr_line.as_ref().unwrap_or(&none))?;
+    let ips = if s.ips.is_empty() { none.clone() } else { s.ips.join(", ") };
+    writeln!(out, "  banned IPs   {ips}")?;
+    for f in ev.ips.iter().filter(|f| f.problem.is_some()) {
+        let why = f.problem.map(|p| p.describe()).unwrap_or("");
+        writeln!(out, "  rejected IP  {} ({why})", f.text)?;
+    }
+    writeln!(out, "  language     {}", s.language)?;
+    writeln!(out, "  case         {}", s.case_ref.as_ref().unwrap_or(&none))?;
+    if !ev.auto_signs.is_empty() {
+        let signs: Vec<String> = ev.auto_signs.iter().map(|a| format!("{a:?}")).collect();
+        writeln!(out, "  automatic    {}", signs.join(", "))?;
+    }
+    if ev.truncated {
+        writeln!(out, "  truncated    only the first bytes of {} were read", ev.size)?;
+    }
+    if !d.missing.is_empty() {
+        let m: Vec<String> = d.missing.iter().map(|m| m.describe()).collect();
+        writeln!(out, "  missing      {}", m.join("; "))?;
+    }
+    writeln!(out, "  reason       {}", s.reason)?;
+    Ok(())
+}
+
+/// The reply `decide` asked for, rendered with placeholder case references (no store here).
+pub fn preview_reply(ev: &Evidence, d: &Decision) -> Option<Result<String, crate::reply::RenderError>> {
+    let kind = d.reply?;
+    let refs: Vec<String> = match d.case_ref {
+        Some(r) => vec![r.to_string()],
+        None => (0..d.banned_ips.len().max(1)).map(|_| "DL-??????".to_string()).collect(),
+    };
+    let vars = crate::pipeline::reply_vars(ev, d, &refs, None, &crate::pipeline::ReplySettings::default());
+    Some(crate::reply::render(kind, ev.language, &vars).map(|r| {
+        format!("--- reply ({}, {}) ---\nSubject: {}\n\n{}", kind.name(), ev.language, r.subject, r.body)
+    }))
+}
