@@ -24,6 +24,7 @@
 //! * [`intake`]   where messages come from: IMAP (TLS, IDLE, UIDs) and Maildir.
 //! * [`daemon`]   the long-running loop, shutdown, sd_notify.
 //! * [`net`]      TCP + TLS (rustls) connections and backoff, shared by IMAP and SMTP.
+//! * [`demo`]     the embedded example Maildir behind `delistd demo`.
 //! * [`config`]   the TOML file, validated once with line-precise errors.
 //! * [`cli`]      the commands of the binary (`inspect`, `run`, `cases ...`).
 //! * [`types`]    small domain values shared by every step (status codes, case references, languages).
@@ -33,6 +34,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod decide;
+pub mod demo;
 pub mod extract;
 pub mod intake;
 pub mod net;

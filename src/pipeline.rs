@@ -1,8 +1,39 @@
 //! One message through extract → decide → store, committed as one transaction.
+//!
+//! Exactly one outcome per message, whatever crashes:
+//! * before anything is done, the message is looked up by its source key (mailbox,
+//!   UIDVALIDITY, UID or Maildir name) and by the SHA-256 of its bytes: if it is recorded,
+//!   it is only filed away again (the crash came between commit and filing);
+//! * the message row, its case(s), their history and the queued reply are written in one
+//!   SQLite transaction: a crash before `COMMIT` leaves nothing, after it leaves everything;
+//! * the same message delivered twice (same Message-ID and sender, different bytes, e.g.
+//!   another Received: line) is recorded as a duplicate and handled once.
 
-use crate::decide::Decision;
-use crate::extract::Evidence;
+use std::net::IpAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::cases::{
+    sha256_hex, Action as _ActionUnused, CaseState, EventKind, MessageSource, NewCase, NewEvent, NewMessage, NewReply,
+    Outcome, RawMessage, Store, StoreError, StoreOptions, DAEMON_ACTOR,
+};
+use crate::config::Config;
+use crate::decide::{decide, Action, Context, Decision, Referenced, ReferencedCase};
+use crate::extract::{extract, Evidence, ExtractOptions, ReturnPath};
+use crate::intake::{Disposition, Fetched, SourceKey};
+use crate::reply::compose::{compose, new_message_id, ReplyEnvelope};
+use crate::reply::render::Templates;
 use crate::reply::ReplyVars;
+use crate::types::CaseRef;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("templates: {0}")]
+    Templates(#[from] crate::reply::RenderError),
+}
 
 /// What replies need from the configuration.
 #[derive(Debug, Clone)]
@@ -27,7 +58,7 @@ pub fn reply_vars(
     ev: &Evidence,
     d: &Decision,
     case_refs: &[String],
-    due_at: Option<jiff::Timestamp>,
+    due_at: Option<Timestamp>,
     settings: &ReplySettings,
 ) -> ReplyVars {
     ReplyVars {
@@ -43,5 +74,365 @@ pub fn reply_vars(
         portal_url: settings.portal_url.clone(),
         support_url: settings.support_url.clone(),
         staff_note: None,
+    }
+}
+
+/// Where an automatic reply goes: the Return-Path (RFC 3834 §4), else From.
+pub fn reply_recipient(ev: &Evidence) -> Option<&str> {
+    match &ev.headers.return_path {
+        ReturnPath::Address(a) => Some(a.as_str()),
+        ReturnPath::Null => None,
+        ReturnPath::Absent => ev.headers.from.as_deref(),
+    }
+}
+
+/// The result of taking one message through.
+#[derive(Debug, Clone)]
+pub struct Processed {
+    pub disposition: Disposition,
+    /// It was recorded before (a restart after a crash); nothing new was written.
+    pub already_recorded: bool,
+    pub queued_reply: bool,
+    pub action: Option<Action>,
+    pub cases: Vec<CaseRef>,
+}
+
+pub struct Pipeline {
+    extract: ExtractOptions,
+    templates: Templates,
+    settings: ReplySettings,
+    from: String,
+    message_id_domain: String,
+    max_per_day: u32,
+    store: StoreOptions,
+}
+
+fn source_of(key: &SourceKey) -> MessageSource {
+    match key {
+        SourceKey::Imap { mailbox, uidvalidity, uid } => {
+            MessageSource::Imap { mailbox: mailbox.clone(), uidvalidity: *uidvalidity, uid: *uid }
+        }
+        SourceKey::Maildir { dir, unique } => MessageSource::Maildir { path: format!("{dir}/{unique}") },
+        SourceKey::File { path } => MessageSource::File { path: path.clone() },
+    }
+}
+
+fn disposition_of(outcome: &str) -> Disposition {
+    if outcome == Outcome::Quarantined.as_str() {
+        Disposition::Quarantine
+    } else {
+        Disposition::Processed
+    }
+}
+
+impl Pipeline {
+    pub fn new(cfg: &Config) -> Result<Pipeline, PipelineError> {
+        let templates = match &cfg.replies.templates_dir {
+            Some(dir) => Templates::from_dir(dir)?,
+            None => Templates::embedded(),
+        };
+        let sla_hours = (cfg.store.sla.as_secs() / 3600) as u32;
+        Ok(Pipeline {
+            extract: ExtractOptions { max_bytes: cfg.max_message_bytes },
+            templates,
+            settings: ReplySettings {
+                sla_hours,
+                portal_url: cfg.replies.portal_url.clone(),
+                support_url: cfg.replies.support_url.clone(),
+            },
+            from: cfg.replies.from.clone(),
+            message_id_domain: cfg.replies.message_id_domain.clone(),
+            max_per_day: cfg.replies.max_per_recipient_per_day,
+            store: StoreOptions {
+                sla: SignedDuration::from_secs(cfg.store.sla.as_secs() as i64),
+                ..StoreOptions::default()
+            },
+        })
+    }
+
+    pub fn store_options(&self) -> StoreOptions {
+        self.store.clone()
+    }
+
+    /// If this source key is recorded, where the message belongs.
+    pub fn recorded_disposition(&self, store: &Store, key: &SourceKey) -> Result<Option<Disposition>, StoreError> {
+        let row = match key {
+            SourceKey::Imap { mailbox, uidvalidity, uid } => store.find_message_by_source(mailbox, *uidvalidity, *uid)?,
+            _ => None,
+        };
+        Ok(row.map(|r| disposition_of(&r.outcome)))
+    }
+
+    /// Take one message through extract → decide → one transaction.
+    pub fn process(&self, store: &mut Store, f: &Fetched, now: Timestamp) -> Result<Processed, PipelineError> {
+        let sha = sha256_hex(&f.raw);
+        let seen = match self.recorded_disposition(store, &f.key)? {
+            Some(d) => Some(d),
+            None => store.find_message_by_sha256(&sha)?.map(|r| disposition_of(&r.outcome)),
+        };
+        if let Some(disposition) = seen {
+            tracing::info!(source = %f.key, "already recorded; filing it again");
+            return Ok(Processed { disposition, already_recorded: true, queued_reply: false, action: None, cases: vec![] });
+        }
+
+        // Extraction is written never to panic; if it does anyway, the message is kept
+        // aside with the reason rather than taking the daemon down.
+        let ev = match catch_unwind(AssertUnwindSafe(|| extract(&f.raw, &self.extract))) {
+            Ok(ev) => ev,
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                return self.quarantine(store, f, &sha, &format!("extraction failed: {why}"), now);
+            }
+        };
+
+        if let Some(first) = self.duplicate_of(store, &ev)? {
+            return self.record_duplicate(store, f, &sha, &ev, first, now);
+        }
+
+        let referenced = match ev.case_ref {
+            None => Referenced::NotLooked,
+            Some(r) => match store.case(r)? {
+                Some(c) => Referenced::Found(ReferencedCase {
+                    case_ref: r,
+                    awaiting_info: c.state == CaseState::AwaitingInfo,
+                    status_code: c.status(),
+                    ip: c.ip_addr(),
+                }),
+                None => Referenced::Unknown,
+            },
+        };
+        let d = decide(&ev, &Context { referenced });
+        self.record(store, f, &sha, &ev, &d, now)
+    }
+
+    /// A message already recorded under the same Message-ID from the same sender.
+    fn duplicate_of(&self, store: &Store, ev: &Evidence) -> Result<Option<crate::cases::MessageRow>, StoreError> {
+        let Some(mid) = &ev.headers.message_id else { return Ok(None) };
+        let row = store.find_message_by_message_id(mid)?;
+        Ok(row.filter(|r| r.sender.as_deref().map(str::to_ascii_lowercase) == ev.headers.from.as_deref().map(str::to_ascii_lowercase)))
+    }
+
+    fn new_message<'a>(&self, f: &'a Fetched, sha: &str, ev: Option<&Evidence>, now: Timestamp) -> NewMessage<'a> {
+        NewMessage {
+            source: source_of(&f.key),
+            message_id: ev.and_then(|e| e.headers.message_id.clone()),
+            sender: ev.and_then(|e| e.headers.from.clone()),
+            subject: ev.and_then(|e| e.headers.subject.clone()),
+            received_at: now,
+            size: f.size,
+            sha256: sha.to_string(),
+            raw: RawMessage::Blob(&f.raw),
+            evidence: ev.and_then(|e| serde_json::to_string(e).ok()),
+            decision: None,
+            action: None,
+            outcome: Outcome::Processed,
+            error: None,
+        }
+    }
+
+    fn quarantine(&self, store: &mut Store, f: &Fetched, sha: &str, why: &str, now: Timestamp) -> Result<Processed, PipelineError> {
+        let mut m = self.new_message(f, sha, None, now);
+        m.outcome = Outcome::Quarantined;
+        m.error = Some(why.to_string());
+        let tx = store.transaction()?;
+        tx.insert_message(&m)?;
+        tx.commit()?;
+        tracing::warn!(source = %f.key, error = why, outcome = "quarantined", "message kept aside");
+        Ok(Processed { disposition: Disposition::Quarantine, already_recorded: false, queued_reply: false, action: None, cases: vec![] })
+    }
+
+    fn record_duplicate(
+        &self,
+        store: &mut Store,
+        f: &Fetched,
+        sha: &str,
+        ev: &Evidence,
+        first: crate::cases::MessageRow,
+        now: Timestamp,
+    ) -> Result<Processed, PipelineError> {
+        let mut m = self.new_message(f, sha, Some(ev), now);
+        m.outcome = Outcome::Ignored;
+        m.error = Some(format!("duplicate of message {} (same Message-ID and sender)", first.id.0));
+        let tx = store.transaction()?;
+        tx.insert_message(&m)?;
+        tx.commit()?;
+        tracing::info!(source = %f.key, duplicate_of = first.id.0, outcome = "ignored", "same message delivered twice");
+        Ok(Processed { disposition: Disposition::Processed, already_recorded: false, queued_reply: false, action: Some(Action::Ignore), cases: vec![] })
+    }
+
+    /// The one transaction: message, case(s), history, queued reply.
+    fn record(
+        &self,
+        store: &mut Store,
+        f: &Fetched,
+        sha: &str,
+        ev: &Evidence,
+        d: &Decision,
+        now: Timestamp,
+    ) -> Result<Processed, PipelineError> {
+        let sender = reply_recipient(ev).or(ev.headers.from.as_deref()).unwrap_or("").to_string();
+        // Look-ups first (the transaction below is the only write).
+        let mut existing_for_ip: Vec<(IpAddr, Option<crate::cases::CaseRow>)> = Vec::new();
+        if d.action == Action::Acknowledge || (d.action == Action::FollowUp && d.reply == Some(crate::decide::ReplyKind::Acknowledge)) {
+            for ip in &d.banned_ips {
+                existing_for_ip.push((*ip, store.open_case_for_ip(*ip)?));
+            }
+        }
+        let recipient = reply_recipient(ev).map(str::to_string);
+        let suppressed = match (&d.reply, &recipient) {
+            (None, _) => None,
+            (Some(_), None) => Some("no address to reply to (null or missing Return-Path and From)".to_string()),
+            (Some(_), Some(to)) if self.is_ourselves(to) => Some(format!("{to} is our own address")),
+            (Some(_), Some(to)) => {
+                let since = now - SignedDuration::from_hours(24);
+                let n = store.replies_sent_to_since(to, since)?;
+                (n >= self.max_per_day).then(|| format!("{n} replies to {to} in 24 h already (limit {})", self.max_per_day))
+            }
+        };
+
+        let mut m = self.new_message(f, sha, Some(ev), now);
+        m.decision = serde_json::to_string(d).ok();
+        m.action = Some(d.action);
+        m.outcome = if d.action == Action::Ignore { Outcome::Ignored } else { Outcome::Processed };
+
+        let tx = store.transaction()?;
+        let msg = tx.insert_message(&m)?;
+        let event = |case: CaseRef, kind: EventKind, text: String| NewEvent {
+            case,
+            kind,
+            actor: DAEMON_ACTOR.to_string(),
+            text: Some(text),
+            message: Some(msg),
+            outbox: None,
+            at: now,
+        };
+        let ndr = ev.ndr_line().map(|l| l.text.clone());
+        let new_case = |ip: Option<IpAddr>, awaiting: bool| NewCase {
+            ip,
+            status_code: d.status_code,
+            ndr_line: ndr.clone(),
+            sender: sender.clone(),
+            language: ev.language,
+            opened_by: Some(msg),
+            awaiting_info: awaiting,
+        };
+
+        let mut cases: Vec<CaseRef> = Vec::new();
+        match d.action {
+            Action::Acknowledge => {
+                for (ip, existing) in &existing_for_ip {
+                    match existing {
+                        Some(c) => {
+                            tx.add_event(&event(c.case_ref, EventKind::Message, format!("new request for {ip}, already open")))?;
+                            cases.push(c.case_ref);
+                        }
+                        None => cases.push(tx.open_case(&new_case(Some(*ip), false), now)?),
+                    }
+                }
+            }
+            Action::FollowUp => {
+                if let Some(r) = d.case_ref {
+                    tx.add_event(&event(r, EventKind::Message, d.reason.clone()))?;
+                    cases.push(r);
+                    let awaiting = tx.case(r)?.is_some_and(|c| c.state == CaseState::AwaitingInfo);
+                    if awaiting && d.reply == Some(crate::decide::ReplyKind::Acknowledge) {
+                        if let (Some(code), Some(ip)) = (d.status_code, d.banned_ips.first()) {
+                            tx.complete_case(r, code, *ip, ndr.as_deref(), Some(msg), now)?;
+                        }
+                        // Further IPs in the same follow-up get cases of their own.
+                        for (ip, existing) in existing_for_ip.iter().skip(1) {
+                            match existing {
+                                Some(c) => cases.push(c.case_ref),
+                                None => cases.push(tx.open_case(&new_case(Some(*ip), false), now)?),
+                            }
+                        }
+                    }
+                }
+            }
+            Action::MissingInfo => cases.push(tx.open_case(&new_case(None, true), now)?),
+            Action::RedirectPortal | Action::TenantSupport => {}
+            Action::Ignore => {
+                if let Some(r) = d.case_ref {
+                    if tx.case(r)?.is_some() {
+                        tx.add_event(&event(r, EventKind::Message, d.reason.clone()))?;
+                        cases.push(r);
+                    }
+                }
+            }
+        }
+
+        let mut queued = false;
+        if let (Some(kind), Some(to), None) = (d.reply, &recipient, &suppressed) {
+            let due = match cases.first() {
+                Some(r) => tx.case(*r)?.and_then(|c| c.due_at),
+                None => None,
+            };
+            let refs: Vec<String> = cases.iter().map(CaseRef::to_string).collect();
+            let vars = reply_vars(ev, d, &refs, due, &self.settings);
+            let rendered = self.templates.render(kind, ev.language, &vars)?;
+            let message_id = new_message_id(cases.first().copied(), &self.message_id_domain);
+            let mut references = ev.headers.references.clone();
+            if let Some(mid) = &ev.headers.message_id {
+                references.push(mid.clone());
+            }
+            let envelope = ReplyEnvelope {
+                from: &self.from,
+                to,
+                message_id: &message_id,
+                in_reply_to: ev.headers.message_id.as_deref(),
+                references: &references,
+                date: now,
+                language: ev.language,
+            };
+            match compose(&envelope, &rendered) {
+                Ok(raw) => {
+                    let id = tx.queue_reply(
+                        &NewReply {
+                            case: cases.first().copied(),
+                            caused_by: Some(msg),
+                            recipient: to.clone(),
+                            message_id: message_id.clone(),
+                            subject: rendered.subject.clone(),
+                            raw,
+                            actor: DAEMON_ACTOR.to_string(),
+                        },
+                        now,
+                    )?;
+                    let _ = id;
+                    queued = true;
+                }
+                Err(e) => {
+                    // A sender address we cannot write a reply to: recorded, not retried.
+                    tx.set_outcome(msg, m.outcome, Some(&format!("reply not composed: {e}")))?;
+                }
+            }
+        } else if let Some(why) = &suppressed {
+            tx.set_outcome(msg, m.outcome, Some(&format!("reply suppressed: {why}")))?;
+        }
+        tx.commit()?;
+
+        tracing::info!(
+            source = %f.key,
+            message_id = ev.headers.message_id.as_deref().unwrap_or("-"),
+            from = ev.headers.from.as_deref().unwrap_or("-"),
+            action = %d.action,
+            code = d.status_code.map(|c| c.to_string()).as_deref().unwrap_or("-"),
+            ips = %d.banned_ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","),
+            cases = %cases.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","),
+            reply = if queued { "queued" } else if suppressed.is_some() { "suppressed" } else { "none" },
+            outcome = m.outcome.as_str(),
+            reason = %d.reason,
+            "message handled"
+        );
+        Ok(Processed { disposition: Disposition::Processed, already_recorded: false, queued_reply: queued, action: Some(d.action), cases })
+    }
+
+    fn is_ourselves(&self, to: &str) -> bool {
+        let ours = self.from.rsplit_once('<').map(|(_, a)| a.trim_end_matches('>')).unwrap_or(&self.from);
+        ours.trim().eq_ignore_ascii_case(to.trim())
     }
 }

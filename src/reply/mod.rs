@@ -4,3 +4,4 @@ pub mod render;
 
 pub use render::{render, RenderError, RenderedReply, ReplyVars};
 pub mod send;
+pub mod outbox;

@@ -1,0 +1,190 @@
+//! The outbox loop: sends the replies that intake transactions queued, retrying with
+//! backoff while the server is down.
+//!
+//! A reply row holds the exact bytes to send (its Message-ID was fixed when it was queued),
+//! so a retry after a crash sends the same message. The only window for a duplicate is a
+//! kill between the server's 250 and our `mark_sent` commit; it cannot be closed from the
+//! client side of SMTP, and the same Message-ID lets the recipient's client fold the two.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+
+use super::send::{FileSink, SendError, SmtpConn, SmtpConnector};
+use crate::cases::{OutboxRow, Store, StoreOptions};
+
+/// How long a reply is retried before it is given up (and staff see it as failed).
+const GIVE_UP_AFTER_ATTEMPTS: i64 = 25;
+/// Replies taken from the table per round.
+const ROUND: usize = 256;
+
+pub enum Transport {
+    Smtp(SmtpConnector),
+    Files(FileSink),
+}
+
+impl Transport {
+    pub fn smtp(cfg: crate::config::Smtp) -> Result<Transport, SendError> {
+        Ok(Transport::Smtp(SmtpConnector::new(cfg)?))
+    }
+    pub fn files(dir: &std::path::Path) -> Result<Transport, SendError> {
+        Ok(Transport::Files(FileSink::new(dir)?))
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OutboxStats {
+    pub sent: u64,
+    pub failed: u64,
+}
+
+pub struct Outbox {
+    db: PathBuf,
+    opts: StoreOptions,
+    transport: Transport,
+    connections: usize,
+}
+
+/// Delay before attempt `n + 1` after `n` failures: 30 s doubling, at most an hour.
+pub fn retry_delay(attempts: i64) -> Duration {
+    let exp = attempts.clamp(0, 7) as u32;
+    Duration::from_secs((30u64 << exp).min(3600))
+}
+
+impl Outbox {
+    pub fn new(db: PathBuf, opts: StoreOptions, transport: Transport, connections: usize) -> Outbox {
+        Outbox { db, opts, transport, connections: connections.max(1) }
+    }
+
+    /// Send until stopped. With `once`, return when intake is done and nothing is due.
+    pub async fn run(
+        self,
+        wake: Arc<Notify>,
+        mut stop: watch::Receiver<bool>,
+        intake_done: Arc<AtomicBool>,
+        once: bool,
+    ) -> Result<OutboxStats, crate::daemon::DaemonError> {
+        let store = Store::open(&self.db, self.opts.clone())?;
+        let mut stats = OutboxStats::default();
+        let mut conns: Vec<Option<SmtpConn>> = (0..self.connections).map(|_| None).collect();
+        let mut backoff = crate::net::Backoff::new(Duration::from_secs(64));
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let finished_intake = intake_done.load(Ordering::SeqCst);
+            let now = jiff::Timestamp::now();
+            let due = store.due_replies(now, ROUND)?;
+            if due.is_empty() {
+                // In once mode, replies waiting for a later retry are left for the next run.
+                if once && finished_intake {
+                    break;
+                }
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(15)) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            let results = self.send_round(&due, &mut conns).await;
+            let mut transient = false;
+            for (row, result) in due.iter().zip(results) {
+                let now = jiff::Timestamp::now();
+                match result {
+                    Ok(()) => {
+                        store.mark_sent(row.id, now)?;
+                        stats.sent += 1;
+                        tracing::info!(reply = %row.message_id, to = %row.recipient, "reply sent");
+                    }
+                    Err(e) if e.is_permanent() || row.attempts + 1 >= GIVE_UP_AFTER_ATTEMPTS => {
+                        store.mark_failed(row.id, &e.to_string(), now)?;
+                        stats.failed += 1;
+                        tracing::warn!(reply = %row.message_id, to = %row.recipient, error = %e, "reply given up");
+                    }
+                    Err(e) => {
+                        transient = true;
+                        let delay = retry_delay(row.attempts);
+                        let next = now + jiff::SignedDuration::try_from(delay).unwrap_or(jiff::SignedDuration::from_secs(30));
+                        store.mark_retry(row.id, &e.to_string(), next)?;
+                        tracing::warn!(reply = %row.message_id, error = %e, retry_in_s = delay.as_secs(), "reply not sent; will retry");
+                    }
+                }
+            }
+            if transient {
+                if once && finished_intake {
+                    break;
+                }
+                let wait = backoff.step();
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => {}
+                }
+            } else {
+                backoff.reset();
+            }
+        }
+        for c in conns.into_iter().flatten() {
+            c.quit().await;
+        }
+        Ok(stats)
+    }
+
+    /// Send `due` over up to `connections` connections at once, each reused across rounds.
+    async fn send_round(&self, due: &[OutboxRow], conns: &mut [Option<SmtpConn>]) -> Vec<Result<(), SendError>> {
+        match &self.transport {
+            Transport::Files(sink) => due.iter().map(|r| sink.write(&r.message_id, &r.recipient, &r.raw).map(|_| ())).collect(),
+            Transport::Smtp(connector) => {
+                let n = conns.len().min(due.len()).max(1);
+                let mut results: Vec<Option<Result<(), SendError>>> = (0..due.len()).map(|_| None).collect();
+                let work = conns.iter_mut().take(n).enumerate().map(|(w, slot)| {
+                    let mine: Vec<usize> = (w..due.len()).step_by(n).collect();
+                    async move {
+                        let mut out = Vec::with_capacity(mine.len());
+                        for i in mine {
+                            out.push((i, send_one(connector, slot, &due[i]).await));
+                        }
+                        out
+                    }
+                });
+                for batch in futures::future::join_all(work).await {
+                    for (i, r) in batch {
+                        results[i] = Some(r);
+                    }
+                }
+                results.into_iter().map(|r| r.unwrap_or_else(|| Err(SendError::Transient("not attempted".into())))).collect()
+            }
+        }
+    }
+}
+
+/// Send one reply on the connection in `slot`, opening (or re-opening) it as needed.
+async fn send_one(connector: &SmtpConnector, slot: &mut Option<SmtpConn>, row: &OutboxRow) -> Result<(), SendError> {
+    if slot.as_ref().is_some_and(|c| c.is_broken()) {
+        *slot = None;
+    }
+    if slot.is_none() {
+        *slot = Some(connector.connect().await?);
+    }
+    let Some(conn) = slot.as_mut() else { return Err(SendError::Transient("no connection".into())) };
+    let r = conn.send(&row.recipient, &row.raw).await;
+    if matches!(r, Err(SendError::Transient(_))) {
+        // The connection may be in any state now; start the next message on a fresh one.
+        *slot = None;
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_grows_to_an_hour() {
+        let d: Vec<u64> = (0..10).map(|a| retry_delay(a).as_secs()).collect();
+        assert_eq!(d, vec![30, 60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]);
+    }
+}
