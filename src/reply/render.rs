@@ -136,24 +136,21 @@ impl Templates {
     pub fn from_dir(dir: &Path) -> Result<Templates, RenderError> {
         let io = |source| RenderError::Io { path: dir.to_path_buf(), source };
         let mut found = HashMap::new();
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(io)?
-            .map(|e| e.map(|e| e.path()))
-            .collect::<Result<_, _>>()
-            .map_err(io)?;
+        let mut entries: Vec<PathBuf> =
+            std::fs::read_dir(dir).map_err(io)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>().map_err(io)?;
         entries.sort();
         for path in entries {
             if path.extension().and_then(|e| e.to_str()) != Some("txt") {
                 continue; // README.md, editor backups, ...
             }
-            let key = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| ReplyKind::ALL.into_iter().flat_map(|k| Lang::ALL.map(|l| (k, l))).find(|&(k, l)| file_name(k, l) == n));
+            let key = path.file_name().and_then(|n| n.to_str()).and_then(|n| {
+                ReplyKind::ALL.into_iter().flat_map(|k| Lang::ALL.map(|l| (k, l))).find(|&(k, l)| file_name(k, l) == n)
+            });
             let Some(key) = key else {
                 return Err(RenderError::UnknownFile { path });
             };
-            let text = std::fs::read_to_string(&path).map_err(|source| RenderError::Io { path: path.clone(), source })?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| RenderError::Io { path: path.clone(), source })?;
             found.insert(key, (path, text));
         }
         Self::build(&found)
@@ -252,9 +249,8 @@ fn split_file(name: &str, source: &str) -> Result<(String, String), RenderError>
     let no_subject = || RenderError::NoSubject { name: name.to_string() };
     let (first, rest) = source.split_once('\n').ok_or_else(no_subject)?;
     let (second, body) = rest.split_once('\n').unwrap_or((rest, ""));
-    let has_subject = first
-        .get(..8)
-        .is_some_and(|p| p.eq_ignore_ascii_case("subject:") && !first[8..].trim().is_empty());
+    let has_subject =
+        first.get(..8).is_some_and(|p| p.eq_ignore_ascii_case("subject:") && !first[8..].trim().is_empty());
     if !has_subject || !second.trim().is_empty() {
         return Err(no_subject());
     }
@@ -511,17 +507,237 @@ mod tests {
         }
     }
 
-    #[test]
-    fn print_samples() {
-        for (kind, lang) in all() {
-            let r = render(kind, lang, &rich()).unwrap();
-            println!("===== {kind:?} {lang}\nSubject: {}\n\n{}", r.subject, r.body);
+    // --- header safety ---------------------------------------------------------------
+
+    const INJECT: &str = "x\r\nBcc: victim@example.com";
+
+    fn hostile() -> ReplyVars {
+        let big = "A".repeat(10 * 1024);
+        ReplyVars {
+            case_refs: vec![format!("DL-000042{INJECT}"), "DL-000043".into()],
+            ips: vec![format!("203.0.113.7{INJECT}"), "\u{202E}4.001.15.891\u{202C}".into()],
+            status_code: Some("5.7.511\0\r\nX-Evil: 1".into()),
+            ndr_line: Some(format!("550 5.7.511 {big}\r\n\r\nBcc: victim@example.com")),
+            missing: vec![
+                Missing::InvalidIp { text: format!("10.0.0.1{INJECT}"), problem: IpProblem::Private },
+                Missing::Ip,
+            ],
+            original_subject: Some(format!("{INJECT}{big}")),
+            sender_name: Some(format!("Eve\u{2028}Bcc: victim@example.com\u{202E}{big}")),
+            sla_hours: 48,
+            due_at: Some(format!("tomorrow{INJECT}")),
+            portal_url: format!("https://portal.example/{INJECT}"),
+            support_url: "https://support.example/\n\nBcc: x@y\0".to_string(),
+            staff_note: Some(format!("Fine.\r\nSecond line\0 with NUL\u{202E}and RLO.\r{big}")),
         }
-        let mut v = sample_vars();
-        v.case_refs.truncate(1);
+    }
+
+    fn assert_clean_line(s: &str, what: &str) {
+        assert!(!s.chars().any(is_hidden), "{what}: hidden character in {s:?}");
+        assert!(!s.contains('\n') && !s.contains('\r'), "{what}: line break in {s:?}");
+    }
+
+    #[test]
+    fn hostile_values_cannot_break_the_subject_or_the_body() {
+        for (kind, lang) in all() {
+            let what = format!("{kind:?} {lang}");
+            let r = render(kind, lang, &hostile()).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_clean_line(&r.subject, &what);
+            assert!(r.subject.chars().count() <= MAX_SUBJECT_CHARS, "{what}: {}", r.subject.len());
+            assert!(r.subject.starts_with("[DL-000042x Bcc: victim@example.com] "), "{what}: {}", r.subject);
+            assert!(!r.subject.contains("  "), "{what}: whitespace not collapsed");
+            for line in r.body.lines() {
+                assert!(!line.chars().any(|c| c != '\n' && is_hidden(c)), "{what}: hidden character in {line:?}");
+                let head = line.trim_start().to_ascii_lowercase();
+                assert!(!head.starts_with("bcc:") && !head.starts_with("x-evil:"), "{what}: injected line {line:?}");
+            }
+            // A 10 kB value is cut, not carried whole into the reply.
+            assert!(r.body.len() < 12_000, "{what}: body of {} bytes", r.body.len());
+        }
+    }
+
+    #[test]
+    fn one_line_collapses_and_caps_on_a_char_boundary() {
+        assert_eq!(one_line("  a \r\n\t b\u{3000}c  ", 100), "a b c");
+        assert_eq!(one_line("a\0b\u{202E}c\u{2066}d\u{FEFF}", 100), "abcd");
+        assert_eq!(one_line("abcdef", 4), "abc…");
+        assert_eq!(one_line("abcd", 4), "abcd");
+        // Multi-byte characters: counted and cut as characters, never mid-byte.
+        let ja = "リスト解除のご依頼を受け付けました";
+        let cut = one_line(ja, 5);
+        assert_eq!(cut, "リスト解…");
+        assert_eq!(one_line(&"é".repeat(500), MAX_SUBJECT_CHARS).chars().count(), MAX_SUBJECT_CHARS);
+        assert_eq!(multi_line("a\r\nb\rc\0d\te", 100), "a\nb\ncd e");
+        assert_eq!(multi_line("abcdef", 3), "abc…");
+    }
+
+    #[test]
+    fn the_subject_keeps_an_explicit_tag_and_stays_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("delisted.en.txt"),
+            "Subject: Re: [{{ case_tag }}] {{ staff_note }}\n\nBody {{ ips|join(\", \") }}\n",
+        )
+        .unwrap();
+        let t = Templates::from_dir(dir.path()).unwrap();
+        let r = t.render(ReplyKind::Delisted, Lang::En, &rich()).unwrap();
+        // The tag is already there: not added twice; the multi-line note is folded.
+        assert_eq!(r.subject, "Re: [DL-000042] Traffic looks clean since Monday. Thanks for fixing the relay.");
+        assert_eq!(r.body, "Body 203.0.113.7, 198.51.100.4\n");
+    }
+
+    // --- override directory ------------------------------------------------------------
+
+    #[test]
+    fn override_directory_replaces_only_the_files_it_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("acknowledge.fr.txt"), "Subject: Reçu\r\n\r\nDossier {{ case_tag }}.\r\n")
+            .unwrap();
+        std::fs::write(dir.path().join("README.md"), "not a template").unwrap();
+        let t = Templates::from_dir(dir.path()).unwrap();
+        assert_eq!(t.overrides(), [dir.path().join("acknowledge.fr.txt")]);
+        let r = t.render(ReplyKind::Acknowledge, Lang::Fr, &rich()).unwrap();
+        assert_eq!(r, RenderedReply { subject: "[DL-000042] Reçu".into(), body: "Dossier DL-000042.\n".into() });
+        // Everything else is the embedded text.
+        for (kind, lang) in all().filter(|&k| k != (ReplyKind::Acknowledge, Lang::Fr)) {
+            assert_eq!(t.render(kind, lang, &rich()).unwrap(), render(kind, lang, &rich()).unwrap());
+        }
+        assert!(Templates::embedded().overrides().is_empty());
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing_info.ja.txt");
+        std::fs::write(&path, "Subject: x\n\nline 3\nline 4 {% if %}\n").unwrap();
+        let err = Templates::from_dir(dir.path()).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, RenderError::Template { .. }), "{msg}");
+        assert!(msg.contains(&format!("{}:4", path.display())), "{msg}");
+
+        // In the subject line too.
+        std::fs::write(&path, "Subject: {{ oops\n\nbody\n").unwrap();
+        let msg = Templates::from_dir(dir.path()).unwrap_err().to_string();
+        assert!(msg.contains(&format!("{}:1", path.display())), "{msg}");
+    }
+
+    #[test]
+    fn a_misspelt_variable_fails_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rejected.de.txt");
+        // Only reached when a staff note is given: the rich test render finds it.
+        std::fs::write(&path, "Subject: x\n\n{% if staff_note %}\n{{ staf_note }}\n{% endif %}\n").unwrap();
+        let msg = Templates::from_dir(dir.path()).unwrap_err().to_string();
+        assert!(msg.contains("undefined") && msg.contains(&format!("{}:4", path.display())), "{msg}");
+    }
+
+    #[test]
+    fn malformed_override_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("acknowlege.en.txt"), "Subject: x\n\nbody\n").unwrap();
+        assert!(matches!(Templates::from_dir(dir.path()), Err(RenderError::UnknownFile { .. })));
+
+        for bad in ["no subject here\n\nbody\n", "Subject: x\nno blank line\n", "Subject:   \n\nbody\n", "Subject: x"] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("acknowledge.en.txt"), bad).unwrap();
+            assert!(matches!(Templates::from_dir(dir.path()), Err(RenderError::NoSubject { .. })), "{bad:?}");
+        }
+
+        let missing = dir.path().join("does-not-exist");
+        assert!(matches!(Templates::from_dir(&missing), Err(RenderError::Io { .. })));
+    }
+
+    // --- translations ------------------------------------------------------------------
+
+    /// Every translation must show the values its kind is about.
+    #[test]
+    fn every_translation_prints_the_values_of_its_kind() {
+        let vars = rich();
+        for (kind, lang) in all() {
+            let mut v = vars.clone();
+            let required: Vec<&str> = match kind {
+                ReplyKind::Acknowledge => vec![
+                    "DL-000042",
+                    "DL-000043",
+                    "203.0.113.7",
+                    "198.51.100.4",
+                    "48",
+                    "2031-05-06 07:08 UTC",
+                    "5.7.511",
+                ],
+                ReplyKind::MissingInfo => {
+                    v.missing = vec![
+                        Missing::StatusCode,
+                        Missing::WrongCode { code: StatusCode::new(5, 7, 1) },
+                        Missing::InvalidIp { text: "10.9.8.7".into(), problem: IpProblem::Private },
+                    ];
+                    vec![
+                        "5.7.1",
+                        "10.9.8.7",
+                        "5.7.511",
+                        "550 5.7.511 Access denied, banned sender[203.0.113.7]",
+                        "[DL-000042]",
+                    ]
+                }
+                ReplyKind::RedirectPortal => {
+                    v.status_code = Some("5.7.612".into());
+                    vec!["5.7.612", "https://delist.example.test/portal", "24", "203.0.113.7", "Delist IP"]
+                }
+                ReplyKind::TenantSupport => {
+                    v.status_code = Some("5.7.705".into());
+                    vec!["5.7.705", "https://support.example.test/", "5.7.750"]
+                }
+                ReplyKind::Delisted | ReplyKind::Rejected => {
+                    vec![
+                        "DL-000042",
+                        "203.0.113.7",
+                        "Traffic looks clean since Monday.",
+                        "  Thanks for fixing the relay.",
+                    ]
+                }
+            };
+            let r = render(kind, lang, &v).unwrap();
+            for want in required {
+                assert!(r.body.contains(want), "{kind:?} {lang} lacks {want:?}:\n{}", r.body);
+            }
+            if let Some(name) = &v.sender_name {
+                assert!(r.body.contains(name.as_str()), "{kind:?} {lang} greets nobody");
+            }
+            // Not left untranslated: the body differs from the English one.
+            if lang != Lang::En {
+                assert_ne!(r.body, render(kind, Lang::En, &v).unwrap().body, "{kind:?} {lang} is English");
+                assert_ne!(r.subject, render(kind, Lang::En, &v).unwrap().subject, "{kind:?} {lang} subject");
+            }
+        }
+    }
+
+    /// Each IP problem reads differently in each language (no copy-pasted phrase).
+    #[test]
+    fn every_ip_problem_has_its_own_phrase() {
         for lang in Lang::ALL {
-            let r = render(ReplyKind::MissingInfo, lang, &v).unwrap();
-            println!("===== missing-all {lang}\nSubject: {}\n\n{}", r.subject, r.body);
+            let mut seen = std::collections::HashSet::new();
+            for problem in ALL_IP_PROBLEMS {
+                let v = ReplyVars {
+                    missing: vec![Missing::InvalidIp { text: "192.0.2.1".into(), problem }],
+                    ..ReplyVars::default()
+                };
+                let body = render(ReplyKind::MissingInfo, lang, &v).unwrap().body;
+                let line = body.lines().find(|l| l.contains("192.0.2.1")).unwrap().to_string();
+                assert!(seen.insert(line.clone()), "{lang} {problem:?}: {line}");
+            }
+        }
+    }
+
+    /// The reply says exactly what is missing: nothing more.
+    #[test]
+    fn missing_info_lists_only_what_is_missing() {
+        for lang in Lang::ALL {
+            let only_ip = ReplyVars { missing: vec![Missing::Ip], ..ReplyVars::default() };
+            let both = ReplyVars { missing: vec![Missing::StatusCode, Missing::Ip], ..ReplyVars::default() };
+            let items = |v: &ReplyVars| {
+                render(ReplyKind::MissingInfo, lang, v).unwrap().body.lines().filter(|l| l.starts_with("- ")).count()
+            };
+            assert_eq!((items(&only_ip), items(&both)), (1, 2), "{lang}");
         }
     }
 }
