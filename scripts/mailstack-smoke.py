@@ -7,7 +7,8 @@
    RFC 3834 §4) goes over SMTPS with AUTH to sender1@example.test, whose mailbox is watched with
    IMAP IDLE over the plain port after STARTTLS: the new message must be pushed, then read back.
 3. Mail from loopback to another domain lands in catchall@example.test; an unknown
-   example.test user is refused at RCPT.
+   example.test user is refused at RCPT; a scratch mailbox t-<unique>@example.test takes mail
+   and logs in with the scratch password.
 
 Reads the DELISTD_TEST_* variables from the environment, or from $DELISTD_STACK_DIR/env, or from
 the stack last started (/tmp/delistd-mailstack.last). Exits 1 with a message on any failure.
@@ -230,6 +231,23 @@ def main():
         find_message(imap, token3)
         imap.logout()
     print("smoke: mail to another domain kept in catchall@example.test; unknown user refused at RCPT")
+
+    scratch = f"{env['DELISTD_TEST_SCRATCH_PREFIX']}smoke-{run}@{env['DELISTD_TEST_SCRATCH_DOMAIN']}"
+    token4 = f"smoke-scratch-{run}"
+    with smtplib.SMTP(host, smtp_port, timeout=20) as smtp:
+        smtp.sendmail(sender, [scratch], make_message(sender, scratch, token4, f"{token4}\n").as_bytes())
+    with imaplib.IMAP4_SSL(host, imaps_port, ssl_context=ctx, timeout=20) as imap:
+        imap_ok(imap.login(scratch, env["DELISTD_TEST_SCRATCH_PASSWORD"]), f"LOGIN {scratch}")
+        find_message(imap, token4)
+        imap.logout()
+    with imaplib.IMAP4_SSL(host, imaps_port, ssl_context=ctx, timeout=20) as imap:
+        try:
+            imap.login(scratch, "wrong-password")
+        except imaplib.IMAP4.error:
+            pass
+        else:
+            raise SmokeFailure(f"{scratch} logged in with a wrong password")
+    print(f"smoke: scratch mailbox {scratch} received mail; wrong password refused")
     print("smoke: OK")
 
 

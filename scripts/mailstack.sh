@@ -31,6 +31,9 @@ USERS=(
     "ops@example.test ops-secret"
     "catchall@example.test catchall-secret"
 )
+# Besides those, every t-<anything>@example.test is a mailbox with this password, created on
+# first use: a test that wants a mailbox of its own picks a unique name.
+SCRATCH_PASSWORD=scratch-secret
 
 die() {
     echo "mailstack: $*" >&2
@@ -159,7 +162,7 @@ make_certs() {
 fill() {
     sed -e "s|@INSTANCE@|$INSTANCE|g" -e "s|@RUN_DIR@|$RUN_DIR|g" -e "s|@STATE_DIR@|$STATE_DIR|g" \
         -e "s|@LOG_DIR@|$LOG_DIR|g" -e "s|@TLS_DIR@|$TLS_DIR|g" -e "s|@MAIL_DIR@|$MAIL_DIR|g" \
-        -e "s|@PASSWD_FILE@|$PASSWD_FILE|g" -e "s|@MAIL_UID@|$MAIL_UID|g" -e "s|@MAIL_GID@|$MAIL_GID|g" \
+        -e "s|@PASSWD_FILE@|$PASSWD_FILE|g" -e "s|@SCRATCH_PASSWORD@|$SCRATCH_PASSWORD|g" -e "s|@MAIL_UID@|$MAIL_UID|g" -e "s|@MAIL_GID@|$MAIL_GID|g" \
         -e "s|@CONF_DIR@|$CONF_DIR|g" -e "s|@QUEUE_DIR@|$QUEUE_DIR|g" -e "s|@DATA_DIR@|$DATA_DIR|g" \
         -e "s|@IMAP_PORT@|$IMAP_PORT|g" -e "s|@IMAPS_PORT@|$IMAPS_PORT|g" \
         -e "s|@SMTP_PORT@|$SMTP_PORT|g" -e "s|@SMTPS_PORT@|$SMTPS_PORT|g" "$1" >"$2"
@@ -185,6 +188,9 @@ export DELISTD_TEST_CA_FILE='$TLS_DIR/ca.crt'
 export DELISTD_TEST_USERS_FILE='$USERS_FILE'
 export DELISTD_TEST_DELIST_USER='delist@example.test'
 export DELISTD_TEST_DELIST_PASSWORD='$delist_password'
+export DELISTD_TEST_SCRATCH_PREFIX='t-'
+export DELISTD_TEST_SCRATCH_DOMAIN='example.test'
+export DELISTD_TEST_SCRATCH_PASSWORD='$SCRATCH_PASSWORD'
 export DELISTD_TEST_MAIL_DIR='$MAIL_DIR'
 export DELISTD_TEST_DOVECOT_LOG='$LOG_DIR/dovecot.log'
 export DELISTD_TEST_POSTFIX_LOG='$LOG_DIR/postfix.log'
@@ -217,6 +223,7 @@ prepare() {
     chmod 640 "$PASSWD_FILE"
     awk 'NF == 2 {print $1 " " $1}' "$USERS_FILE" >"$CONF_DIR/vmailbox"
     printf '%s\n' '!/@example\.test$/ catchall@example.test' >"$CONF_DIR/catchall.regexp"
+    printf '%s\n' '/^t-[^@]+@example\.test$/ scratch' >"$CONF_DIR/scratch.regexp"
 
     fill "$TEMPLATES/dovecot.conf.in" "$DOVECOT_CONF"
     fill "$TEMPLATES/main.cf.in" "$CONF_DIR/main.cf"
@@ -227,10 +234,32 @@ prepare() {
 
 # --- Dovecot ---------------------------------------------------------------------------------
 
+# True while process $1 runs. A killed daemon can linger a moment as a zombie, which kill -0
+# still reports; its pid file would then make `start` believe it is up.
+alive() {
+    local state
+    state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ -n $state && $state != Z && $state != X ]]
+}
+
+# Waits (5 s at most) until the exited processes are reaped: the daemons are reparented to
+# PID 1, which may take seconds, and `stop` promises that nothing is left, not even a zombie.
+# (Only `stop` waits: a zombie holds no port, and fault injection wants a quick restart.)
+STOPPED_PIDS=()
+wait_reaped() {
+    local pid
+    for pid in "$@"; do
+        for _ in $(seq 1 50); do
+            [[ -e /proc/$pid ]] || break
+            sleep 0.1
+        done
+    done
+}
+
 dovecot_pid() {
     local pid
     pid=$(cat "$RUN_DIR/master.pid" 2>/dev/null) || return 1
-    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+    [[ -n $pid ]] && alive "$pid" && [[ $(readlink "/proc/$pid/exe") == /usr/sbin/dovecot ]] && echo "$pid"
 }
 
 wait_port() {
@@ -251,10 +280,13 @@ start_dovecot() {
     for port in "$IMAP_PORT" "$IMAPS_PORT"; do
         port_free "$port" || die "127.0.0.1:$port is already taken by another program"
     done
+    # A master killed hard leaves its pid file; Dovecot refuses to start while that pid answers
+    # kill -0, which a not-yet-reaped zombie does.
+    rm -f "$RUN_DIR/master.pid"
     mark=$(wc -l <"$LOG_DIR/dovecot.log")
     if ! dovecot -c "$DOVECOT_CONF" 2>"$LOG_DIR/dovecot.start.err"; then
         cat "$LOG_DIR/dovecot.start.err" >&2
-        tail -n 20 "$LOG_DIR/dovecot.log" >&2
+        tail -n "+$((mark + 1))" "$LOG_DIR/dovecot.log" | tail -n 30 >&2
         die "dovecot failed to start (config $DOVECOT_CONF)"
     fi
     if ! wait_port "$IMAPS_PORT" imaps || ! wait_port "$IMAP_PORT" imap || ! dovecot_pid >/dev/null; then
@@ -269,10 +301,11 @@ stop_dovecot() {
     pid=$(dovecot_pid) || { say "dovecot not running"; return 0; }
     kill -TERM "$pid"
     for _ in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || break
+        alive "$pid" || break
         sleep 0.1
     done
-    kill -0 "$pid" 2>/dev/null && die "dovecot master $pid did not exit within 10 s"
+    alive "$pid" && die "dovecot master $pid did not exit within 10 s"
+    STOPPED_PIDS+=("$pid")
     say "dovecot stopped"
 }
 
@@ -285,7 +318,7 @@ postfix_running() {
 postfix_pid() {
     local pid
     pid=$(awk '{print $1}' "$QUEUE_DIR/pid/master.pid" 2>/dev/null) || return 1
-    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+    [[ -n $pid ]] && alive "$pid" && echo "$pid"
 }
 
 start_postfix() {
@@ -320,10 +353,11 @@ stop_postfix() {
     fi
     postfix -c "$CONF_DIR" stop >/dev/null 2>&1 </dev/null || true
     for _ in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || break
+        alive "$pid" || break
         sleep 0.1
     done
-    kill -0 "$pid" 2>/dev/null && die "postfix master $pid did not exit within 10 s"
+    alive "$pid" && die "postfix master $pid did not exit within 10 s"
+    STOPPED_PIDS+=("$pid")
     say "postfix stopped"
 }
 
@@ -392,6 +426,7 @@ stop)
     stop_postfix
     stop_dovecot
     reap_leftovers
+    wait_reaped "${STOPPED_PIDS[@]}"
     ;;
 status)
     resolve_dir no
