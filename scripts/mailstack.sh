@@ -104,14 +104,18 @@ pick_port() {
     die "could not find a free port on 127.0.0.1"
 }
 
+# The value of one variable in the env file, read without sourcing it.
+env_value() {
+    sed -n "s/^export $1='\\(.*\\)'\$/\\1/p" "$ENV_FILE"
+}
+
 choose_ports() {
     # A stack started before keeps its ports: tests and fault injection rely on them.
     if [[ -s $ENV_FILE ]]; then
-        # shellcheck disable=SC1090
-        IMAP_PORT=$(. "$ENV_FILE" && echo "$DELISTD_TEST_IMAP_PORT")
-        IMAPS_PORT=$(. "$ENV_FILE" && echo "$DELISTD_TEST_IMAPS_PORT")
-        SMTP_PORT=$(. "$ENV_FILE" && echo "$DELISTD_TEST_SMTP_PORT")
-        SMTPS_PORT=$(. "$ENV_FILE" && echo "$DELISTD_TEST_SMTPS_PORT")
+        IMAP_PORT=$(env_value DELISTD_TEST_IMAP_PORT)
+        IMAPS_PORT=$(env_value DELISTD_TEST_IMAPS_PORT)
+        SMTP_PORT=$(env_value DELISTD_TEST_SMTP_PORT)
+        SMTPS_PORT=$(env_value DELISTD_TEST_SMTPS_PORT)
         return
     fi
     IMAP_PORT=${DELISTD_TEST_IMAP_PORT:-$(pick_port)}
@@ -263,7 +267,7 @@ dovecot_pid() {
 }
 
 wait_port() {
-    local port=$1 what=$2
+    local port=$1
     for _ in $(seq 1 100); do
         port_free "$port" || return 0
         sleep 0.1
@@ -289,7 +293,7 @@ start_dovecot() {
         tail -n "+$((mark + 1))" "$LOG_DIR/dovecot.log" | tail -n 30 >&2
         die "dovecot failed to start (config $DOVECOT_CONF)"
     fi
-    if ! wait_port "$IMAPS_PORT" imaps || ! wait_port "$IMAP_PORT" imap || ! dovecot_pid >/dev/null; then
+    if ! wait_port "$IMAPS_PORT" || ! wait_port "$IMAP_PORT" || ! dovecot_pid >/dev/null; then
         tail -n "+$((mark + 1))" "$LOG_DIR/dovecot.log" | tail -n 30 >&2
         die "dovecot did not come up on 127.0.0.1:$IMAP_PORT/$IMAPS_PORT (log: $LOG_DIR/dovecot.log)"
     fi
@@ -337,7 +341,7 @@ start_postfix() {
         tail -n "+$((mark + 1))" "$LOG_DIR/postfix.log" | tail -n 30 >&2
         die "postfix failed to start (config $CONF_DIR)"
     fi
-    if ! wait_port "$SMTP_PORT" smtp || ! wait_port "$SMTPS_PORT" smtps || ! postfix_running; then
+    if ! wait_port "$SMTP_PORT" || ! wait_port "$SMTPS_PORT" || ! postfix_running; then
         echo "$out" >&2
         tail -n "+$((mark + 1))" "$LOG_DIR/postfix.log" | tail -n 30 >&2
         die "postfix did not come up on 127.0.0.1:$SMTP_PORT/$SMTPS_PORT (log: $LOG_DIR/postfix.log)"
@@ -390,12 +394,12 @@ reap_leftovers() {
         [[ -z $pids ]] && return 0
         sleep 0.1
     done
-    say "processes still in $STACK_DIR after stop, killing: $(echo $pids)"
+    say "processes still in $STACK_DIR after stop, killing: ${pids//$'\n'/ }"
     # shellcheck disable=SC2086
     kill -KILL $pids 2>/dev/null || true
     sleep 0.2
     pids=$(stack_pids)
-    [[ -z $pids ]] || die "processes left behind: $(echo $pids)"
+    [[ -z $pids ]] || die "processes left behind: ${pids//$'\n'/ }"
 }
 
 # --- commands --------------------------------------------------------------------------------
