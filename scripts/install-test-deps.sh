@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Installs, non-interactively and idempotently, what delistd's tests and benchmarks need:
+# a real Dovecot (IMAP + LMTP) and Postfix for the loopback mail stack (scripts/mailstack.sh),
+# openssl for its test CA, sqlite3, Sisimai (extraction benchmark), systemd-analyze (unit check).
+#
+# The packages' own system services are kept from starting: the tests run their own instances
+# from a state directory, and a system Postfix would grab port 25 on every interface.
+set -euo pipefail
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "install-test-deps: must run as root (apt-get)" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+APT_GET=(apt-get -y -q -o DPkg::Lock::Timeout=600)
+
+# Debian package => a file it installs that proves it is usable.
+declare -A PROBE=(
+    [dovecot-imapd]=/usr/lib/dovecot/imap
+    [dovecot-lmtpd]=/usr/lib/dovecot/lmtp
+    [postfix]=/usr/sbin/postfix
+    [openssl]=/usr/bin/openssl
+    [sqlite3]=/usr/bin/sqlite3
+    [libsisimai-perl]=/usr/share/perl5/Sisimai.pm
+    [systemd]=/usr/bin/systemd-analyze
+    [python3]=/usr/bin/python3
+)
+
+missing=()
+for pkg in "${!PROBE[@]}"; do
+    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+    if [[ $status != "install ok installed" || ! -e ${PROBE[$pkg]} ]]; then
+        missing+=("$pkg")
+    fi
+done
+
+if ((${#missing[@]} == 0)); then
+    echo "install-test-deps: everything already installed"
+else
+    echo "install-test-deps: installing ${missing[*]}"
+
+    # "No configuration": postfix's postinst then writes no main.cf of its own and asks nothing.
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    echo "postfix postfix/mailname string localhost" | debconf-set-selections
+
+    # Keep invoke-rc.d from starting the system postfix/dovecot (exit 101 = "action forbidden").
+    # Docker-style images ship such a file already; only add (and later remove) our own.
+    own_policy=""
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        own_policy=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\n# temporary, from delistd scripts/install-test-deps.sh\nexit 101\n' >"$own_policy"
+        chmod 755 "$own_policy"
+        trap 'rm -f "$own_policy"' EXIT
+    fi
+
+    # A package missing from the lists means the lists are absent or stale: update once, then retry.
+    candidates_ok=1
+    for pkg in "${missing[@]}"; do
+        cand=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ {print $2}')
+        if [[ -z $cand || $cand == "(none)" ]]; then
+            candidates_ok=0
+        fi
+    done
+    if ((candidates_ok == 0)); then
+        echo "install-test-deps: package lists lack a candidate, running apt-get update"
+        "${APT_GET[@]}" update
+    fi
+    if ! "${APT_GET[@]}" install --no-install-recommends "${missing[@]}"; then
+        echo "install-test-deps: install failed, refreshing lists and retrying once"
+        "${APT_GET[@]}" update
+        "${APT_GET[@]}" install --no-install-recommends "${missing[@]}"
+    fi
+fi
+
+# If a system instance did start anyway (no policy-rc.d on an init-less box, or systemd as PID 1),
+# stop it: it would hold ports and confuse the loopback stack. Our own instances use other configs.
+if [[ -d /run/systemd/system ]]; then
+    for unit in postfix.service dovecot.service; do
+        systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    done
+fi
+if [[ -x /usr/sbin/postfix ]] && /usr/sbin/postfix status >/dev/null 2>&1; then
+    /usr/sbin/postfix stop >/dev/null 2>&1 || true
+fi
+if [[ -s /run/dovecot/master.pid ]] && kill -0 "$(cat /run/dovecot/master.pid)" 2>/dev/null; then
+    /usr/sbin/dovecot stop >/dev/null 2>&1 || true
+fi
+
+for pkg in "${!PROBE[@]}"; do
+    if [[ ! -e ${PROBE[$pkg]} ]]; then
+        echo "install-test-deps: $pkg is installed but ${PROBE[$pkg]} is missing" >&2
+        exit 1
+    fi
+done
+echo "install-test-deps: ok ($(dovecot --version 2>/dev/null | cut -d' ' -f1) dovecot, postfix $(postconf -d -h mail_version 2>/dev/null))"

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs delistd's whole test suite against the real loopback mail stack (scripts/mailstack.sh):
+# start the stack, prove it with the smoke test, export its DELISTD_TEST_* variables, run
+# `cargo test`, stop the stack. cargo's summary stays the last thing printed.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+own_dir=""
+if [[ -z ${DELISTD_STACK_DIR:-} ]]; then
+    DELISTD_STACK_DIR=$(mktemp -d /tmp/delistd-stack.XXXXXX)
+    own_dir=$DELISTD_STACK_DIR
+fi
+export DELISTD_STACK_DIR
+stack_log=$DELISTD_STACK_DIR.mailstack.log
+
+# Stops the stack whatever happened; a directory this script made is removed after a green run
+# and kept (with the daemons' logs under log/) after a red one.
+finish() {
+    local status=$?
+    if ! bash scripts/mailstack.sh stop >>"$stack_log" 2>&1; then
+        echo "test.sh: stopping the mail stack failed:" >&2
+        tail -n 20 "$stack_log" >&2
+        status=1
+    fi
+    if [[ $status -eq 0 && -n $own_dir ]]; then
+        rm -rf "$own_dir" "$stack_log"
+    fi
+    exit "$status"
+}
+trap finish EXIT
+
+if ! bash scripts/mailstack.sh start >"$stack_log" 2>&1; then
+    cat "$stack_log" >&2
+    echo "test.sh: the mail stack did not start" >&2
+    exit 1
+fi
+set -a
+# shellcheck disable=SC1091
+. "$DELISTD_STACK_DIR/env"
+set +a
+python3 scripts/mailstack-smoke.py
+echo "test.sh: mail stack up (IMAPS $DELISTD_TEST_IMAPS_PORT, IMAP $DELISTD_TEST_IMAP_PORT," \
+    "SMTP $DELISTD_TEST_SMTP_PORT, SMTPS $DELISTD_TEST_SMTPS_PORT); its logs, kept if a test fails:" \
+    "$DELISTD_STACK_DIR/log"
+
+cargo test --release --all-targets
