@@ -353,3 +353,266 @@ pub(crate) fn add_event(conn: &Connection, e: &NewEvent) -> Result<(), StoreErro
     ])?;
     Ok(())
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::cases::{sha256_hex, CaseState, OutboxState, Outcome};
+    use crate::decide::Action;
+    use crate::types::Lang;
+
+    pub(crate) fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    pub(crate) fn imap_message(uid: u32, raw: &[u8], now: Timestamp) -> NewMessage<'_> {
+        NewMessage {
+            source: MessageSource::Imap { mailbox: "INBOX".into(), uidvalidity: 7, uid },
+            message_id: Some(format!("<m{uid}@example.com>")),
+            sender: Some("alice@example.com".into()),
+            subject: Some("Please delist".into()),
+            received_at: now,
+            size: raw.len() as u64,
+            sha256: sha256_hex(raw),
+            raw: RawMessage::Blob(raw),
+            evidence: Some(r#"{"status_code":"5.7.511"}"#.into()),
+            decision: Some(r#"{"action":"acknowledge"}"#.into()),
+            action: Some(Action::Acknowledge),
+            outcome: Outcome::Received,
+            error: None,
+        }
+    }
+
+    pub(crate) fn new_case(ip: &str, msg: Option<MessageId>) -> NewCase {
+        NewCase {
+            ip: Some(ip.parse().unwrap()),
+            status_code: Some(StatusCode::BANNED_SENDER),
+            ndr_line: Some(format!("550 5.7.511 Access denied, banned sender[{ip}]")),
+            sender: "Alice@Example.com".into(),
+            language: Lang::Fr,
+            opened_by: msg,
+            awaiting_info: false,
+        }
+    }
+
+    pub(crate) fn reply(case: Option<CaseRef>, msg: Option<MessageId>, n: u32) -> NewReply {
+        NewReply {
+            case,
+            caused_by: msg,
+            recipient: "alice@example.com".into(),
+            message_id: format!("DL-{n}.reply@delist.example"),
+            subject: format!("Re: Please delist [{}]", case.map(|c| c.to_string()).unwrap_or_default()),
+            raw: b"From: delist@example.net\r\nTo: alice@example.com\r\nSubject: ack\r\n\r\nok\r\n".to_vec(),
+            actor: DAEMON_ACTOR.into(),
+        }
+    }
+
+    /// One message handled the way the pipeline does it: message + case + reply, one commit.
+    pub(crate) fn take_in(store: &mut Store, uid: u32, ip: &str, now: Timestamp) -> (MessageId, CaseRef) {
+        let raw = format!("Subject: delist {uid}\r\n\r\n550 5.7.511 banned sender[{ip}]\r\n");
+        let tx = store.transaction().unwrap();
+        let m = tx.insert_message(&imap_message(uid, raw.as_bytes(), now)).unwrap();
+        let c = tx.open_case(&new_case(ip, Some(m)), now).unwrap();
+        tx.queue_reply(&reply(Some(c), Some(m), uid), now).unwrap();
+        tx.set_outcome(m, Outcome::Processed, None).unwrap();
+        tx.commit().unwrap();
+        (m, c)
+    }
+
+    fn store() -> Store {
+        Store::open_in_memory(StoreOptions::default()).unwrap()
+    }
+
+    fn count(s: &Store, table: &str) -> i64 {
+        s.conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn a_message_its_case_and_its_reply_are_recorded_together() {
+        let mut s = store();
+        let now = t("2025-03-01T10:00:00Z");
+        let (m, c) = take_in(&mut s, 1, "203.0.113.7", now);
+        let case = s.case(c).unwrap().unwrap();
+        assert_eq!(case.state, CaseState::Open);
+        assert_eq!(case.ip_addr(), Some("203.0.113.7".parse().unwrap()));
+        assert_eq!(case.due_at, Some(t("2025-03-03T10:00:00Z")));
+        assert_eq!(case.first_response_at, None, "the automatic acknowledgement is not a response");
+        assert_eq!(case.opened_by, Some(m));
+        assert_eq!(case.lang(), Lang::Fr);
+        let msg = s.message(m).unwrap().unwrap();
+        assert_eq!(msg.outcome, "processed");
+        assert_eq!(msg.message_id.as_deref(), Some("m1@example.com"), "stored without brackets");
+        assert!(msg.has_raw);
+        assert_eq!(s.message_raw(m).unwrap().unwrap().len() as u64, msg.size);
+        let kinds: Vec<String> =
+            s.case_detail(c).unwrap().unwrap().events.into_iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, ["opened", "reply_queued"]);
+    }
+
+    #[test]
+    fn a_failure_mid_transaction_leaves_nothing() {
+        let mut s = store();
+        let now = t("2025-03-01T10:00:00Z");
+        {
+            let tx = s.transaction().unwrap();
+            let m = tx.insert_message(&imap_message(1, b"raw one", now)).unwrap();
+            let c = tx.open_case(&new_case("203.0.113.7", Some(m)), now).unwrap();
+            tx.queue_reply(&reply(Some(c), Some(m), 1), now).unwrap();
+            // The same reply Message-ID twice: the second insert fails ...
+            assert!(tx.queue_reply(&reply(Some(c), Some(m), 1), now).is_err());
+            // ... and the caller returns with `?`, dropping the transaction.
+        }
+        for table in ["messages", "cases", "events", "outbox"] {
+            assert_eq!(count(&s, table), 0, "{table}");
+        }
+        // The store is usable afterwards, and case ids are not reused (AUTOINCREMENT).
+        let (_, c) = take_in(&mut s, 2, "203.0.113.8", now);
+        assert_eq!(c, CaseRef(1), "a rolled-back case did not consume an id");
+    }
+
+    #[test]
+    fn messages_are_found_by_uid_content_and_message_id() {
+        let mut s = store();
+        let now = t("2025-03-01T10:00:00Z");
+        let (m, _) = take_in(&mut s, 42, "203.0.113.7", now);
+        assert_eq!(s.find_message_by_source("INBOX", 7, 42).unwrap().map(|r| r.id), Some(m));
+        assert!(s.find_message_by_source("INBOX", 8, 42).unwrap().is_none(), "new UIDVALIDITY, new message");
+        assert!(s.find_message_by_source("Other", 7, 42).unwrap().is_none());
+        let sha = s.message(m).unwrap().unwrap().sha256;
+        assert_eq!(s.find_message_by_sha256(&sha).unwrap().map(|r| r.id), Some(m));
+        assert!(s.find_message_by_sha256(&sha256_hex(b"other")).unwrap().is_none());
+        assert_eq!(s.find_message_by_message_id("<m42@example.com>").unwrap().map(|r| r.id), Some(m));
+        assert_eq!(s.find_message_by_message_id("m42@example.com").unwrap().map(|r| r.id), Some(m));
+        assert!(s.find_message_by_message_id("m43@example.com").unwrap().is_none());
+    }
+
+    #[test]
+    fn recording_a_message_twice_is_a_duplicate() {
+        let mut s = store();
+        let now = t("2025-03-01T10:00:00Z");
+        take_in(&mut s, 1, "203.0.113.7", now);
+        let tx = s.transaction().unwrap();
+        // Same UID, other bytes.
+        let err = tx.insert_message(&imap_message(1, b"different bytes", now)).unwrap_err();
+        assert!(matches!(err, StoreError::Duplicate(_)), "{err}");
+        drop(tx);
+        // Same bytes from a file.
+        let raw = b"Subject: delist 1\r\n\r\n550 5.7.511 banned sender[203.0.113.7]\r\n";
+        let mut m = imap_message(0, raw, now);
+        m.source = MessageSource::File { path: "/tmp/x.eml".into() };
+        let tx = s.transaction().unwrap();
+        assert!(matches!(tx.insert_message(&m), Err(StoreError::Duplicate(_))));
+    }
+
+    #[test]
+    fn awaiting_info_has_no_clock_until_completed() {
+        let mut s = store();
+        let t0 = t("2025-03-01T10:00:00Z");
+        let tx = s.transaction().unwrap();
+        let c = tx
+            .open_case(&NewCase { ip: None, awaiting_info: true, status_code: None, ..new_case("203.0.113.7", None) }, t0)
+            .unwrap();
+        tx.commit().unwrap();
+        let case = s.case(c).unwrap().unwrap();
+        assert_eq!((case.state, case.due_at, case.ip), (CaseState::AwaitingInfo, None, None));
+
+        let t1 = t("2025-03-04T08:00:00Z");
+        let ip: IpAddr = "2001:db8::1".parse().unwrap();
+        let tx = s.transaction().unwrap();
+        tx.complete_case(c, StatusCode::BANNED_SENDER, ip, None, None, t1).unwrap();
+        tx.commit().unwrap();
+        let case = s.case(c).unwrap().unwrap();
+        assert_eq!(case.state, CaseState::Open);
+        assert_eq!(case.sla_started_at, Some(t1));
+        assert_eq!(case.due_at, Some(t("2025-03-06T08:00:00Z")));
+        assert_eq!(case.opened_at, t0);
+        assert_eq!(s.open_case_for_ip(ip).unwrap().map(|c| c.case_ref), Some(c));
+
+        let tx = s.transaction().unwrap();
+        let err = tx.complete_case(c, StatusCode::BANNED_SENDER, ip, None, None, t1).unwrap_err();
+        assert!(matches!(err, StoreError::WrongState { state: CaseState::Open, .. }), "{err}");
+        assert!(matches!(
+            tx.complete_case(CaseRef(99), StatusCode::BANNED_SENDER, ip, None, None, t1),
+            Err(StoreError::NotFound(CaseRef(99)))
+        ));
+    }
+
+    #[test]
+    fn an_open_case_needs_an_ip() {
+        let mut s = store();
+        let tx = s.transaction().unwrap();
+        let c = NewCase { ip: None, ..new_case("203.0.113.7", None) };
+        assert!(matches!(tx.open_case(&c, t("2025-03-01T10:00:00Z")), Err(StoreError::Invalid(_))));
+    }
+
+    #[test]
+    fn open_case_for_ip_ignores_closed_cases() {
+        let mut s = store();
+        let now = t("2025-03-01T10:00:00Z");
+        let (_, c) = take_in(&mut s, 1, "203.0.113.7", now);
+        let ip = "203.0.113.7".parse().unwrap();
+        assert_eq!(s.open_case_for_ip(ip).unwrap().map(|c| c.case_ref), Some(c));
+        let res = crate::cases::Resolve {
+            actor: "bob".into(),
+            note: None,
+            resolution: crate::cases::Resolution::Delisted,
+            reply: None,
+        };
+        s.resolve(c, &res, now).unwrap();
+        assert!(s.open_case_for_ip(ip).unwrap().is_none());
+    }
+
+    #[test]
+    fn rate_limit_counts_queued_and_sent_replies_since() {
+        let mut s = store();
+        let t0 = t("2025-03-01T10:00:00Z");
+        take_in(&mut s, 1, "203.0.113.7", t0);
+        take_in(&mut s, 2, "203.0.113.8", t("2025-03-01T11:00:00Z"));
+        let (_, c3) = take_in(&mut s, 3, "203.0.113.9", t("2025-03-01T12:00:00Z"));
+        assert_eq!(s.replies_sent_to_since("ALICE@example.com", t0).unwrap(), 3, "address without case");
+        assert_eq!(s.replies_sent_to_since("alice@example.com", t("2025-03-01T10:30:00Z")).unwrap(), 2);
+        assert_eq!(s.replies_sent_to_since("bob@example.com", t0).unwrap(), 0);
+        let id = s.case_detail(c3).unwrap().unwrap().replies[0].id;
+        s.mark_failed(id, "550 no such user", t("2025-03-01T12:01:00Z")).unwrap();
+        assert_eq!(s.replies_sent_to_since("alice@example.com", t0).unwrap(), 2, "failed ones do not count");
+    }
+
+    #[test]
+    fn outbox_hands_out_due_replies_and_records_each_step() {
+        let mut s = store();
+        let t0 = t("2025-03-01T10:00:00Z");
+        let (_, c1) = take_in(&mut s, 1, "203.0.113.7", t0);
+        let (_, c2) = take_in(&mut s, 2, "203.0.113.8", t0);
+        let due = s.due_replies(t0, 10).unwrap();
+        assert_eq!(due.len(), 2);
+        assert_eq!(due[0].state, OutboxState::Queued);
+        assert_eq!(s.due_replies(t0, 1).unwrap().len(), 1);
+
+        s.mark_sent(due[0].id, t("2025-03-01T10:00:05Z")).unwrap();
+        s.mark_retry(due[1].id, "421 try later", t("2025-03-01T10:05:00Z")).unwrap();
+        assert!(s.due_replies(t("2025-03-01T10:01:00Z"), 10).unwrap().is_empty(), "retry not yet due");
+        let again = s.due_replies(t("2025-03-01T10:05:00Z"), 10).unwrap();
+        assert_eq!((again.len(), again[0].attempts), (1, 1));
+        assert_eq!(again[0].last_error.as_deref(), Some("421 try later"));
+        s.mark_failed(again[0].id, "550 mailbox unavailable", t("2025-03-01T10:05:01Z")).unwrap();
+        assert!(s.due_replies(t("2030-01-01T00:00:00Z"), 10).unwrap().is_empty());
+        // A reply is marked once.
+        assert!(s.mark_sent(due[0].id, t0).is_err());
+
+        let sent = s.outbox_row(due[0].id).unwrap().unwrap();
+        assert_eq!((sent.state, sent.sent_at), (OutboxState::Sent, Some(t("2025-03-01T10:00:05Z"))));
+        let kinds = |c| -> Vec<String> { s.case_detail(c).unwrap().unwrap().events.into_iter().map(|e| e.kind).collect() };
+        assert_eq!(kinds(c1), ["opened", "reply_queued", "reply_sent"]);
+        assert_eq!(kinds(c2), ["opened", "reply_queued", "reply_failed"]);
+    }
+
+    #[test]
+    fn case_ids_are_never_reused() {
+        let mut s = store();
+        let now = t("2025-03-01T10:00:00Z");
+        let (_, c1) = take_in(&mut s, 1, "203.0.113.7", now);
+        s.conn.execute_batch("DELETE FROM events; DELETE FROM outbox; DELETE FROM cases;").unwrap();
+        let (_, c2) = take_in(&mut s, 2, "203.0.113.8", now);
+        assert!(c2 > c1);
+    }
+}

@@ -1,3 +1,4 @@
 //! The commands of the `delistd` binary.
 
+pub mod cases;
 pub mod inspect;
