@@ -68,7 +68,9 @@ impl CaseFilter {
             }
             push(&mut cond, "due_at < ?", Value::Integer(upper.as_second()), &mut p);
         }
-        if !self.states.is_empty() && !(due_bounded && self.states.contains(&CaseState::Open)) {
+        // With a due bound the state is already `open`; a list that allows it adds nothing.
+        let implied = due_bounded && self.states.contains(&CaseState::Open);
+        if !(self.states.is_empty() || implied) {
             let list: Vec<String> = self.states.iter().map(|s| format!("'{}'", s.as_str())).collect();
             cond.push(format!("state IN ({})", list.join(", ")));
         }
