@@ -72,7 +72,12 @@ impl CaseFilter {
         let implied = due_bounded && self.states.contains(&CaseState::Open);
         if !(self.states.is_empty() || implied) {
             let list: Vec<String> = self.states.iter().map(|s| format!("'{}'", s.as_str())).collect();
-            cond.push(format!("state IN ({})", list.join(", ")));
+            // Listed by age, closed states match most of the table: walking the opened_at
+            // index newest first and stopping after a page beats collecting every resolved
+            // case from the state index and sorting them. The unary `+` keeps SQLite from
+            // choosing the state index when it has no statistics to know better.
+            let column = if self.by_due() { "state" } else { "+state" };
+            cond.push(format!("{column} IN ({})", list.join(", ")));
         }
         if let Some(ip) = self.ip {
             push(&mut cond, "ip = ?", Value::Text(ip.to_string()), &mut p);
@@ -88,7 +93,11 @@ impl CaseFilter {
             sql.push_str(" WHERE ");
             sql.push_str(&cond.join(" AND "));
         }
-        sql.push_str(if self.by_due() {
+        let only_open = due_bounded || self.states == [CaseState::Open];
+        sql.push_str(if only_open {
+            // Exactly the order of the (state, due_at, rowid) index: no sort at all.
+            " ORDER BY due_at, id"
+        } else if self.by_due() {
             // NULL due times (awaiting_info) after the clocked ones.
             " ORDER BY due_at IS NULL, due_at, id"
         } else {
@@ -341,4 +350,75 @@ fn active_case(tx: &Tx<'_>, r: CaseRef, action: &'static str) -> Result<CaseRow,
         return Err(StoreError::WrongState { case: r, state: case.state, action });
     }
     Ok(case)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cases::store::tests::{t, take_in};
+    use crate::cases::StoreOptions;
+
+    fn plan(s: &Store, f: CaseFilter) -> String {
+        s.explain_list(&CaseFilter { limit: Some(50), ..f }, t("2025-03-05T00:00:00Z")).unwrap().join(" / ")
+    }
+
+    #[test]
+    fn listings_are_served_by_indexes_without_sorting_the_table() {
+        let s = Store::open_in_memory(StoreOptions::default()).unwrap();
+        let p = plan(&s, CaseFilter { overdue: true, ..Default::default() });
+        assert!(p.contains("cases_by_state_due (state=? AND due_at<?)") && !p.contains("TEMP B-TREE"), "{p}");
+        let p = plan(&s, CaseFilter { due_within: Some(SignedDuration::from_hours(6)), ..Default::default() });
+        assert!(p.contains("cases_by_state_due (state=? AND due_at>? AND due_at<?)"), "{p}");
+        let p = plan(&s, CaseFilter { states: vec![CaseState::Resolved], ..Default::default() });
+        assert!(p.contains("cases_by_opened") && !p.contains("TEMP B-TREE"), "{p}");
+        let p = plan(&s, CaseFilter { ip: "203.0.113.7".parse().ok(), ..Default::default() });
+        assert!(p.contains("cases_by_ip"), "{p}");
+        let p = plan(&s, CaseFilter { sender: Some("a@example.com".into()), ..Default::default() });
+        assert!(p.contains("cases_by_sender"), "{p}");
+    }
+
+    #[test]
+    fn staff_actions_refuse_what_the_state_does_not_allow() {
+        let mut s = Store::open_in_memory(StoreOptions::default()).unwrap();
+        let now = t("2025-03-01T10:00:00Z");
+        let (_, c) = take_in(&mut s, 1, "203.0.113.7", now);
+        let res = |r| Resolve { actor: "bob".into(), note: Some("n".into()), resolution: r, reply: None };
+        assert!(matches!(s.reopen(c, "bob", None, now), Err(StoreError::WrongState { .. })));
+        assert_eq!(s.resolve(c, &res(Resolution::Rejected), now).unwrap(), None);
+        assert_eq!(s.case(c).unwrap().unwrap().state, CaseState::Rejected);
+        assert!(matches!(s.resolve(c, &res(Resolution::Delisted), now), Err(StoreError::WrongState { .. })));
+        assert!(matches!(s.note(CaseRef(9), "bob", "x", now), Err(StoreError::NotFound(CaseRef(9)))));
+        assert!(matches!(s.assign(CaseRef(9), "bob", None, now), Err(StoreError::NotFound(CaseRef(9)))));
+        // Notes are allowed on a closed case, and do not move its first response.
+        let first = s.case(c).unwrap().unwrap().first_response_at;
+        s.note(c, "bob", "for the record", t("2025-03-09T00:00:00Z")).unwrap();
+        assert_eq!(s.case(c).unwrap().unwrap().first_response_at, first);
+    }
+
+    #[test]
+    fn a_case_closed_while_awaiting_info_cannot_be_reopened_without_an_ip() {
+        let mut s = Store::open_in_memory(StoreOptions::default()).unwrap();
+        let now = t("2025-03-01T10:00:00Z");
+        let tx = s.transaction().unwrap();
+        let c = tx
+            .open_case(
+                &crate::cases::NewCase {
+                    ip: None,
+                    status_code: None,
+                    ndr_line: None,
+                    sender: "a@example.com".into(),
+                    language: crate::types::Lang::En,
+                    opened_by: None,
+                    awaiting_info: true,
+                },
+                now,
+            )
+            .unwrap();
+        tx.commit().unwrap();
+        let res = Resolve { actor: "bob".into(), note: None, resolution: Resolution::Rejected, reply: None };
+        s.resolve(c, &res, now).unwrap();
+        let case = s.case(c).unwrap().unwrap();
+        assert_eq!((case.state, case.due_at), (CaseState::Rejected, None));
+        assert!(matches!(s.reopen(c, "bob", None, now), Err(StoreError::WrongState { .. })));
+    }
 }

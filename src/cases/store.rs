@@ -145,6 +145,14 @@ impl Store {
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
+    /// Refresh the query planner's statistics where they are stale (`PRAGMA optimize`,
+    /// bounded by `analysis_limit` so it stays fast on a large table). For a long-running
+    /// process to call now and then (e.g. daily); the queries do not depend on it.
+    pub fn optimize(&self) -> Result<(), StoreError> {
+        self.conn.execute_batch("PRAGMA analysis_limit = 1000; PRAGMA optimize;")?;
+        Ok(())
+    }
+
     /// Begin a write transaction (IMMEDIATE; waits up to the busy timeout for the lock).
     pub fn transaction(&mut self) -> Result<Tx<'_>, StoreError> {
         let sla = self.sla;
