@@ -162,7 +162,15 @@ fn fill(db: &std::path::Path, n: u64) -> Result<(), Box<dyn std::error::Error>> 
                 }
                 let kind = if rejected { "rejected" } else { "delisted" };
                 Reply { case: i, sender: &sender, now }.queue(&mut ob, &mut ev, &tx, kind, r, who)?;
-                ev.execute(params![i, if rejected { "rejected" } else { "resolved" }, who, "done", None::<i64>, None::<i64>, r])?;
+                ev.execute(params![
+                    i,
+                    if rejected { "rejected" } else { "resolved" },
+                    who,
+                    "done",
+                    None::<i64>,
+                    None::<i64>,
+                    r
+                ])?;
             }
             if i % 100_000 == 0 {
                 eprintln!("  {i} cases");
@@ -200,7 +208,8 @@ impl Reply<'_> {
             sender,
             format!("DL-{i:06}.{kind}.{at}@delist.example.net"),
             format!("[DL-{i:06}] {kind}"),
-            format!("From: delist@example.net\r\nTo: {sender}\r\nSubject: [DL-{i:06}] {kind}\r\n\r\nHello.\r\n").into_bytes(),
+            format!("From: delist@example.net\r\nTo: {sender}\r\nSubject: [DL-{i:06}] {kind}\r\n\r\nHello.\r\n")
+                .into_bytes(),
             if sent_ok { "sent" } else { "queued" },
             i64::from(sent_ok),
             at,
@@ -215,7 +224,12 @@ impl Reply<'_> {
     }
 }
 
-fn time_command(db: &std::path::Path, env: &Env<'_>, args: &[&str], runs: usize) -> Result<(), Box<dyn std::error::Error>> {
+fn time_command(
+    db: &std::path::Path,
+    env: &Env<'_>,
+    args: &[&str],
+    runs: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
     let mut ms = Vec::with_capacity(runs);
     let mut bytes = 0;
     for _ in 0..runs {

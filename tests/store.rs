@@ -326,7 +326,11 @@ fn a_transaction_that_fails_half_way_leaves_nothing_in_the_file() {
     let s = open(&db);
     let n: i64 = s
         .connection()
-        .query_row("SELECT (SELECT count(*) FROM messages) + (SELECT count(*) FROM cases) + (SELECT count(*) FROM events)", [], |r| r.get(0))
+        .query_row(
+            "SELECT (SELECT count(*) FROM messages) + (SELECT count(*) FROM cases) + (SELECT count(*) FROM events)",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(n, 0);
     assert!(s.find_message_by_sha256(&sha256_hex(b"abc")).unwrap().is_none(), "can be handled again");
@@ -559,7 +563,8 @@ fn list_filters_combine() {
     assert_eq!(rows.len(), 4);
     let opened = headers.iter().position(|h| h == "opened_at").unwrap();
     assert_eq!(&rows[3][opened], "2025-03-01T00:00:00Z");
-    let json: Value = serde_json::from_str(&ok(&db, now, &["list", "--ip", "192.0.2.10", "--state", "open", "--json"])).unwrap();
+    let json: Value =
+        serde_json::from_str(&ok(&db, now, &["list", "--ip", "192.0.2.10", "--state", "open", "--json"])).unwrap();
     // DL-000007 opened at 06:00, due 48 h later; now is 24:00: 30 h left.
     assert_eq!(json[0]["seconds_left"], 30 * 3600);
 }
@@ -607,14 +612,8 @@ fn staff_actions_leave_history_and_set_first_response() {
     ok(&db, at(31), &["assign", "DL-000001", "--clear", "--by", "bob"]);
     assert_eq!(s.case(c).unwrap().unwrap().assignee, None);
 
-    let history: Vec<(String, String, Option<String>)> = s
-        .case_detail(c)
-        .unwrap()
-        .unwrap()
-        .events
-        .into_iter()
-        .map(|e| (e.kind, e.actor, e.text))
-        .collect();
+    let history: Vec<(String, String, Option<String>)> =
+        s.case_detail(c).unwrap().unwrap().events.into_iter().map(|e| (e.kind, e.actor, e.text)).collect();
     let kinds: Vec<&str> = history.iter().map(|h| h.0.as_str()).collect();
     assert_eq!(kinds, ["opened", "reply_queued", "assigned", "note", "resolved", "reopened", "assigned"]);
     assert_eq!(history[3], ("note".into(), "carol".into(), Some("asked the abuse team".into())));
@@ -641,11 +640,23 @@ fn resolve_with_a_reply_queues_it_in_the_case_language() {
     let out = cli(
         &db,
         &env,
-        &["resolve", "DL-000001", "--note", "ok in portal", "--reply", "delisted", "--reply-note", "Sorry!", "--by", "bob"],
+        &[
+            "resolve",
+            "DL-000001",
+            "--note",
+            "ok in portal",
+            "--reply",
+            "delisted",
+            "--reply-note",
+            "Sorry!",
+            "--by",
+            "bob",
+        ],
     )
     .unwrap();
     assert_eq!(out, "DL-000001 resolved; reply #3 queued\n");
-    let out = cli(&db, &env, &["resolve", "DL-000002", "--note", "spam source", "--reply", "rejected", "--by", "bob"]).unwrap();
+    let out = cli(&db, &env, &["resolve", "DL-000002", "--note", "spam source", "--reply", "rejected", "--by", "bob"])
+        .unwrap();
     assert!(out.starts_with("DL-000002 rejected; reply #"), "{out}");
 
     let s = open(&db);
@@ -717,7 +728,13 @@ fn export_streams_every_case() {
     let t0 = t("2025-03-01T10:00:00Z");
     let mut s = open(&db);
     for i in 0..25u32 {
-        take_in(&mut s, i + 1, &format!("198.51.100.{}", i + 1), "x@example.com", t0 + SignedDuration::from_mins(i64::from(i)));
+        take_in(
+            &mut s,
+            i + 1,
+            &format!("198.51.100.{}", i + 1),
+            "x@example.com",
+            t0 + SignedDuration::from_mins(i64::from(i)),
+        );
     }
     drop(s);
     let now = t0 + SignedDuration::from_hours(1);

@@ -147,9 +147,17 @@ text_enum! {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum MessageSource {
     /// An IMAP message: (mailbox, UIDVALIDITY, UID) names it for good (RFC 9051 §2.3.1.1).
-    Imap { mailbox: String, uidvalidity: u32, uid: u32 },
-    Maildir { path: String },
-    File { path: String },
+    Imap {
+        mailbox: String,
+        uidvalidity: u32,
+        uid: u32,
+    },
+    Maildir {
+        path: String,
+    },
+    File {
+        path: String,
+    },
 }
 
 impl MessageSource {

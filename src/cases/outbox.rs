@@ -111,11 +111,13 @@ impl Store {
 
     /// A temporary failure: try again at `next_at`. No history entry (the final outcome gets one).
     pub fn mark_retry(&mut self, id: OutboxId, error: &str, next_at: Timestamp) -> Result<(), StoreError> {
-        let n = self.conn.prepare_cached(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3 \
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3 \
              WHERE id = ?1 AND state = 'queued'",
-        )?
-        .execute(params![id.0, error, next_at.as_second()])?;
+            )?
+            .execute(params![id.0, error, next_at.as_second()])?;
         if n == 0 {
             return Err(StoreError::Invalid(format!("no queued reply {id}")));
         }

@@ -83,11 +83,7 @@ impl Spread {
     /// `values` is sorted in place.
     pub fn of(values: &mut [i64]) -> Spread {
         values.sort_unstable();
-        Spread {
-            count: values.len() as u64,
-            median_secs: nearest_rank(values, 50),
-            p95_secs: nearest_rank(values, 95),
-        }
+        Spread { count: values.len() as u64, median_secs: nearest_rank(values, 50), p95_secs: nearest_rank(values, 95) }
     }
 }
 

@@ -303,7 +303,13 @@ impl Store {
     }
 
     /// Give the case to someone (`None`: nobody).
-    pub fn assign(&mut self, r: CaseRef, actor: &str, assignee: Option<&str>, now: Timestamp) -> Result<(), StoreError> {
+    pub fn assign(
+        &mut self,
+        r: CaseRef,
+        actor: &str,
+        assignee: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         self.staff_step(r, now, |tx| {
             tx.tx.prepare_cached("UPDATE cases SET assignee = ?2 WHERE id = ?1")?.execute(params![r.0, assignee])?;
             add_event(

@@ -12,7 +12,9 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
-use super::model::{CaseRow, EventKind, MessageId, MessageRow, MessageSource, NewCase, NewEvent, NewMessage, RawMessage};
+use super::model::{
+    CaseRow, EventKind, MessageId, MessageRow, MessageSource, NewCase, NewEvent, NewMessage, RawMessage,
+};
 use super::model::{NewReply, OutboxId};
 use super::{schema, sla, StoreError, DAEMON_ACTOR};
 use crate::types::{CaseRef, StatusCode};
@@ -91,7 +93,11 @@ impl Store {
             "SELECT {} FROM messages WHERE mailbox = ?1 AND uidvalidity = ?2 AND uid = ?3",
             MessageRow::COLUMNS
         );
-        Ok(self.conn.prepare_cached(&sql)?.query_row(params![mailbox, uidvalidity, uid], MessageRow::from_row).optional()?)
+        Ok(self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row(params![mailbox, uidvalidity, uid], MessageRow::from_row)
+            .optional()?)
     }
 
     pub fn find_message_by_sha256(&self, sha256: &str) -> Result<Option<MessageRow>, StoreError> {
@@ -138,10 +144,12 @@ impl Store {
     /// Replies to `recipient` queued or sent since `since` (for the per-sender rate limit;
     /// failed ones do not count, they never reached anyone). Address compared without case.
     pub fn replies_sent_to_since(&self, recipient: &str, since: Timestamp) -> Result<u32, StoreError> {
-        let n: i64 = self.conn.prepare_cached(
-            "SELECT count(*) FROM outbox WHERE recipient = ?1 AND queued_at >= ?2 AND state IN ('queued', 'sent')",
-        )?
-        .query_row(params![recipient, since.as_second()], |r| r.get(0))?;
+        let n: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FROM outbox WHERE recipient = ?1 AND queued_at >= ?2 AND state IN ('queued', 'sent')",
+            )?
+            .query_row(params![recipient, since.as_second()], |r| r.get(0))?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
@@ -182,7 +190,9 @@ impl Tx<'_> {
     /// [`StoreError::Duplicate`]: the caller lost a race with another intake and must skip it.
     pub fn insert_message(&self, m: &NewMessage<'_>) -> Result<MessageId, StoreError> {
         let (mailbox, uidvalidity, uid, path) = match &m.source {
-            MessageSource::Imap { mailbox, uidvalidity, uid } => (Some(mailbox.as_str()), Some(*uidvalidity), Some(*uid), None),
+            MessageSource::Imap { mailbox, uidvalidity, uid } => {
+                (Some(mailbox.as_str()), Some(*uidvalidity), Some(*uid), None)
+            }
             MessageSource::Maildir { path } | MessageSource::File { path } => (None, None, None, Some(path.as_str())),
         };
         let (raw, raw_path) = match m.raw {
@@ -452,8 +462,7 @@ pub(crate) mod tests {
         assert_eq!(msg.message_id.as_deref(), Some("m1@example.com"), "stored without brackets");
         assert!(msg.has_raw);
         assert_eq!(s.message_raw(m).unwrap().unwrap().len() as u64, msg.size);
-        let kinds: Vec<String> =
-            s.case_detail(c).unwrap().unwrap().events.into_iter().map(|e| e.kind).collect();
+        let kinds: Vec<String> = s.case_detail(c).unwrap().unwrap().events.into_iter().map(|e| e.kind).collect();
         assert_eq!(kinds, ["opened", "reply_queued"]);
     }
 
@@ -518,7 +527,10 @@ pub(crate) mod tests {
         let t0 = t("2025-03-01T10:00:00Z");
         let tx = s.transaction().unwrap();
         let c = tx
-            .open_case(&NewCase { ip: None, awaiting_info: true, status_code: None, ..new_case("203.0.113.7", None) }, t0)
+            .open_case(
+                &NewCase { ip: None, awaiting_info: true, status_code: None, ..new_case("203.0.113.7", None) },
+                t0,
+            )
             .unwrap();
         tx.commit().unwrap();
         let case = s.case(c).unwrap().unwrap();
@@ -609,7 +621,8 @@ pub(crate) mod tests {
 
         let sent = s.outbox_row(due[0].id).unwrap().unwrap();
         assert_eq!((sent.state, sent.sent_at), (OutboxState::Sent, Some(t("2025-03-01T10:00:05Z"))));
-        let kinds = |c| -> Vec<String> { s.case_detail(c).unwrap().unwrap().events.into_iter().map(|e| e.kind).collect() };
+        let kinds =
+            |c| -> Vec<String> { s.case_detail(c).unwrap().unwrap().events.into_iter().map(|e| e.kind).collect() };
         assert_eq!(kinds(c1), ["opened", "reply_queued", "reply_sent"]);
         assert_eq!(kinds(c2), ["opened", "reply_queued", "reply_failed"]);
     }

@@ -249,10 +249,9 @@ impl Since {
     fn resolve(self, now: Timestamp, tz: &TimeZone) -> Result<Timestamp, CasesError> {
         match self {
             Since::Ago(d) => now.checked_sub(d).map_err(|e| CasesError::Usage(format!("--since: {e}"))),
-            Since::Date(d) => d
-                .to_zoned(tz.clone())
-                .map(|z| z.timestamp())
-                .map_err(|e| CasesError::Usage(format!("--since: {e}"))),
+            Since::Date(d) => {
+                d.to_zoned(tz.clone()).map(|z| z.timestamp()).map_err(|e| CasesError::Usage(format!("--since: {e}")))
+            }
             Since::At(t) => Ok(t),
         }
     }
