@@ -1,0 +1,183 @@
+-- delistd case store: the schema, as a list of migrations.
+--
+-- This file is embedded in the binary and applied by it (src/cases/schema.rs). Each
+-- section below starting with a `-- @version N` line is one migration; the database's
+-- `PRAGMA user_version` says which have been applied. On open, delistd applies every
+-- missing section in ONE transaction and sets user_version to the last one. A database
+-- whose user_version is higher than the last section here is refused (it was written by a
+-- newer delistd).
+--
+-- Rules for whoever edits this file:
+--   * never edit or remove a section that has shipped: add a new `-- @version N+1` at the end;
+--   * no `IF NOT EXISTS`: a migration runs exactly once, on exactly the schema before it;
+--   * no PRAGMA journal_mode / foreign_keys here: they cannot change inside a transaction
+--     and are set by the code on every open.
+--
+-- Reading it with the sqlite3 shell (safe while the daemon runs: the database is in WAL mode):
+--   sqlite3 -readonly /var/lib/delistd/delistd.sqlite
+--   sqlite> .mode box
+--   sqlite> SELECT * FROM case_overview WHERE state = 'open' ORDER BY due_at LIMIT 20;
+--   sqlite> SELECT json_extract(evidence, '$.status_code') FROM messages WHERE id = 12;
+--
+-- TIMES are INTEGER unix seconds, UTC. Why not RFC 3339 text: the SLA is arithmetic
+-- (due_at = start + 48 h, time to first response = first_response_at - sla_started_at,
+-- "overdue" = due_at < now), which stays plain integer arithmetic and comparison in SQL
+-- and in the indexes; integers are 8 bytes in an index instead of ~25; and there is one
+-- spelling of each instant, so ordering is never wrong. Seconds are precise enough for a
+-- 48-hour SLA. To read one:  datetime(due_at, 'unixepoch')  (UTC) or
+-- datetime(due_at, 'unixepoch', 'localtime'); the *_overview views below do it for you.
+
+-- @version 1
+
+-- Every message taken in, whatever happened to it. A row is written in the same
+-- transaction as the case and the reply it led to, so a message is either fully handled
+-- or not recorded at all; the daemon looks a message up here before handling it, which
+-- is what makes a restart after a crash safe (never double-handled).
+CREATE TABLE messages (
+    id            INTEGER PRIMARY KEY,
+    -- Where it came from: 'imap' (mailbox, uidvalidity, uid), 'maildir' or 'file' (path).
+    source_kind   TEXT    NOT NULL CHECK (source_kind IN ('imap', 'maildir', 'file')),
+    mailbox       TEXT,
+    uidvalidity   INTEGER,
+    uid           INTEGER,
+    path          TEXT,
+    -- Message-ID header without angle brackets, when it had one.
+    message_id    TEXT,
+    -- From: address and Subject: as decoded.
+    sender        TEXT,
+    subject       TEXT,
+    received_at   INTEGER NOT NULL,
+    -- Size of the raw message in bytes.
+    size          INTEGER NOT NULL,
+    -- SHA-256 of the raw bytes, lower-case hex: the same message seen twice (another
+    -- mailbox, a re-delivery, a file given twice) is recognised by content.
+    sha256        TEXT    NOT NULL UNIQUE,
+    -- The raw RFC 5322 message, or where it is kept on disk (one or the other, or neither
+    -- when storing it was turned off).
+    raw           BLOB,
+    raw_path      TEXT,
+    -- What extraction found and what the decision table said, as JSON
+    -- (query with json_extract(evidence, '$.ips[0].text')).
+    evidence      TEXT CHECK (evidence IS NULL OR json_valid(evidence)),
+    decision      TEXT CHECK (decision IS NULL OR json_valid(decision)),
+    -- The decision's action: acknowledge, follow_up, missing_info, redirect_portal,
+    -- tenant_support, ignore.
+    action        TEXT,
+    -- What became of it: received, processed, ignored, quarantined (kept aside, could not
+    -- be handled; see error), failed.
+    outcome       TEXT    NOT NULL DEFAULT 'received',
+    error         TEXT,
+    -- An IMAP message is identified by (mailbox, UIDVALIDITY, UID) (RFC 9051 §2.3.1.1).
+    -- NULLs are distinct in a UNIQUE constraint, so file and maildir rows never collide.
+    UNIQUE (mailbox, uidvalidity, uid)
+);
+CREATE INDEX messages_by_message_id ON messages (message_id);
+
+-- One case per banned IP a sender asked us to delist. The reference staff and senders
+-- see, DL-000123, is the id formatted; AUTOINCREMENT so an id is never handed out twice,
+-- even after the highest case was deleted by hand.
+CREATE TABLE cases (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    -- The banned IP in canonical text form (RFC 5952 for IPv6); NULL while awaiting_info.
+    ip                TEXT,
+    -- Enhanced status code (RFC 3463), e.g. 5.7.511, and the full NDR line as given.
+    status_code       TEXT,
+    ndr_line          TEXT,
+    -- Who asked: the address replies go to. Compared without regard to case.
+    sender            TEXT    NOT NULL COLLATE NOCASE,
+    -- ISO 639-1 code of the language replies are written in (en, fr, it, ja, de).
+    language          TEXT    NOT NULL DEFAULT 'en',
+    -- awaiting_info: we asked the sender for what was missing; no SLA clock runs.
+    -- open:          complete request, staff must answer by due_at.
+    -- resolved:      staff delisted the IP (or closed it without a reply).
+    -- rejected:      staff refused the request.
+    state             TEXT    NOT NULL CHECK (state IN ('awaiting_info', 'open', 'resolved', 'rejected')),
+    opened_at         INTEGER NOT NULL,
+    -- When the SLA clock started: opened_at for a complete request, the moment the
+    -- sender completed it for one that was awaiting_info, the moment of a reopen.
+    -- due_at = sla_started_at + SLA (48 h by default). Both NULL while awaiting_info.
+    sla_started_at    INTEGER,
+    due_at            INTEGER,
+    -- First staff action or staff reply (the automatic acknowledgement does not count).
+    first_response_at INTEGER,
+    resolved_at       INTEGER,
+    assignee          TEXT,
+    -- The message that opened the case.
+    opened_by         INTEGER REFERENCES messages (id),
+    -- An open case always has a due time; a request still awaiting info never has one.
+    -- (A case closed while awaiting_info keeps NULL: no clock ever ran for it.)
+    CHECK (state <> 'open' OR due_at IS NOT NULL),
+    CHECK (state <> 'awaiting_info' OR due_at IS NULL),
+    CHECK ((due_at IS NULL) = (sla_started_at IS NULL)),
+    CHECK ((state IN ('resolved', 'rejected')) = (resolved_at IS NOT NULL))
+);
+-- The staff work list: open cases by due time (list --overdue / --due-within, stats).
+CREATE INDEX cases_by_state_due ON cases (state, due_at);
+-- All cases of one IP (list --ip; the daemon's "is there an open case for this IP").
+CREATE INDEX cases_by_ip ON cases (ip, state);
+-- All cases of one sender (list --sender).
+CREATE INDEX cases_by_sender ON cases (sender, opened_at);
+-- Cases opened in a period (list --since, export --since).
+CREATE INDEX cases_by_opened ON cases (opened_at);
+-- SLA statistics over a window: covers the columns stats reads, so it never touches the table.
+CREATE INDEX cases_sla_window ON cases (sla_started_at, due_at, first_response_at, resolved_at);
+
+-- The history of each case, oldest first: every message, reply and staff action.
+CREATE TABLE events (
+    id          INTEGER PRIMARY KEY,
+    case_id     INTEGER NOT NULL REFERENCES cases (id),
+    -- opened, completed, message, reply_queued, reply_sent, reply_failed, note,
+    -- assigned, resolved, rejected, reopened.
+    kind        TEXT    NOT NULL,
+    -- 'delistd' for the daemon, the staff member's name otherwise.
+    actor       TEXT    NOT NULL,
+    text        TEXT,
+    message_ref INTEGER REFERENCES messages (id),
+    outbox_ref  INTEGER REFERENCES outbox (id),
+    at          INTEGER NOT NULL
+);
+CREATE INDEX events_by_case ON events (case_id, at);
+CREATE INDEX events_by_message ON events (message_ref) WHERE message_ref IS NOT NULL;
+
+-- Replies to send. A row is complete when queued (the Message-ID is fixed then), so a
+-- retry sends the very same bytes and the sender's client threads them as one message.
+CREATE TABLE outbox (
+    id              INTEGER PRIMARY KEY,
+    case_id         INTEGER REFERENCES cases (id),
+    -- The message this answers.
+    caused_by       INTEGER REFERENCES messages (id),
+    recipient       TEXT    NOT NULL COLLATE NOCASE,
+    -- Message-ID of the reply, without angle brackets.
+    message_id      TEXT    NOT NULL UNIQUE,
+    subject         TEXT    NOT NULL,
+    -- The whole RFC 5322 message as it will be sent.
+    raw             BLOB    NOT NULL,
+    -- queued (to send at next_attempt_at), sent, failed (gave up; see last_error).
+    state           TEXT    NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'sent', 'failed')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    queued_at       INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    last_error      TEXT,
+    sent_at         INTEGER
+);
+-- The sender loop: what is due now.
+CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
+-- The rate limit: replies to one address since a moment.
+CREATE INDEX outbox_by_recipient ON outbox (recipient, queued_at);
+CREATE INDEX outbox_by_case ON outbox (case_id) WHERE case_id IS NOT NULL;
+
+-- For people with the sqlite3 shell: the same tables with readable UTC times.
+CREATE VIEW case_overview AS
+SELECT printf('DL-%06d', id)                         AS ref,
+       state, ip, status_code, sender, language, assignee,
+       datetime(opened_at, 'unixepoch')              AS opened_utc,
+       datetime(due_at, 'unixepoch')                 AS due_utc,
+       datetime(first_response_at, 'unixepoch')      AS first_response_utc,
+       datetime(resolved_at, 'unixepoch')            AS resolved_utc,
+       id, opened_at, due_at
+FROM cases;
+
+CREATE VIEW event_overview AS
+SELECT printf('DL-%06d', case_id) AS ref, datetime(at, 'unixepoch') AS at_utc,
+       kind, actor, text, message_ref, outbox_ref, case_id, at
+FROM events;

@@ -1,0 +1,171 @@
+//! Replies waiting to be sent, and the seam to the reply composer.
+//!
+//! A reply is queued complete (recipient, Message-ID, raw bytes) in the transaction that
+//! decided to send it; the sender loop takes [`Store::due_replies`], sends, and marks each
+//! sent, to retry, or failed. Every step leaves an entry in the case's history.
+
+use jiff::Timestamp;
+use rusqlite::{params, Connection};
+
+use super::model::{EventKind, NewEvent, NewReply, OutboxId, OutboxRow};
+use super::store::add_event;
+use super::{Store, StoreError, DAEMON_ACTOR};
+use crate::reply::RenderedReply;
+use crate::types::{CaseRef, Lang};
+
+/// What a composer needs to turn rendered text into a message to send.
+#[derive(Debug, Clone)]
+pub struct ComposeRequest<'a> {
+    pub case_ref: Option<CaseRef>,
+    pub to: &'a str,
+    pub lang: Lang,
+    pub reply: &'a RenderedReply,
+    /// Message-ID (no angle brackets) of the message answered, for In-Reply-To and
+    /// References (RFC 5322 §3.6.4), so the sender's client threads the answer.
+    pub in_reply_to: Option<&'a str>,
+    pub now: Timestamp,
+}
+
+/// A message ready for the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComposedReply {
+    /// Message-ID given to the reply, without angle brackets.
+    pub message_id: String,
+    /// The whole RFC 5322 message.
+    pub raw: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("composing the reply: {0}")]
+pub struct ComposeError(pub String);
+
+/// Builds the RFC 5322 bytes of a reply (headers, Message-ID, encoding). The reply module
+/// provides the real one; the store only needs the result.
+pub trait ReplyComposer {
+    fn compose(&self, req: &ComposeRequest<'_>) -> Result<ComposedReply, ComposeError>;
+}
+
+pub(crate) fn queue(conn: &Connection, r: &NewReply, now: Timestamp) -> Result<OutboxId, StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO outbox (case_id, caused_by, recipient, message_id, subject, raw, state, attempts, queued_at, \
+         next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', 0, ?7, ?7)",
+    )?
+    .execute(params![
+        r.case.map(|c| c.0),
+        r.caused_by.map(|m| m.0),
+        r.recipient,
+        r.message_id,
+        r.subject,
+        r.raw,
+        now.as_second()
+    ])?;
+    let id = OutboxId(conn.last_insert_rowid());
+    if let Some(case) = r.case {
+        add_event(
+            conn,
+            &NewEvent {
+                case,
+                kind: EventKind::ReplyQueued,
+                actor: r.actor.clone(),
+                text: Some(format!("to {}: {}", r.recipient, r.subject)),
+                message: r.caused_by,
+                outbox: Some(id),
+                at: now,
+            },
+        )?;
+    }
+    Ok(id)
+}
+
+impl Store {
+    /// Queued replies whose time has come, oldest due first.
+    pub fn due_replies(&self, now: Timestamp, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM outbox WHERE state = 'queued' AND next_attempt_at <= ?1 \
+             ORDER BY next_attempt_at, id LIMIT ?2",
+            OutboxRow::COLUMNS
+        );
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let rows = st.query_map(params![now.as_second(), limit], OutboxRow::from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn outbox_row(&self, id: OutboxId) -> Result<Option<OutboxRow>, StoreError> {
+        use rusqlite::OptionalExtension;
+        let sql = format!("SELECT {} FROM outbox WHERE id = ?1", OutboxRow::COLUMNS);
+        Ok(self.conn.prepare_cached(&sql)?.query_row([id.0], OutboxRow::from_row).optional()?)
+    }
+
+    /// The server accepted the reply.
+    pub fn mark_sent(&mut self, id: OutboxId, now: Timestamp) -> Result<(), StoreError> {
+        self.outbox_step(
+            id,
+            "UPDATE outbox SET state = 'sent', attempts = attempts + 1, sent_at = ?2, last_error = NULL \
+             WHERE id = ?1 AND state = 'queued'",
+            params![id.0, now.as_second()],
+            EventKind::ReplySent,
+            None,
+            now,
+        )
+    }
+
+    /// A temporary failure: try again at `next_at`. No history entry (the final outcome gets one).
+    pub fn mark_retry(&mut self, id: OutboxId, error: &str, next_at: Timestamp) -> Result<(), StoreError> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3 \
+             WHERE id = ?1 AND state = 'queued'",
+            )?
+            .execute(params![id.0, error, next_at.as_second()])?;
+        if n == 0 {
+            return Err(StoreError::Invalid(format!("no queued reply {id}")));
+        }
+        Ok(())
+    }
+
+    /// A permanent failure, or too many attempts: give up.
+    pub fn mark_failed(&mut self, id: OutboxId, error: &str, now: Timestamp) -> Result<(), StoreError> {
+        self.outbox_step(
+            id,
+            "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ?2 \
+             WHERE id = ?1 AND state = 'queued'",
+            params![id.0, error],
+            EventKind::ReplyFailed,
+            Some(error),
+            now,
+        )
+    }
+
+    fn outbox_step(
+        &mut self,
+        id: OutboxId,
+        sql: &str,
+        p: &[&dyn rusqlite::ToSql],
+        kind: EventKind,
+        text: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let tx = self.transaction()?;
+        let n = tx.tx.prepare_cached(sql)?.execute(p)?;
+        if n == 0 {
+            return Err(StoreError::Invalid(format!("no queued reply {id}")));
+        }
+        let (case, caused_by): (Option<i64>, Option<i64>) =
+            tx.tx.query_row("SELECT case_id, caused_by FROM outbox WHERE id = ?1", [id.0], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        if let Some(case) = case {
+            tx.add_event(&NewEvent {
+                case: CaseRef(case),
+                kind,
+                actor: DAEMON_ACTOR.into(),
+                text: text.map(str::to_string),
+                message: caused_by.map(super::MessageId),
+                outbox: Some(id),
+                at: now,
+            })?;
+        }
+        tx.commit()
+    }
+}

@@ -1,0 +1,969 @@
+//! `delistd cases ...`: the staff commands over the case database.
+//!
+//! Safe while the daemon runs: the database is in WAL mode, so reading never blocks the
+//! daemon; each staff action is one short transaction that waits (busy timeout) for the
+//! daemon's write lock rather than failing.
+//!
+//! Times are stored in UTC and shown in the local time zone (`TZ` is respected); the
+//! `--json`/`--csv` outputs for scripts give RFC 3339 UTC.
+//!
+//! # Exit codes
+//!
+//! | code | meaning |
+//! |------|---------|
+//! | 0 | done |
+//! | 1 | error: database (incl. a database from a newer delistd), output, composing a reply |
+//! | 2 | usage: bad arguments (clap exits with 2 too) |
+//! | 3 | no such case |
+//! | 4 | refused: the action does not apply to the case's state (e.g. resolving a resolved case) |
+
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::cases::sla::{short_duration, Spread};
+use crate::cases::{
+    CaseDetail, CaseFilter, CaseRow, CaseState, ComposeError, ComposeRequest, NewReply, ReplyComposer, Resolution,
+    Resolve, SlaStatus, Store, StoreError, StoreOptions,
+};
+use crate::decide::ReplyKind;
+use crate::reply::{RenderError, RenderedReply, ReplyVars};
+use crate::types::{CaseRef, Lang};
+
+/// Exit code: no such case.
+pub const EXIT_NOT_FOUND: u8 = 3;
+/// Exit code: the action does not apply to the case's state.
+pub const EXIT_REFUSED: u8 = 4;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CasesCmd {
+    /// List cases: open and awaiting ones, most urgent first; with --ip or --sender, every state.
+    List(ListArgs),
+    /// One case: the request, its evidence, history, messages and replies.
+    Show(ShowArgs),
+    /// Close a case as delisted (default) or rejected, optionally queueing the reply to the sender.
+    Resolve(ResolveArgs),
+    /// Put a resolved or rejected case back to open, with a fresh SLA clock.
+    Reopen(ReopenArgs),
+    /// Add a note to a case's history.
+    Note(NoteArgs),
+    /// Give a case to someone.
+    Assign(AssignArgs),
+    /// Open, overdue, due soon; SLA met and response times over a window.
+    Stats(StatsArgs),
+    /// Every case (or those opened since), streamed as CSV or JSON.
+    Export(ExportArgs),
+}
+
+/// Which states `--state` selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StateArg {
+    #[value(name = "awaiting_info")]
+    AwaitingInfo,
+    Open,
+    Resolved,
+    Rejected,
+    /// awaiting_info and open.
+    Active,
+    /// resolved and rejected.
+    Closed,
+    All,
+}
+
+impl StateArg {
+    fn states(self) -> &'static [CaseState] {
+        match self {
+            StateArg::AwaitingInfo => &[CaseState::AwaitingInfo],
+            StateArg::Open => &[CaseState::Open],
+            StateArg::Resolved => &[CaseState::Resolved],
+            StateArg::Rejected => &[CaseState::Rejected],
+            StateArg::Active => &[CaseState::Open, CaseState::AwaitingInfo],
+            StateArg::Closed => &[CaseState::Resolved, CaseState::Rejected],
+            StateArg::All => &[],
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Only these states (comma-separated). Default: active, or all with --ip/--sender.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub state: Vec<StateArg>,
+    /// Only open cases past their due time.
+    #[arg(long)]
+    pub overdue: bool,
+    /// Only open cases due within this long (e.g. 6h, 1d12h); with --overdue, those too.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub due_within: Option<SignedDuration>,
+    #[arg(long)]
+    pub ip: Option<IpAddr>,
+    /// Sender address (case does not matter).
+    #[arg(long)]
+    pub sender: Option<String>,
+    /// Opened since: a duration ago (7d), a local date (2025-03-01) or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<Since>,
+    /// At most this many cases (0: no limit).
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    /// Skip this many first (next page: --offset 50).
+    #[arg(long, default_value_t = 0)]
+    pub offset: u32,
+    /// JSON array, times in UTC.
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// CSV with a header line, times in UTC.
+    #[arg(long)]
+    pub csv: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    /// Case reference, e.g. DL-000123.
+    pub case: CaseRef,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The reply `cases resolve --reply` sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ResolutionReply {
+    /// "Your IP was delisted."
+    Delisted,
+    /// "Your request was refused."
+    Rejected,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ResolveArgs {
+    pub case: CaseRef,
+    /// Internal note for the history (never sent to the sender).
+    #[arg(long)]
+    pub note: String,
+    /// Queue this reply to the sender, in the case's language. `rejected` closes the case as rejected.
+    #[arg(long, value_enum)]
+    pub reply: Option<ResolutionReply>,
+    /// Close as rejected without a reply.
+    #[arg(long, conflicts_with = "reply")]
+    pub reject: bool,
+    /// Text for the sender, put into the reply.
+    #[arg(long, requires = "reply", value_name = "TEXT")]
+    pub reply_note: Option<String>,
+    /// Who does it (default: $DELISTD_STAFF, else $USER).
+    #[arg(long, env = "DELISTD_STAFF")]
+    pub by: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReopenArgs {
+    pub case: CaseRef,
+    #[arg(long)]
+    pub note: Option<String>,
+    #[arg(long, env = "DELISTD_STAFF")]
+    pub by: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NoteArgs {
+    pub case: CaseRef,
+    pub text: String,
+    #[arg(long, env = "DELISTD_STAFF")]
+    pub by: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AssignArgs {
+    pub case: CaseRef,
+    /// Who takes it.
+    #[arg(required_unless_present = "clear")]
+    pub who: Option<String>,
+    /// Assign it to nobody.
+    #[arg(long, conflicts_with = "who")]
+    pub clear: bool,
+    #[arg(long, env = "DELISTD_STAFF")]
+    pub by: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatsArgs {
+    /// Window for the SLA figures: cases whose clock started since (default 30d).
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<Since>,
+    /// What "due soon" means.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "6h")]
+    pub due_soon: SignedDuration,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Csv,
+    /// A JSON array, one case per line.
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// Only cases opened since (a duration ago, a local date or an RFC 3339 time).
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<Since>,
+    /// Only these states (comma-separated). Default: all.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub state: Vec<StateArg>,
+}
+
+/// A point in time given on the command line, resolved against the clock when run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Since {
+    Ago(SignedDuration),
+    /// Local midnight of this date.
+    Date(jiff::civil::Date),
+    At(Timestamp),
+}
+
+impl FromStr for Since {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Since, String> {
+        if let Ok(d) = parse_duration(s) {
+            return Ok(Since::Ago(d));
+        }
+        if let Ok(d) = s.parse::<jiff::civil::Date>() {
+            return Ok(Since::Date(d));
+        }
+        s.parse::<Timestamp>()
+            .map(Since::At)
+            .map_err(|_| format!("{s:?}: expected a duration (7d, 12h), a date (2025-03-01) or an RFC 3339 time"))
+    }
+}
+
+impl Since {
+    fn resolve(self, now: Timestamp, tz: &TimeZone) -> Result<Timestamp, CasesError> {
+        match self {
+            Since::Ago(d) => now.checked_sub(d).map_err(|e| CasesError::Usage(format!("--since: {e}"))),
+            Since::Date(d) => {
+                d.to_zoned(tz.clone()).map(|z| z.timestamp()).map_err(|e| CasesError::Usage(format!("--since: {e}")))
+            }
+            Since::At(t) => Ok(t),
+        }
+    }
+}
+
+/// `90m`, `6h`, `1d12h`, `2w`: whole numbers with units w, d, h, m, s.
+pub fn parse_duration(s: &str) -> Result<SignedDuration, String> {
+    let bad = || format!("{s:?}: expected a duration like 6h, 90m, 1d12h");
+    let mut total: i64 = 0;
+    let mut digits = String::new();
+    let mut any = false;
+    for ch in s.trim().chars() {
+        if ch.is_ascii_digit() {
+            digits.push(ch);
+            continue;
+        }
+        let unit: i64 = match ch {
+            'w' => 7 * 86_400,
+            'd' => 86_400,
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(bad()),
+        };
+        let n: i64 = digits.parse().map_err(|_| bad())?;
+        total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(bad)?;
+        digits.clear();
+        any = true;
+    }
+    if !any || !digits.is_empty() {
+        return Err(bad());
+    }
+    Ok(SignedDuration::from_secs(total))
+}
+
+/// Renders reply text from a template; [`crate::reply::render`] in production.
+pub type RenderFn = fn(ReplyKind, Lang, &ReplyVars) -> Result<RenderedReply, RenderError>;
+
+/// What `resolve --reply` needs to build a reply.
+pub struct Replies<'a> {
+    pub composer: &'a dyn ReplyComposer,
+    pub render: RenderFn,
+    pub portal_url: String,
+    pub support_url: String,
+}
+
+impl<'a> Replies<'a> {
+    /// Replies rendered from the real templates.
+    pub fn new(composer: &'a dyn ReplyComposer, portal_url: String, support_url: String) -> Replies<'a> {
+        Replies { composer, render: crate::reply::render, portal_url, support_url }
+    }
+}
+
+/// Everything a command needs besides its arguments.
+pub struct Env<'a> {
+    pub now: Timestamp,
+    /// Zone times are shown in; [`TimeZone::system`] respects `TZ`.
+    pub tz: TimeZone,
+    pub store: StoreOptions,
+    /// `None`: `resolve --reply` is refused (no composer configured).
+    pub replies: Option<Replies<'a>>,
+}
+
+impl<'a> Env<'a> {
+    /// The system time zone, default store options, no replies.
+    pub fn new(now: Timestamp) -> Env<'a> {
+        Env { now, tz: TimeZone::system(), store: StoreOptions::default(), replies: None }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CasesError {
+    #[error("no database at {} (check --db)", .0.display())]
+    NoDatabase(PathBuf),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("replies are not configured for this command; resolve without --reply, or configure the reply composer")]
+    RepliesOff,
+    #[error("rendering the reply: {0}")]
+    Render(#[from] RenderError),
+    #[error(transparent)]
+    Compose(#[from] ComposeError),
+    #[error("writing output: {0}")]
+    Io(#[from] io::Error),
+    #[error("writing CSV: {0}")]
+    Csv(#[from] csv::Error),
+    #[error("writing JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl CasesError {
+    /// The process exit code for this error (see the module docs).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CasesError::Store(StoreError::NotFound(_)) => EXIT_NOT_FOUND,
+            CasesError::Store(StoreError::WrongState { .. }) => EXIT_REFUSED,
+            CasesError::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Run one `cases` command against the database at `db`, writing to `out`.
+/// A closed output pipe (`| head`) ends the command quietly.
+pub fn run(cmd: CasesCmd, db: &Path, env: &Env<'_>, out: &mut dyn Write) -> Result<(), CasesError> {
+    match run_inner(cmd, db, env, out) {
+        Err(CasesError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(CasesError::Csv(e)) if is_broken_pipe(&e) => Ok(()),
+        Err(CasesError::Json(e)) if e.io_error_kind() == Some(io::ErrorKind::BrokenPipe) => Ok(()),
+        other => other,
+    }
+}
+
+fn is_broken_pipe(e: &csv::Error) -> bool {
+    matches!(e.kind(), csv::ErrorKind::Io(io) if io.kind() == io::ErrorKind::BrokenPipe)
+}
+
+fn run_inner(cmd: CasesCmd, db: &Path, env: &Env<'_>, out: &mut dyn Write) -> Result<(), CasesError> {
+    // Staff commands never create a database: a wrong --db would silently show nothing.
+    if !db.exists() {
+        return Err(CasesError::NoDatabase(db.to_path_buf()));
+    }
+    let mut store = Store::open(db, env.store.clone())?;
+    match cmd {
+        CasesCmd::List(a) => list(&store, a, env, out),
+        CasesCmd::Show(a) => show(&store, a, env, out),
+        CasesCmd::Resolve(a) => resolve(&mut store, a, env, out),
+        CasesCmd::Reopen(a) => {
+            store.reopen(a.case, &actor(a.by), a.note.as_deref(), env.now)?;
+            let case = store.case(a.case)?.ok_or(StoreError::NotFound(a.case))?;
+            let due = case.due_at.map(|d| local(d, &env.tz)).unwrap_or_default();
+            writeln!(out, "{} reopened; due {due}", a.case)?;
+            Ok(())
+        }
+        CasesCmd::Note(a) => {
+            store.note(a.case, &actor(a.by), &a.text, env.now)?;
+            writeln!(out, "{}: note added", a.case)?;
+            Ok(())
+        }
+        CasesCmd::Assign(a) => {
+            let who = if a.clear { None } else { a.who.as_deref() };
+            store.assign(a.case, &actor(a.by), who, env.now)?;
+            writeln!(out, "{} assigned to {}", a.case, who.unwrap_or("nobody"))?;
+            Ok(())
+        }
+        CasesCmd::Stats(a) => stats(&store, a, env, out),
+        CasesCmd::Export(a) => export(&store, a, env, out),
+    }
+}
+
+/// The staff member acting: --by / $DELISTD_STAFF, else the login name.
+fn actor(by: Option<String>) -> String {
+    by.filter(|s| !s.trim().is_empty())
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .unwrap_or_else(|| "staff".into())
+}
+
+fn local(t: Timestamp, tz: &TimeZone) -> String {
+    t.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M").to_string()
+}
+
+fn local_with_zone(t: Timestamp, tz: &TimeZone) -> String {
+    t.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M:%S %Z").to_string()
+}
+
+// -- list / export ------------------------------------------------------------------------
+
+/// One case for scripts (JSON, CSV). Times are RFC 3339 UTC.
+#[derive(Debug, Serialize)]
+struct CaseOut {
+    #[serde(rename = "ref")]
+    case_ref: String,
+    state: &'static str,
+    ip: Option<String>,
+    status_code: Option<String>,
+    sender: String,
+    language: String,
+    assignee: Option<String>,
+    opened_at: String,
+    due_at: Option<String>,
+    first_response_at: Option<String>,
+    resolved_at: Option<String>,
+    /// Seconds until due (negative: overdue), for open cases.
+    seconds_left: Option<i64>,
+    /// "in 5h12m", "overdue by 3h12m", "met", "missed", "-".
+    sla: String,
+    ndr_line: Option<String>,
+}
+
+impl CaseOut {
+    fn new(c: &CaseRow, now: Timestamp) -> CaseOut {
+        CaseOut {
+            case_ref: c.case_ref.to_string(),
+            state: c.state.as_str(),
+            ip: c.ip.clone(),
+            status_code: c.status_code.clone(),
+            sender: c.sender.clone(),
+            language: c.language.clone(),
+            assignee: c.assignee.clone(),
+            opened_at: c.opened_at.to_string(),
+            due_at: c.due_at.map(|t| t.to_string()),
+            first_response_at: c.first_response_at.map(|t| t.to_string()),
+            resolved_at: c.resolved_at.map(|t| t.to_string()),
+            seconds_left: c.due_at.filter(|_| c.state == CaseState::Open).map(|d| d.as_second() - now.as_second()),
+            sla: SlaStatus::of(c, now).describe(),
+            ndr_line: c.ndr_line.clone(),
+        }
+    }
+}
+
+fn states_of(args: &[StateArg]) -> Vec<CaseState> {
+    let mut v: Vec<CaseState> = Vec::new();
+    for a in args {
+        if *a == StateArg::All {
+            return Vec::new();
+        }
+        for s in a.states() {
+            if !v.contains(s) {
+                v.push(*s);
+            }
+        }
+    }
+    v
+}
+
+fn list(store: &Store, a: ListArgs, env: &Env<'_>, out: &mut dyn Write) -> Result<(), CasesError> {
+    let states = if a.state.is_empty() {
+        if a.ip.is_some() || a.sender.is_some() {
+            Vec::new()
+        } else {
+            StateArg::Active.states().to_vec()
+        }
+    } else {
+        states_of(&a.state)
+    };
+    let limit = (a.limit > 0).then_some(a.limit);
+    let filter = CaseFilter {
+        states,
+        overdue: a.overdue,
+        due_within: a.due_within,
+        ip: a.ip,
+        sender: a.sender.clone(),
+        since: a.since.map(|s| s.resolve(env.now, &env.tz)).transpose()?,
+        // One more than asked, to tell people there is a next page.
+        limit: limit.map(|n| n.saturating_add(1)),
+        offset: a.offset,
+    };
+    let mut cases = store.list_cases(&filter, env.now)?;
+    let more = limit.is_some_and(|n| cases.len() > n as usize);
+    if let Some(n) = limit {
+        cases.truncate(n as usize);
+    }
+    if a.json {
+        let rows: Vec<CaseOut> = cases.iter().map(|c| CaseOut::new(c, env.now)).collect();
+        serde_json::to_writer_pretty(&mut *out, &rows)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    if a.csv {
+        let mut w = csv::Writer::from_writer(&mut *out);
+        for c in &cases {
+            w.serialize(CaseOut::new(c, env.now))?;
+        }
+        w.flush()?;
+        return Ok(());
+    }
+    if cases.is_empty() {
+        writeln!(out, "no cases")?;
+        return Ok(());
+    }
+    let header = ["REF", "STATE", "IP", "SENDER", "OPENED", "DUE", "ASSIGNEE"];
+    let rows: Vec<[String; 7]> = cases
+        .iter()
+        .map(|c| {
+            [
+                c.case_ref.to_string(),
+                c.state.to_string(),
+                c.ip.clone().unwrap_or_else(|| "-".into()),
+                c.sender.clone(),
+                local(c.opened_at, &env.tz),
+                SlaStatus::of(c, env.now).describe(),
+                c.assignee.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    write_table(out, &header, &rows)?;
+    if more {
+        writeln!(
+            out,
+            "(more cases: next page with --offset {}, or raise --limit)",
+            u64::from(a.offset) + u64::from(a.limit)
+        )?;
+    }
+    Ok(())
+}
+
+fn write_table<const N: usize>(out: &mut dyn Write, header: &[&str; N], rows: &[[String; N]]) -> io::Result<()> {
+    let mut width = header.map(|h| h.chars().count());
+    for r in rows {
+        for (w, cell) in width.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |out: &mut dyn Write, cells: &mut dyn Iterator<Item = &str>| -> io::Result<()> {
+        let mut s = String::new();
+        for (i, cell) in cells.enumerate() {
+            if i + 1 < N {
+                s.push_str(cell);
+                s.extend(std::iter::repeat_n(' ', width[i] - cell.chars().count() + 2));
+            } else {
+                s.push_str(cell);
+            }
+        }
+        writeln!(out, "{}", s.trim_end())
+    };
+    line(out, &mut header.iter().copied())?;
+    for r in rows {
+        line(out, &mut r.iter().map(String::as_str))?;
+    }
+    Ok(())
+}
+
+fn export(store: &Store, a: ExportArgs, env: &Env<'_>, out: &mut dyn Write) -> Result<(), CasesError> {
+    let filter = CaseFilter {
+        states: states_of(&a.state),
+        since: a.since.map(|s| s.resolve(env.now, &env.tz)).transpose()?,
+        limit: None,
+        ..CaseFilter::default()
+    };
+    // Streamed: one row at a time from SQLite to the writer, nothing collected.
+    let mut out = io::BufWriter::new(out);
+    match a.format {
+        ExportFormat::Csv => {
+            let mut w = csv::Writer::from_writer(&mut out);
+            store.for_each_case(&filter, env.now, |c| -> Result<(), CasesError> {
+                Ok(w.serialize(CaseOut::new(&c, env.now))?)
+            })?;
+            w.flush()?;
+        }
+        ExportFormat::Json => {
+            let mut first = true;
+            out.write_all(b"[")?;
+            store.for_each_case(&filter, env.now, |c| -> Result<(), CasesError> {
+                out.write_all(if first { b"\n" } else { b",\n" })?;
+                first = false;
+                serde_json::to_writer(&mut out, &CaseOut::new(&c, env.now))?;
+                Ok(())
+            })?;
+            out.write_all(b"\n]\n")?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+// -- show -----------------------------------------------------------------------------------
+
+fn show(store: &Store, a: ShowArgs, env: &Env<'_>, out: &mut dyn Write) -> Result<(), CasesError> {
+    let d = store.case_detail(a.case)?.ok_or(StoreError::NotFound(a.case))?;
+    if a.json {
+        serde_json::to_writer_pretty(&mut *out, &detail_json(&d, env.now))?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let c = &d.case;
+    let tz = &env.tz;
+    let opt = |t: Option<Timestamp>| t.map(|t| local_with_zone(t, tz)).unwrap_or_else(|| "-".into());
+    let sla = SlaStatus::of(c, env.now);
+    writeln!(out, "{}  {}  {}", c.case_ref, c.state, sla.describe())?;
+    writeln!(out, "  IP:             {}", c.ip.as_deref().unwrap_or("-"))?;
+    writeln!(out, "  Status code:    {}", c.status_code.as_deref().unwrap_or("-"))?;
+    writeln!(out, "  NDR line:       {}", c.ndr_line.as_deref().unwrap_or("-"))?;
+    writeln!(out, "  Sender:         {} (replies in {})", c.sender, c.language)?;
+    writeln!(out, "  Assignee:       {}", c.assignee.as_deref().unwrap_or("-"))?;
+    writeln!(out, "  Opened:         {}", local_with_zone(c.opened_at, tz))?;
+    if c.sla_started_at.is_some_and(|s| s != c.opened_at) {
+        writeln!(out, "  Clock started:  {}", opt(c.sla_started_at))?;
+    }
+    writeln!(out, "  Due:            {}", opt(c.due_at))?;
+    writeln!(out, "  First response: {}", opt(c.first_response_at))?;
+    writeln!(out, "  Resolved:       {}", opt(c.resolved_at))?;
+
+    if let Some(m) = c.opened_by.and_then(|id| d.messages.iter().find(|m| m.id == id)) {
+        writeln!(out, "\nEvidence (message {}):", m.id)?;
+        for line in evidence_lines(m.evidence.as_deref(), m.decision.as_deref()) {
+            writeln!(out, "  {line}")?;
+        }
+    }
+
+    writeln!(out, "\nHistory:")?;
+    for e in &d.events {
+        let mut refs = String::new();
+        if let Some(m) = e.message {
+            refs.push_str(&format!(" [message {m}]"));
+        }
+        if let Some(o) = e.outbox {
+            refs.push_str(&format!(" [reply {o}]"));
+        }
+        writeln!(
+            out,
+            "  {}  {:<12} {:<10} {}{refs}",
+            local(e.at, tz),
+            e.kind,
+            e.actor,
+            one_line(e.text.as_deref().unwrap_or(""))
+        )?;
+    }
+
+    writeln!(out, "\nMessages:")?;
+    if d.messages.is_empty() {
+        writeln!(out, "  none")?;
+    }
+    for m in &d.messages {
+        writeln!(
+            out,
+            "  {}  {}  {}  {:?}  <{}>  {}{}",
+            m.id,
+            local(m.received_at, tz),
+            m.sender.as_deref().unwrap_or("-"),
+            one_line(m.subject.as_deref().unwrap_or("")),
+            m.message_id.as_deref().unwrap_or("-"),
+            m.outcome,
+            m.error.as_deref().map(|e| format!(" ({})", one_line(e))).unwrap_or_default(),
+        )?;
+    }
+
+    writeln!(out, "\nReplies:")?;
+    if d.replies.is_empty() {
+        writeln!(out, "  none")?;
+    }
+    for r in &d.replies {
+        let when = match r.sent_at {
+            Some(t) => format!("sent {}", local(t, tz)),
+            None => format!("{} {}", r.state, local(r.queued_at, tz)),
+        };
+        writeln!(
+            out,
+            "  {}  {when}  to {}  {:?}  attempts {}{}",
+            r.id,
+            r.recipient,
+            one_line(&r.subject),
+            r.attempts,
+            r.last_error.as_deref().map(|e| format!("  last error: {}", one_line(e))).unwrap_or_default(),
+        )?;
+    }
+    Ok(())
+}
+
+/// Text from the database on one line: a hostile subject cannot forge table rows.
+fn one_line(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
+/// A few readable lines from the evidence and decision JSON. Reads it loosely (by field
+/// name), so evidence written by another version still shows what it can.
+fn evidence_lines(evidence: Option<&str>, decision: Option<&str>) -> Vec<String> {
+    let mut lines = Vec::new();
+    let ev: Value = evidence.and_then(|e| serde_json::from_str(e).ok()).unwrap_or(Value::Null);
+    let text = |v: &Value| v.as_str().map(one_line);
+    if let Some(code) = text(&ev["status_code"]) {
+        lines.push(format!("status code: {code}"));
+    }
+    if let Some(ndr) = ev["ndr_lines"].as_array() {
+        for l in ndr.iter().take(3) {
+            if let Some(t) = text(&l["text"]) {
+                let place = l["found_in"].as_str().unwrap_or("?");
+                lines.push(format!("NDR line ({place}): {t}"));
+            }
+        }
+    }
+    if let Some(ips) = ev["ips"].as_array() {
+        let shown: Vec<String> = ips
+            .iter()
+            .filter_map(|f| {
+                let t = text(&f["text"])?;
+                let src = f["source"].as_str().unwrap_or("?");
+                Some(match f["problem"].as_str() {
+                    Some(p) => format!("{t} ({src}; not usable: {p})"),
+                    None => format!("{t} ({src})"),
+                })
+            })
+            .collect();
+        if !shown.is_empty() {
+            lines.push(format!("IPs: {}", shown.join(", ")));
+        }
+    }
+    if let Some(l) = text(&ev["language"]) {
+        lines.push(format!("language: {l}"));
+    }
+    if let Some(signs) = ev["auto_signs"].as_array().filter(|s| !s.is_empty()) {
+        let s: Vec<String> = signs.iter().map(|v| one_line(&v.to_string())).collect();
+        lines.push(format!("automatic-message signs: {}", s.join(", ")));
+    }
+    if ev["truncated"].as_bool() == Some(true) {
+        lines.push("message was truncated before extraction".into());
+    }
+    let dec: Value = decision.and_then(|d| serde_json::from_str(d).ok()).unwrap_or(Value::Null);
+    if let Some(action) = text(&dec["action"]) {
+        let reason = text(&dec["reason"]).unwrap_or_default();
+        lines.push(format!("decision: {action}: {reason}"));
+    }
+    if lines.is_empty() {
+        lines.push("none recorded".into());
+    }
+    lines
+}
+
+fn detail_json(d: &CaseDetail, now: Timestamp) -> Value {
+    let parse = |s: &Option<String>| s.as_deref().and_then(|t| serde_json::from_str::<Value>(t).ok());
+    json!({
+        "case": CaseOut::new(&d.case, now),
+        "events": d.events.iter().map(|e| json!({
+            "at": e.at.to_string(), "kind": e.kind, "actor": e.actor, "text": e.text,
+            "message": e.message.map(|m| m.0), "reply": e.outbox.map(|o| o.0),
+        })).collect::<Vec<_>>(),
+        "messages": d.messages.iter().map(|m| json!({
+            "id": m.id.0, "received_at": m.received_at.to_string(), "source": m.source,
+            "message_id": m.message_id, "sender": m.sender, "subject": m.subject, "size": m.size,
+            "sha256": m.sha256, "action": m.action, "outcome": m.outcome, "error": m.error,
+            "evidence": parse(&m.evidence), "decision": parse(&m.decision),
+        })).collect::<Vec<_>>(),
+        "replies": d.replies.iter().map(|r| json!({
+            "id": r.id.0, "state": r.state, "recipient": r.recipient, "message_id": r.message_id,
+            "subject": r.subject, "attempts": r.attempts, "queued_at": r.queued_at.to_string(),
+            "sent_at": r.sent_at.map(|t| t.to_string()), "last_error": r.last_error,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+// -- resolve --------------------------------------------------------------------------------
+
+fn resolve(store: &mut Store, a: ResolveArgs, env: &Env<'_>, out: &mut dyn Write) -> Result<(), CasesError> {
+    let by = actor(a.by);
+    let resolution = match (a.reply, a.reject) {
+        (Some(ResolutionReply::Rejected), _) | (None, true) => Resolution::Rejected,
+        _ => Resolution::Delisted,
+    };
+    let reply = match a.reply {
+        None => None,
+        Some(kind) => {
+            let replies = env.replies.as_ref().ok_or(CasesError::RepliesOff)?;
+            let d = store.case_detail(a.case)?.ok_or(StoreError::NotFound(a.case))?;
+            // Refuse before composing: the store checks again inside its transaction.
+            if !d.case.state.is_active() {
+                return Err(StoreError::WrongState { case: a.case, state: d.case.state, action: "resolve" }.into());
+            }
+            let kind = match kind {
+                ResolutionReply::Delisted => ReplyKind::Delisted,
+                ResolutionReply::Rejected => ReplyKind::Rejected,
+            };
+            Some(resolution_reply(store, &d, kind, a.reply_note, replies, &by, env.now)?)
+        }
+    };
+    let res = Resolve { actor: by, note: Some(a.note), resolution, reply };
+    let queued = store.resolve(a.case, &res, env.now)?;
+    let state = match resolution {
+        Resolution::Delisted => "resolved",
+        Resolution::Rejected => "rejected",
+    };
+    match queued {
+        Some(id) => writeln!(out, "{} {state}; reply {id} queued", a.case)?,
+        None => writeln!(out, "{} {state}; no reply sent", a.case)?,
+    }
+    Ok(())
+}
+
+fn resolution_reply(
+    store: &Store,
+    d: &CaseDetail,
+    kind: ReplyKind,
+    note_for_sender: Option<String>,
+    replies: &Replies<'_>,
+    actor: &str,
+    now: Timestamp,
+) -> Result<NewReply, CasesError> {
+    let c = &d.case;
+    let opening = c.opened_by.and_then(|id| d.messages.iter().find(|m| m.id == id));
+    // Answer the latest message of the thread, so the sender's client threads it there.
+    let answered = d.messages.iter().rev().find(|m| m.message_id.is_some());
+    let sender_name = opening
+        .and_then(|m| m.evidence.as_deref())
+        .and_then(|e| serde_json::from_str::<Value>(e).ok())
+        .and_then(|v| v["headers"]["from_name"].as_str().map(str::to_string));
+    let vars = ReplyVars {
+        case_refs: vec![c.case_ref.to_string()],
+        ips: c.ip.iter().cloned().collect(),
+        status_code: c.status_code.clone(),
+        ndr_line: c.ndr_line.clone(),
+        missing: Vec::new(),
+        original_subject: opening.and_then(|m| m.subject.clone()),
+        sender_name,
+        sla_hours: u32::try_from(store.sla().as_secs() / 3600).unwrap_or(u32::MAX),
+        due_at: c.due_at.map(|t| t.to_string()),
+        portal_url: replies.portal_url.clone(),
+        support_url: replies.support_url.clone(),
+        staff_note: note_for_sender,
+    };
+    let rendered = (replies.render)(kind, c.lang(), &vars)?;
+    let composed = replies.composer.compose(&ComposeRequest {
+        case_ref: Some(c.case_ref),
+        to: &c.sender,
+        lang: c.lang(),
+        reply: &rendered,
+        in_reply_to: answered.and_then(|m| m.message_id.as_deref()),
+        now,
+    })?;
+    Ok(NewReply {
+        case: Some(c.case_ref),
+        caused_by: answered.map(|m| m.id),
+        recipient: c.sender.clone(),
+        message_id: composed.message_id,
+        subject: rendered.subject,
+        raw: composed.raw,
+        actor: actor.to_string(),
+    })
+}
+
+// -- stats ----------------------------------------------------------------------------------
+
+fn stats(store: &Store, a: StatsArgs, env: &Env<'_>, out: &mut dyn Write) -> Result<(), CasesError> {
+    let since = a.since.unwrap_or(Since::Ago(SignedDuration::from_hours(30 * 24))).resolve(env.now, &env.tz)?;
+    let s = store.stats(since, env.now, a.due_soon)?;
+    if a.json {
+        let spread = |sp: &Spread| json!({"count": sp.count, "median_secs": sp.median_secs, "p95_secs": sp.p95_secs});
+        let v = json!({
+            "now": s.now.to_string(), "since": s.since.to_string(),
+            "open": s.open, "awaiting_info": s.awaiting_info, "overdue": s.overdue,
+            "due_soon": s.due_soon, "due_soon_secs": s.due_soon_secs,
+            "window_cases": s.window_cases, "sla_decided": s.sla_decided, "sla_met": s.sla_met,
+            "sla_met_pct": s.sla_met_pct,
+            "first_response": spread(&s.first_response), "resolution": spread(&s.resolution),
+        });
+        serde_json::to_writer_pretty(&mut *out, &v)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let secs = |v: Option<i64>| v.map(|s| short_duration(SignedDuration::from_secs(s))).unwrap_or_else(|| "-".into());
+    writeln!(out, "Now ({})", local_with_zone(env.now, &env.tz))?;
+    writeln!(out, "  open:            {}", s.open)?;
+    writeln!(out, "  overdue:         {}", s.overdue)?;
+    writeln!(out, "  due in next {}:  {}", short_duration(a.due_soon), s.due_soon)?;
+    writeln!(out, "  awaiting info:   {}", s.awaiting_info)?;
+    writeln!(out, "Since {} ({} cases with an SLA clock)", local(s.since, &env.tz), s.window_cases)?;
+    match s.sla_met_pct {
+        Some(p) => writeln!(out, "  SLA met:         {p:.1}% ({} of {} decided)", s.sla_met, s.sla_decided)?,
+        None => writeln!(out, "  SLA met:         - (none decided yet)")?,
+    }
+    writeln!(
+        out,
+        "  first response:  median {}, p95 {} ({} cases)",
+        secs(s.first_response.median_secs),
+        secs(s.first_response.p95_secs),
+        s.first_response.count
+    )?;
+    writeln!(
+        out,
+        "  resolution:      median {}, p95 {} ({} cases)",
+        secs(s.resolution.median_secs),
+        secs(s.resolution.p95_secs),
+        s.resolution.count
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("6h"), Ok(SignedDuration::from_hours(6)));
+        assert_eq!(parse_duration("1d12h"), Ok(SignedDuration::from_hours(36)));
+        assert_eq!(parse_duration("90m"), Ok(SignedDuration::from_mins(90)));
+        assert_eq!(parse_duration("2w"), Ok(SignedDuration::from_hours(14 * 24)));
+        for bad in ["", "6", "h", "6x", "1h30", "-1h", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn since_takes_durations_dates_and_times() {
+        let now: Timestamp = "2025-03-10T12:00:00Z".parse().unwrap();
+        let tz = TimeZone::fixed(jiff::tz::offset(1));
+        let r = |s: &str| s.parse::<Since>().unwrap().resolve(now, &tz).unwrap().to_string();
+        assert_eq!(r("7d"), "2025-03-03T12:00:00Z");
+        assert_eq!(r("2025-03-01"), "2025-02-28T23:00:00Z", "local midnight");
+        assert_eq!(r("2025-03-01T08:00:00Z"), "2025-03-01T08:00:00Z");
+        assert!("yesterday".parse::<Since>().is_err());
+    }
+
+    #[test]
+    fn one_line_removes_control_characters() {
+        assert_eq!(one_line("a\r\nb\tc"), "a  b c");
+    }
+
+    #[test]
+    fn evidence_lines_read_what_is_there() {
+        let ev = r#"{"status_code":"5.7.511","ips":[{"text":"203.0.113.7","source":"rejection","problem":null},
+            {"text":"10.0.0.1","source":"stated","problem":"private"}],"language":"fr","auto_signs":[]}"#;
+        let lines = evidence_lines(Some(ev), Some(r#"{"action":"acknowledge","reason":"5.7.511 request"}"#));
+        assert_eq!(
+            lines,
+            [
+                "status code: 5.7.511",
+                "IPs: 203.0.113.7 (rejection), 10.0.0.1 (stated; not usable: private)",
+                "language: fr",
+                "decision: acknowledge: 5.7.511 request",
+            ]
+        );
+        assert_eq!(evidence_lines(Some("not json"), None), ["none recorded"]);
+    }
+}

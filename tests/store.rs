@@ -1,0 +1,749 @@
+//! The case store on real SQLite files, and the staff CLI over it (`cli::cases::run` with a
+//! buffer for stdout). Time is a parameter everywhere: no test sleeps or reads the clock.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
+use rusqlite::Connection;
+use serde_json::Value;
+
+use delistd::cases::schema;
+use delistd::cases::{
+    sha256_hex, CaseState, ComposeError, ComposeRequest, ComposedReply, MessageSource, NewCase, NewMessage, NewReply,
+    Outcome, RawMessage, ReplyComposer, Store, StoreError, StoreOptions, DAEMON_ACTOR,
+};
+use delistd::cli::cases::{run, CasesCmd, CasesError, Env, Replies};
+use delistd::decide::{Action, ReplyKind};
+use delistd::reply::{RenderError, RenderedReply, ReplyVars};
+use delistd::types::{CaseRef, Lang, StatusCode};
+
+// -- helpers ----------------------------------------------------------------------------------
+
+fn t(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn db_in(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("delistd.sqlite")
+}
+
+fn open(path: &Path) -> Store {
+    Store::open(path, StoreOptions::default()).unwrap()
+}
+
+/// One request taken in the way the pipeline does it: message, case and acknowledgement in
+/// one transaction.
+fn take_in(store: &mut Store, uid: u32, ip: &str, sender: &str, now: Timestamp) -> CaseRef {
+    let raw = format!(
+        "From: {sender}\r\nMessage-ID: <req{uid}@example.com>\r\nSubject: delist {ip}\r\n\r\n\
+         550 5.7.511 Access denied, banned sender[{ip}]\r\n"
+    );
+    let evidence = format!(
+        r#"{{"status_code":"5.7.511","ips":[{{"text":"{ip}","source":"rejection","problem":null}}],
+            "ndr_lines":[{{"text":"550 5.7.511 Access denied, banned sender[{ip}]","found_in":"body"}}],
+            "language":"en","auto_signs":[],"headers":{{"from_name":"Alice Example"}}}}"#
+    );
+    let tx = store.transaction().unwrap();
+    let m = tx
+        .insert_message(&NewMessage {
+            source: MessageSource::Imap { mailbox: "INBOX".into(), uidvalidity: 1, uid },
+            message_id: Some(format!("req{uid}@example.com")),
+            sender: Some(sender.into()),
+            subject: Some(format!("delist {ip}")),
+            received_at: now,
+            size: raw.len() as u64,
+            sha256: sha256_hex(raw.as_bytes()),
+            raw: RawMessage::Blob(raw.as_bytes()),
+            evidence: Some(evidence),
+            decision: Some(r#"{"action":"acknowledge","reason":"5.7.511 request"}"#.into()),
+            action: Some(Action::Acknowledge),
+            outcome: Outcome::Received,
+            error: None,
+        })
+        .unwrap();
+    let ipa: IpAddr = ip.parse().unwrap();
+    let c = tx
+        .open_case(
+            &NewCase {
+                ip: Some(ipa),
+                status_code: Some(StatusCode::BANNED_SENDER),
+                ndr_line: Some(format!("550 5.7.511 Access denied, banned sender[{ip}]")),
+                sender: sender.into(),
+                language: Lang::De,
+                opened_by: Some(m),
+                awaiting_info: false,
+            },
+            now,
+        )
+        .unwrap();
+    tx.queue_reply(
+        &NewReply {
+            case: Some(c),
+            caused_by: Some(m),
+            recipient: sender.into(),
+            message_id: format!("{c}.ack@delist.example"),
+            subject: format!("[{c}] received"),
+            raw: b"Subject: ack\r\n\r\nok\r\n".to_vec(),
+            actor: DAEMON_ACTOR.into(),
+        },
+        now,
+    )
+    .unwrap();
+    tx.set_outcome(m, Outcome::Processed, None).unwrap();
+    tx.commit().unwrap();
+    c
+}
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: CasesCmd,
+}
+
+fn parse(args: &[&str]) -> CasesCmd {
+    Cli::try_parse_from(std::iter::once("cases").chain(args.iter().copied())).unwrap().cmd
+}
+
+fn env(now: Timestamp) -> Env<'static> {
+    Env { now, tz: TimeZone::fixed(jiff::tz::offset(1)), store: StoreOptions::default(), replies: None }
+}
+
+/// Run a command; its output, or its error.
+fn cli(db: &Path, env: &Env<'_>, args: &[&str]) -> Result<String, CasesError> {
+    let mut out = Vec::new();
+    run(parse(args), db, env, &mut out)?;
+    Ok(String::from_utf8(out).unwrap())
+}
+
+fn ok(db: &Path, now: Timestamp, args: &[&str]) -> String {
+    cli(db, &env(now), args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+fn refs_in_table(out: &str) -> Vec<String> {
+    out.lines().skip(1).filter(|l| l.starts_with("DL-")).map(|l| l[..9].to_string()).collect()
+}
+
+fn json_refs(out: &str) -> Vec<String> {
+    let v: Value = serde_json::from_str(out).unwrap();
+    v.as_array().unwrap().iter().map(|c| c["ref"].as_str().unwrap().to_string()).collect()
+}
+
+struct StandInComposer;
+
+impl ReplyComposer for StandInComposer {
+    fn compose(&self, req: &ComposeRequest<'_>) -> Result<ComposedReply, ComposeError> {
+        let case = req.case_ref.map(|c| c.to_string()).unwrap_or_default();
+        let message_id = format!("{case}.{}@delist.example", req.now.as_second());
+        let mut raw = format!(
+            "From: Delist Desk <delist@delist.example>\r\nTo: {}\r\nSubject: {}\r\nMessage-ID: <{message_id}>\r\n\
+             Date: {}\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n\
+             Content-Type: text/plain; charset=utf-8\r\nContent-Language: {}\r\n",
+            req.to,
+            req.reply.subject,
+            jiff::fmt::rfc2822::to_string(&req.now.to_zoned(TimeZone::UTC)).unwrap(),
+            req.lang,
+        );
+        if let Some(irt) = req.in_reply_to {
+            raw.push_str(&format!("In-Reply-To: <{irt}>\r\nReferences: <{irt}>\r\n"));
+        }
+        raw.push_str("\r\n");
+        raw.push_str(&req.reply.body.replace('\n', "\r\n"));
+        Ok(ComposedReply { message_id, raw: raw.into_bytes() })
+    }
+}
+
+fn stand_in_render(kind: ReplyKind, lang: Lang, vars: &ReplyVars) -> Result<RenderedReply, RenderError> {
+    Ok(RenderedReply {
+        subject: format!("[{}] {} ({lang})", vars.case_refs.join(", "), kind.name()),
+        body: format!(
+            "Dear {},\n{} for {}.\n{}\n",
+            vars.sender_name.as_deref().unwrap_or("sender"),
+            kind.name(),
+            vars.ips.join(", "),
+            vars.staff_note.as_deref().unwrap_or("")
+        ),
+    })
+}
+
+static COMPOSER: StandInComposer = StandInComposer;
+
+fn env_with_replies(now: Timestamp) -> Env<'static> {
+    Env {
+        replies: Some(Replies {
+            composer: &COMPOSER,
+            render: stand_in_render,
+            portal_url: "https://portal.example".into(),
+            support_url: "https://support.example".into(),
+        }),
+        ..env(now)
+    }
+}
+
+fn schema_dump(path: &Path) -> Vec<String> {
+    let c = Connection::open(path).unwrap();
+    let mut st = c.prepare("SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL ORDER BY name").unwrap();
+    st.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+}
+
+fn user_version(path: &Path) -> i64 {
+    Connection::open(path).unwrap().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap()
+}
+
+// -- schema and migrations ----------------------------------------------------------------------
+
+#[test]
+fn migrating_twice_changes_nothing_the_second_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    let mut s = open(&db);
+    take_in(&mut s, 1, "203.0.113.7", "alice@example.com", t("2025-03-01T10:00:00Z"));
+    drop(s);
+    let before = schema_dump(&db);
+    assert!(before.iter().any(|s| s.contains("CREATE TABLE cases")));
+    let s = open(&db);
+    assert_eq!(s.schema_version().unwrap(), schema::supported_version().unwrap());
+    assert_eq!(schema_dump(&db), before);
+    assert!(s.case(CaseRef(1)).unwrap().is_some(), "data kept");
+    let mode: String = s.connection().pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+    let fk: i64 = s.connection().pragma_query_value(None, "foreign_keys", |r| r.get(0)).unwrap();
+    assert_eq!(fk, 1);
+}
+
+#[test]
+fn an_empty_version_0_database_is_migrated_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    // What `sqlite3 file 'VACUUM'` leaves: a valid database with no tables, user_version 0.
+    Connection::open(&db).unwrap().execute_batch("VACUUM").unwrap();
+    assert_eq!(user_version(&db), 0);
+    let mut s = open(&db);
+    assert_eq!(s.schema_version().unwrap(), 1);
+    take_in(&mut s, 1, "203.0.113.7", "alice@example.com", t("2025-03-01T10:00:00Z"));
+}
+
+#[test]
+fn a_half_made_schema_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    // Someone ran the start of schema.sql by hand: a messages table, still at version 0.
+    Connection::open(&db).unwrap().execute_batch("CREATE TABLE messages (id INTEGER PRIMARY KEY);").unwrap();
+    let err = Store::open(&db, StoreOptions::default()).unwrap_err();
+    assert!(matches!(err, StoreError::Migration { version: 1, .. }), "{err}");
+    assert_eq!(user_version(&db), 0);
+    assert_eq!(schema_dump(&db), ["CREATE TABLE messages (id INTEGER PRIMARY KEY)"], "nothing half-applied");
+}
+
+#[test]
+fn a_database_from_a_newer_delistd_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    drop(open(&db));
+    let supported = schema::supported_version().unwrap();
+    Connection::open(&db).unwrap().pragma_update(None, "user_version", supported + 1).unwrap();
+    let err = Store::open(&db, StoreOptions::default()).unwrap_err();
+    match err {
+        StoreError::TooNew { found, supported: s } => assert_eq!((found, s), (supported + 1, supported)),
+        other => panic!("expected TooNew, got {other}"),
+    }
+    // The CLI says so and exits 1.
+    let e = cli(&db, &env(t("2025-03-01T10:00:00Z")), &["list"]).unwrap_err();
+    assert_eq!(e.exit_code(), 1);
+    assert!(e.to_string().contains("newer than this delistd supports"), "{e}");
+    assert_eq!(user_version(&db), i64::from(supported + 1), "left as it was");
+}
+
+#[test]
+fn staff_commands_never_create_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("typo.sqlite");
+    let e = cli(&db, &env(t("2025-03-01T10:00:00Z")), &["list"]).unwrap_err();
+    assert!(matches!(e, CasesError::NoDatabase(_)));
+    assert!(!db.exists());
+}
+
+// -- the one-transaction rule, dedupe ------------------------------------------------------------
+
+#[test]
+fn a_transaction_that_fails_half_way_leaves_nothing_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    let mut s = open(&db);
+    let now = t("2025-03-01T10:00:00Z");
+    let result: Result<(), StoreError> = (|| {
+        let tx = s.transaction()?;
+        let m = tx.insert_message(&NewMessage {
+            source: MessageSource::File { path: "/tmp/req.eml".into() },
+            message_id: None,
+            sender: Some("alice@example.com".into()),
+            subject: None,
+            received_at: now,
+            size: 3,
+            sha256: sha256_hex(b"abc"),
+            raw: RawMessage::Path("/tmp/req.eml"),
+            evidence: None,
+            decision: None,
+            action: None,
+            outcome: Outcome::Received,
+            error: None,
+        })?;
+        let c = tx.open_case(
+            &NewCase {
+                ip: Some("203.0.113.7".parse().unwrap()),
+                status_code: Some(StatusCode::BANNED_SENDER),
+                ndr_line: None,
+                sender: "alice@example.com".into(),
+                language: Lang::En,
+                opened_by: Some(m),
+                awaiting_info: false,
+            },
+            now,
+        )?;
+        // Evidence that is not JSON breaks a CHECK constraint: the pipeline fails here.
+        tx.insert_message(&NewMessage {
+            evidence: Some("{not json".into()),
+            sha256: sha256_hex(b"abcd"),
+            source: MessageSource::File { path: "/tmp/other.eml".into() },
+            message_id: None,
+            sender: None,
+            subject: None,
+            received_at: now,
+            size: 4,
+            raw: RawMessage::NotKept,
+            decision: None,
+            action: None,
+            outcome: Outcome::Received,
+            error: None,
+        })?;
+        let _ = c;
+        tx.commit()
+    })();
+    assert!(result.is_err());
+    drop(s);
+    let s = open(&db);
+    let n: i64 = s
+        .connection()
+        .query_row(
+            "SELECT (SELECT count(*) FROM messages) + (SELECT count(*) FROM cases) + (SELECT count(*) FROM events)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 0);
+    assert!(s.find_message_by_sha256(&sha256_hex(b"abc")).unwrap().is_none(), "can be handled again");
+}
+
+#[test]
+fn a_restarted_daemon_finds_what_it_already_handled() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    let mut s = open(&db);
+    let c = take_in(&mut s, 9, "203.0.113.7", "alice@example.com", t("2025-03-01T10:00:00Z"));
+    drop(s); // "crash"
+    let s = open(&db);
+    let m = s.find_message_by_source("INBOX", 1, 9).unwrap().expect("UID known");
+    assert_eq!(m.outcome, "processed");
+    assert_eq!(s.find_message_by_sha256(&m.sha256).unwrap().map(|r| r.id), Some(m.id));
+    assert_eq!(s.find_message_by_message_id("<req9@example.com>").unwrap().map(|r| r.id), Some(m.id));
+    assert_eq!(s.open_case_for_ip("203.0.113.7".parse().unwrap()).unwrap().map(|c| c.case_ref), Some(c));
+    assert!(s.find_message_by_source("INBOX", 1, 10).unwrap().is_none());
+}
+
+// -- a writer and a reader at once ---------------------------------------------------------------
+
+#[test]
+fn the_cli_reads_while_the_daemon_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    drop(open(&db));
+    const N: u32 = 150;
+    let t0 = t("2025-03-01T10:00:00Z");
+    let writer = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            let mut s = open(&db);
+            for i in 0..N {
+                let now = t0 + SignedDuration::from_secs(i64::from(i));
+                take_in(&mut s, i + 1, &format!("198.51.100.{}", i % 250 + 1), "w@example.com", now);
+                if i % 10 == 0 {
+                    s.note(CaseRef(i64::from(i) + 1), "staff", "looking", now).unwrap();
+                }
+            }
+        })
+    };
+    let reader = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            let mut seen = 0usize;
+            let mut rounds = 0;
+            while seen < N as usize {
+                let now = t("2025-03-02T10:00:00Z");
+                let out = ok(&db, now, &["list", "--json", "--limit", "0"]);
+                let n = json_refs(&out).len();
+                assert!(n >= seen, "a reader never sees rows disappear ({n} < {seen})");
+                seen = n;
+                ok(&db, now, &["stats"]);
+                rounds += 1;
+                assert!(rounds < 100_000, "writer stalled");
+            }
+            rounds
+        })
+    };
+    writer.join().expect("writer failed");
+    let rounds = reader.join().expect("reader failed");
+    assert!(rounds >= 1);
+    let s = open(&db);
+    let n: i64 = s.connection().query_row("SELECT count(*) FROM cases", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, i64::from(N));
+}
+
+// -- SLA with a controllable clock ---------------------------------------------------------------
+
+/// Three open cases opened 50 h, 44 h and 1 h before `now`, one awaiting info, one resolved.
+fn sla_fixture(db: &Path) -> Timestamp {
+    let now = t("2025-03-10T12:00:00Z");
+    let mut s = open(db);
+    take_in(&mut s, 1, "203.0.113.1", "a@example.com", now - SignedDuration::from_hours(50)); // overdue by 2h
+    take_in(&mut s, 2, "203.0.113.2", "b@example.com", now - SignedDuration::from_hours(44)); // due in 4h
+    take_in(&mut s, 3, "203.0.113.3", "c@example.com", now - SignedDuration::from_hours(1)); // due in 47h
+    let tx = s.transaction().unwrap();
+    tx.open_case(
+        &NewCase {
+            ip: None,
+            status_code: None,
+            ndr_line: None,
+            sender: "d@example.com".into(),
+            language: Lang::Fr,
+            opened_by: None,
+            awaiting_info: true,
+        },
+        now - SignedDuration::from_hours(100),
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    let c5 = take_in(&mut s, 5, "203.0.113.5", "e@example.com", now - SignedDuration::from_hours(30));
+    s.resolve(
+        c5,
+        &delistd::cases::Resolve {
+            actor: "bob".into(),
+            note: None,
+            resolution: delistd::cases::Resolution::Delisted,
+            reply: None,
+        },
+        now - SignedDuration::from_hours(20),
+    )
+    .unwrap();
+    now
+}
+
+#[test]
+fn list_orders_by_urgency_and_shows_time_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    let now = sla_fixture(&db);
+    let out = ok(&db, now, &["list"]);
+    assert_eq!(refs_in_table(&out), ["DL-000001", "DL-000002", "DL-000003", "DL-000004"], "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("REF"), "{out}");
+    assert!(lines[1].contains("overdue by 2h00m"), "{out}");
+    assert!(lines[2].contains("in 4h00m"), "{out}");
+    assert!(lines[3].contains("in 1d23h"), "{out}");
+    assert!(lines[4].contains("awaiting_info") && lines[4].ends_with("-"), "{out}");
+    // Opened time in the staff's zone (UTC+1 here): 2025-03-08 10:00 UTC.
+    assert!(lines[1].contains("2025-03-08 11:00"), "{out}");
+
+    // The clock moves on: 5 h later the second case is overdue too.
+    let later = now + SignedDuration::from_hours(5);
+    assert_eq!(refs_in_table(&ok(&db, later, &["list", "--overdue"])), ["DL-000001", "DL-000002"]);
+    assert_eq!(refs_in_table(&ok(&db, now, &["list", "--overdue"])), ["DL-000001"]);
+    assert_eq!(refs_in_table(&ok(&db, now, &["list", "--due-within", "6h"])), ["DL-000002"]);
+    assert_eq!(refs_in_table(&ok(&db, now, &["list", "--due-within", "6h", "--overdue"])), ["DL-000001", "DL-000002"]);
+    assert_eq!(ok(&db, now, &["list", "--due-within", "1h"]), "no cases\n");
+}
+
+#[test]
+fn stats_count_now_and_measure_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    let now = sla_fixture(&db);
+    let mut s = open(&db);
+    // DL-000001 got a note 3 h after its clock started, then is resolved late (50 h).
+    s.note(CaseRef(1), "bob", "checking", now - SignedDuration::from_hours(47)).unwrap();
+    let out = ok(&db, now, &["stats", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["open"], 3);
+    assert_eq!(v["awaiting_info"], 1);
+    assert_eq!(v["overdue"], 1);
+    assert_eq!(v["due_soon"], 1);
+    assert_eq!(v["window_cases"], 4);
+    // Decided: DL-000005 (resolved in 10 h: met) and DL-000001 (past due: missed).
+    assert_eq!((v["sla_decided"].as_u64(), v["sla_met"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(v["sla_met_pct"], 50.0);
+    // First responses: DL-000005 at 10 h (its resolution), DL-000001 at 3 h.
+    assert_eq!(v["first_response"]["count"], 2);
+    assert_eq!(v["first_response"]["median_secs"], 3 * 3600);
+    assert_eq!(v["first_response"]["p95_secs"], 10 * 3600);
+    assert_eq!(v["resolution"]["median_secs"], 10 * 3600);
+
+    s.resolve(
+        CaseRef(1),
+        &delistd::cases::Resolve {
+            actor: "bob".into(),
+            note: None,
+            resolution: delistd::cases::Resolution::Rejected,
+            reply: None,
+        },
+        now,
+    )
+    .unwrap();
+    let v: Value = serde_json::from_str(&ok(&db, now, &["stats", "--json"])).unwrap();
+    assert_eq!((v["overdue"].as_u64(), v["sla_met"].as_u64(), v["sla_decided"].as_u64()), (Some(0), Some(1), Some(2)));
+    // A window that starts after every clock: nothing measured.
+    let v: Value = serde_json::from_str(&ok(&db, now, &["stats", "--json", "--since", "30m"])).unwrap();
+    assert_eq!((v["window_cases"].as_u64(), v["sla_met_pct"].is_null()), (Some(0), true));
+    let text = ok(&db, now, &["stats"]);
+    assert!(text.contains("SLA met:         50.0% (1 of 2 decided)"), "{text}");
+}
+
+// -- list filters and formats --------------------------------------------------------------------
+
+#[test]
+fn list_filters_combine() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    let t0 = t("2025-03-01T00:00:00Z");
+    let mut s = open(&db);
+    for i in 0..12u32 {
+        let ip = if i % 3 == 0 { "192.0.2.10".to_string() } else { format!("192.0.2.{}", 100 + i) };
+        let sender = if i % 2 == 0 { "Even@Example.com" } else { "odd@example.com" };
+        take_in(&mut s, i + 1, &ip, sender, t0 + SignedDuration::from_hours(i64::from(i)));
+    }
+    let res = |actor: &str| delistd::cases::Resolve {
+        actor: actor.into(),
+        note: None,
+        resolution: delistd::cases::Resolution::Delisted,
+        reply: None,
+    };
+    s.resolve(CaseRef(1), &res("bob"), t0 + SignedDuration::from_hours(20)).unwrap();
+    s.resolve(CaseRef(4), &res("bob"), t0 + SignedDuration::from_hours(20)).unwrap();
+    let now = t0 + SignedDuration::from_hours(24);
+
+    // --ip shows every state of that IP, newest first.
+    let out = ok(&db, now, &["list", "--ip", "192.0.2.10", "--json"]);
+    assert_eq!(json_refs(&out), ["DL-000010", "DL-000007", "DL-000004", "DL-000001"]);
+    let out = ok(&db, now, &["list", "--ip", "192.0.2.10", "--state", "open", "--json"]);
+    assert_eq!(json_refs(&out), ["DL-000007", "DL-000010"], "open ones by due time");
+    // --sender is case-insensitive.
+    let out = ok(&db, now, &["list", "--sender", "even@example.COM", "--state", "resolved", "--json"]);
+    assert_eq!(json_refs(&out), ["DL-000001"]);
+    assert_eq!(json_refs(&ok(&db, now, &["list", "--sender", "even@example.com", "--json"])).len(), 6);
+    // --since: opened at or after 09:00 UTC (10:00 in the staff's zone).
+    let out = ok(&db, now, &["list", "--state", "all", "--since", "2025-03-01T09:00:00Z", "--json"]);
+    assert_eq!(json_refs(&out), ["DL-000012", "DL-000011", "DL-000010"]);
+    let out = ok(&db, now, &["list", "--state", "closed", "--json"]);
+    assert_eq!(json_refs(&out), ["DL-000004", "DL-000001"]);
+
+    // Paging: --limit, --offset, and a hint that there is more.
+    let page1 = ok(&db, now, &["list", "--limit", "4"]);
+    assert_eq!(refs_in_table(&page1), ["DL-000002", "DL-000003", "DL-000005", "DL-000006"]);
+    assert!(page1.contains("next page with --offset 4"), "{page1}");
+    let page3 = ok(&db, now, &["list", "--limit", "4", "--offset", "8"]);
+    assert_eq!(refs_in_table(&page3), ["DL-000011", "DL-000012"]);
+    assert!(!page3.contains("next page"));
+
+    // CSV for scripts: a header and one line per case, UTC times.
+    let csv_out = ok(&db, now, &["list", "--csv", "--ip", "192.0.2.10"]);
+    let mut r = csv::Reader::from_reader(csv_out.as_bytes());
+    let headers = r.headers().unwrap().clone();
+    assert_eq!(&headers[0], "ref");
+    let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 4);
+    let opened = headers.iter().position(|h| h == "opened_at").unwrap();
+    assert_eq!(&rows[3][opened], "2025-03-01T00:00:00Z");
+    let json: Value =
+        serde_json::from_str(&ok(&db, now, &["list", "--ip", "192.0.2.10", "--state", "open", "--json"])).unwrap();
+    // DL-000007 opened at 06:00, due 48 h later; now is 24:00: 30 h left.
+    assert_eq!(json[0]["seconds_left"], 30 * 3600);
+}
+
+// -- staff actions -------------------------------------------------------------------------------
+
+#[test]
+fn staff_actions_leave_history_and_set_first_response() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    let t0 = t("2025-03-01T10:00:00Z");
+    let mut s = open(&db);
+    let c = take_in(&mut s, 1, "203.0.113.7", "alice@example.com", t0);
+    drop(s);
+    let at = |h: i64| t0 + SignedDuration::from_hours(h);
+
+    assert_eq!(ok(&db, at(2), &["assign", "DL-000001", "carol", "--by", "bob"]), "DL-000001 assigned to carol\n");
+    ok(&db, at(3), &["note", "dl-1", "asked the abuse team", "--by", "carol"]);
+    let out = ok(&db, at(5), &["resolve", "DL-000001", "--note", "delisted in the portal", "--by", "carol"]);
+    assert_eq!(out, "DL-000001 resolved; no reply sent\n");
+
+    let s = open(&db);
+    let case = s.case(c).unwrap().unwrap();
+    assert_eq!(case.state, CaseState::Resolved);
+    assert_eq!(case.first_response_at, Some(at(2)), "the first staff action, not the automatic ack");
+    assert_eq!(case.resolved_at, Some(at(5)));
+    assert_eq!(case.assignee.as_deref(), Some("carol"));
+
+    // Resolving twice is refused (exit 4); an unknown case is exit 3.
+    let e = cli(&db, &env(at(6)), &["resolve", "DL-000001", "--note", "again"]).unwrap_err();
+    assert_eq!(e.exit_code(), 4, "{e}");
+    let e = cli(&db, &env(at(6)), &["note", "DL-000099", "x"]).unwrap_err();
+    assert_eq!(e.exit_code(), 3, "{e}");
+    assert_eq!(e.to_string(), "no case DL-000099");
+    let e = cli(&db, &env(at(6)), &["reopen", "DL-000099"]).unwrap_err();
+    assert_eq!(e.exit_code(), 3);
+
+    // Reopened: open again, with a fresh clock.
+    let out = ok(&db, at(30), &["reopen", "DL-000001", "--note", "sender says still blocked", "--by", "bob"]);
+    assert!(out.starts_with("DL-000001 reopened; due 2025-03-04 17:00"), "{out}");
+    let case = s.case(c).unwrap().unwrap();
+    assert_eq!((case.state, case.resolved_at, case.due_at), (CaseState::Open, None, Some(at(30 + 48))));
+    let e = cli(&db, &env(at(31)), &["reopen", "DL-000001"]).unwrap_err();
+    assert_eq!(e.exit_code(), 4);
+    ok(&db, at(31), &["assign", "DL-000001", "--clear", "--by", "bob"]);
+    assert_eq!(s.case(c).unwrap().unwrap().assignee, None);
+
+    let history: Vec<(String, String, Option<String>)> =
+        s.case_detail(c).unwrap().unwrap().events.into_iter().map(|e| (e.kind, e.actor, e.text)).collect();
+    let kinds: Vec<&str> = history.iter().map(|h| h.0.as_str()).collect();
+    assert_eq!(kinds, ["opened", "reply_queued", "assigned", "note", "resolved", "reopened", "assigned"]);
+    assert_eq!(history[3], ("note".into(), "carol".into(), Some("asked the abuse team".into())));
+    assert_eq!(history[5].2.as_deref(), Some("was resolved; sender says still blocked"));
+}
+
+#[test]
+fn resolve_with_a_reply_queues_it_in_the_case_language() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    let t0 = t("2025-03-01T10:00:00Z");
+    let mut s = open(&db);
+    let c = take_in(&mut s, 1, "203.0.113.7", "alice@example.com", t0);
+    let c2 = take_in(&mut s, 2, "203.0.113.8", "alice@example.com", t0);
+    drop(s);
+    let now = t0 + SignedDuration::from_hours(4);
+
+    // Without a composer configured, --reply is refused and nothing changes.
+    let e = cli(&db, &env(now), &["resolve", "DL-000001", "--note", "n", "--reply", "delisted"]).unwrap_err();
+    assert!(matches!(e, CasesError::RepliesOff));
+    assert_eq!(open(&db).case(c).unwrap().unwrap().state, CaseState::Open);
+
+    let env = env_with_replies(now);
+    let out = cli(
+        &db,
+        &env,
+        &[
+            "resolve",
+            "DL-000001",
+            "--note",
+            "ok in portal",
+            "--reply",
+            "delisted",
+            "--reply-note",
+            "Sorry!",
+            "--by",
+            "bob",
+        ],
+    )
+    .unwrap();
+    assert_eq!(out, "DL-000001 resolved; reply #3 queued\n");
+    let out = cli(&db, &env, &["resolve", "DL-000002", "--note", "spam source", "--reply", "rejected", "--by", "bob"])
+        .unwrap();
+    assert!(out.starts_with("DL-000002 rejected; reply #"), "{out}");
+
+    let s = open(&db);
+    assert_eq!(s.case(c2).unwrap().unwrap().state, CaseState::Rejected);
+    let d = s.case_detail(c).unwrap().unwrap();
+    let reply = d.replies.iter().find(|r| r.subject.contains("delisted")).expect("queued");
+    assert_eq!(reply.subject, "[DL-000001] delisted (de)");
+    assert_eq!(reply.recipient, "alice@example.com");
+    assert_eq!(reply.caused_by, d.case.opened_by);
+    // The stand-in composer's bytes are a real message, threaded to the request.
+    let parsed = mail_parser::MessageParser::default().parse(&reply.raw).unwrap();
+    assert_eq!(parsed.in_reply_to().as_text(), Some("req1@example.com"));
+    assert_eq!(parsed.message_id(), Some(reply.message_id.as_str()));
+    let body = parsed.body_text(0).unwrap();
+    assert!(body.contains("Dear Alice Example") && body.contains("Sorry!"), "{body}");
+    assert!(!body.contains("ok in portal"), "the internal note is never sent");
+    // The reply is due now for the sender loop, and in the history as the staff member's.
+    assert!(s.due_replies(now, 10).unwrap().iter().any(|r| r.id == reply.id));
+    let ev: Vec<(String, String)> = d.events.iter().map(|e| (e.kind.clone(), e.actor.clone())).collect();
+    assert!(ev.contains(&("reply_queued".into(), "bob".into())), "{ev:?}");
+    assert_eq!(ev.last(), Some(&("resolved".into(), "bob".into())));
+    // Resolving a closed case with a reply is refused before composing anything.
+    let e = cli(&db, &env, &["resolve", "DL-000001", "--note", "n", "--reply", "delisted"]).unwrap_err();
+    assert_eq!(e.exit_code(), 4);
+}
+
+// -- show and export -----------------------------------------------------------------------------
+
+#[test]
+fn show_gives_evidence_history_messages_and_replies() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    let t0 = t("2025-03-01T10:00:00Z");
+    let mut s = open(&db);
+    let c = take_in(&mut s, 1, "203.0.113.7", "alice@example.com", t0);
+    let id = s.due_replies(t0, 1).unwrap()[0].id;
+    s.mark_sent(id, t0 + SignedDuration::from_secs(30)).unwrap();
+    s.note(c, "bob", "line one\nline two", t0 + SignedDuration::from_hours(1)).unwrap();
+    drop(s);
+    let now = t0 + SignedDuration::from_hours(2);
+    let out = ok(&db, now, &["show", "DL-000001"]);
+    for want in [
+        "DL-000001  open  in 1d22h",
+        "NDR line:       550 5.7.511 Access denied, banned sender[203.0.113.7]",
+        "Opened:         2025-03-01 11:00:00 +01",
+        "status code: 5.7.511",
+        "IPs: 203.0.113.7 (rejection)",
+        "decision: acknowledge: 5.7.511 request",
+        "opened       delistd    request for 203.0.113.7 [message #1]",
+        "reply_sent   delistd     [message #1] [reply #1]",
+        "note         bob        line one line two",
+        "<req1@example.com>  processed",
+        "sent 2025-03-01 11:00  to alice@example.com  \"[DL-000001] received\"  attempts 1",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    let v: Value = serde_json::from_str(&ok(&db, now, &["show", "DL-000001", "--json"])).unwrap();
+    assert_eq!(v["case"]["ref"], "DL-000001");
+    assert_eq!(v["messages"][0]["evidence"]["status_code"], "5.7.511");
+    assert_eq!(v["replies"][0]["state"], "sent");
+    assert_eq!(v["events"].as_array().unwrap().len(), 4);
+    assert_eq!(cli(&db, &env(now), &["show", "DL-000002"]).unwrap_err().exit_code(), 3);
+}
+
+#[test]
+fn export_streams_every_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    let t0 = t("2025-03-01T10:00:00Z");
+    let mut s = open(&db);
+    for i in 0..25u32 {
+        take_in(
+            &mut s,
+            i + 1,
+            &format!("198.51.100.{}", i + 1),
+            "x@example.com",
+            t0 + SignedDuration::from_mins(i64::from(i)),
+        );
+    }
+    drop(s);
+    let now = t0 + SignedDuration::from_hours(1);
+    let json_out = ok(&db, now, &["export", "--format", "json"]);
+    let v: Value = serde_json::from_str(&json_out).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 25);
+    assert_eq!(json_out.lines().count(), 27, "one case per line between the brackets");
+    let csv_out = ok(&db, now, &["export", "--format", "csv", "--since", "2025-03-01T10:20:00Z"]);
+    assert_eq!(csv::Reader::from_reader(csv_out.as_bytes()).records().count(), 5);
+    let empty = ok(&db, now, &["export", "--format", "json", "--state", "rejected"]);
+    assert_eq!(serde_json::from_str::<Value>(&empty).unwrap(), serde_json::json!([]));
+}
