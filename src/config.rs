@@ -284,6 +284,17 @@ fn line_at_offset(src: &str, offset: usize) -> usize {
 struct Check<'a> {
     src: &'a str,
     problems: Vec<ConfigProblem>,
+    secrets: Secrets,
+}
+
+/// Whether passwords are read while loading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrets {
+    /// The daemon: every password must be readable.
+    Read,
+    /// Staff commands: they only need the database; the credentials of the service are
+    /// not theirs to read (and `$CREDENTIALS_DIRECTORY` exists only inside the service).
+    Skip,
 }
 
 impl Check<'_> {
@@ -316,6 +327,9 @@ impl Check<'_> {
 
     /// A password from a file or a systemd credential (`$CREDENTIALS_DIRECTORY/NAME`).
     fn secret(&mut self, section: &str, file: &Option<PathBuf>, credential: &Option<String>) -> Option<Secret> {
+        if self.secrets == Secrets::Skip {
+            return Some(Secret::new("(not read)", ""));
+        }
         let (source, path) = match (file, credential) {
             (Some(_), Some(_)) => {
                 self.problem(&format!("{section}.password_file"), "give password_file or password_credential, not both");
@@ -368,13 +382,21 @@ fn is_loopback_host(host: &str) -> bool {
 impl Config {
     /// Read and validate the file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, Secrets::Read)
+    }
+
+    pub fn load_with(path: &Path, secrets: Secrets) -> Result<Config, ConfigError> {
         let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        Config::parse(&src, path)
+        Config::parse_with(&src, path, secrets)
     }
 
     /// Validate `src` as if read from `path` (relative paths in it are taken relative to the
     /// file's folder, so a config and its data can travel together).
     pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
+        Config::parse_with(src, path, Secrets::Read)
+    }
+
+    pub fn parse_with(src: &str, path: &Path, secrets: Secrets) -> Result<Config, ConfigError> {
         let invalid = |problems| ConfigError::Invalid { path: path.to_path_buf(), problems };
         let raw: RawFile = match toml::from_str(src) {
             Ok(r) => r,
@@ -386,7 +408,7 @@ impl Config {
         };
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let rel = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
-        let mut c = Check { src, problems: Vec::new() };
+        let mut c = Check { src, problems: Vec::new(), secrets };
 
         let source = raw.intake.as_ref().map(|i| i.source.as_str()).unwrap_or("imap");
         let intake = match source {

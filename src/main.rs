@@ -6,8 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use delistd::cli::cases::CasesCmd;
 use delistd::cli::{inspect, Exit};
 use delistd::config::{Config, DEFAULT_CONFIG_PATH};
+use delistd::daemon::{self, Mode};
 use delistd::decide::{decide, Context};
 use delistd::extract::{extract, ExtractOptions};
 
@@ -56,6 +58,43 @@ enum Command {
         #[arg(long, short, env = "DELISTD_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
+    /// Run the daemon: read the mailbox, record outcomes, send replies (Type=notify under systemd).
+    Run {
+        #[arg(long, short, env = "DELISTD_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// Drain what is waiting, send what is queued, and exit (instead of serving until SIGTERM).
+        #[arg(long)]
+        once: bool,
+    },
+    /// Run the whole pipeline on bundled example requests, with no mail server: a Maildir in,
+    /// a SQLite file, replies written as .eml files; ends with the table of cases opened.
+    Demo {
+        /// Where to put the Maildir, the database and the replies.
+        #[arg(long, default_value = "demo-out")]
+        dir: PathBuf,
+    },
+    /// Run recorded messages through extraction and the decision again (quarantined ones by
+    /// default), updating their record; replies due are queued for the daemon to send.
+    Reprocess {
+        #[arg(long, short, env = "DELISTD_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// Database to use instead of the one the config names.
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// Message ids (see `cases show`); without any, every quarantined message.
+        ids: Vec<i64>,
+    },
+    /// Staff commands over the case database (safe while the daemon runs).
+    Cases {
+        /// The config file, for the database path and the reply settings.
+        #[arg(long, short, env = "DELISTD_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// The database, instead of the one named in the config.
+        #[arg(long, global = true, env = "DELISTD_DB")]
+        db: Option<PathBuf>,
+        #[command(subcommand)]
+        command: CasesCmd,
+    },
 }
 
 fn init_logs(format: &str) {
@@ -75,9 +114,20 @@ fn init_logs(format: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(&cli.log_format);
+    // A panic caught by the pipeline (a message quarantined) is logged as one line, not a
+    // backtrace across the journal.
+    std::panic::set_hook(Box::new(|info| {
+        let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        tracing::error!(at = %at, "panic: {}", info.payload().downcast_ref::<&str>().copied()
+            .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str)).unwrap_or("(no message)"));
+    }));
     let exit = match cli.command {
         Command::Inspect { files, json, reply, max_bytes } => run_inspect(&files, json, reply, max_bytes),
         Command::CheckConfig { config } => check_config(&config),
+        Command::Run { config, once } => run_daemon(&config, once),
+        Command::Demo { dir } => run_demo(&dir),
+        Command::Reprocess { config, db, ids } => reprocess(&config, db, &ids),
+        Command::Cases { config, db, command } => cases(&config, db, command),
     };
     exit.into()
 }
@@ -159,4 +209,183 @@ fn check_config(path: &std::path::Path) -> Exit {
             Exit::Config
         }
     }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
+}
+
+fn run_daemon(path: &std::path::Path, once: bool) -> Exit {
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("delistd: {e}");
+            return Exit::Config;
+        }
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("delistd: cannot start the runtime: {e}");
+            return Exit::Failure;
+        }
+    };
+    let mode = if once { Mode::Once } else { Mode::Serve };
+    match rt.block_on(daemon::run(cfg, mode)) {
+        Ok(stats) => {
+            tracing::info!(
+                processed = stats.processed, quarantined = stats.quarantined,
+                already_recorded = stats.already_recorded, sent = stats.sent, send_failed = stats.send_failed,
+                "stopped"
+            );
+            Exit::Ok
+        }
+        Err(e) => {
+            eprintln!("delistd: {e}");
+            match e {
+                daemon::DaemonError::Imap(_) | daemon::DaemonError::Send(_) => Exit::TempFail,
+                _ => Exit::Failure,
+            }
+        }
+    }
+}
+
+fn run_demo(dir: &std::path::Path) -> Exit {
+    let paths = match delistd::demo::prepare(dir) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("delistd: cannot prepare {}: {e}", dir.display());
+            return Exit::Failure;
+        }
+    };
+    let cfg = delistd::demo::config(&paths);
+    println!(
+        "delistd demo: {} example requests in {}, database {}, replies in {}",
+        delistd::demo::MESSAGES.len(),
+        paths.maildir.join("new").display(),
+        paths.database.display(),
+        paths.replies.display()
+    );
+    let stats = match runtime().map_err(|e| e.to_string()).and_then(|rt| rt.block_on(daemon::run(cfg, Mode::Once)).map_err(|e| e.to_string())) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("delistd: {e}");
+            return Exit::Failure;
+        }
+    };
+    println!(
+        "\nprocessed {} message(s) ({} already recorded from an earlier run), {} reply(ies) written\n",
+        stats.processed, stats.already_recorded, stats.sent
+    );
+    let list = delistd::cli::cases::CasesCmd::List(delistd::cli::cases::ListArgs::everything());
+    let env = delistd::cli::cases::Env::new(jiff::Timestamp::now());
+    let stdout = std::io::stdout();
+    if let Err(e) = delistd::cli::cases::run(list, &paths.database, &env, &mut stdout.lock()) {
+        eprintln!("delistd: {e}");
+        return Exit::Failure;
+    }
+    println!("\nTry: delistd cases --db {} show DL-000001", paths.database.display());
+    Exit::Ok
+}
+
+/// The database to use: `--db`, else the one the config names (read without its secrets).
+fn staff_db(config: &std::path::Path, db: Option<PathBuf>) -> Result<(PathBuf, Option<Config>), Exit> {
+    let cfg = match Config::load_with(config, delistd::config::Secrets::Skip) {
+        Ok(c) => Some(c),
+        Err(e) if db.is_some() => {
+            tracing::debug!(error = %e, "config not used (--db given)");
+            None
+        }
+        Err(e) => {
+            eprintln!("delistd: {e}\n(give --db PATH to use a database without a config)");
+            return Err(Exit::Config);
+        }
+    };
+    match (db, &cfg) {
+        (Some(p), _) => Ok((p, cfg)),
+        (None, Some(c)) => Ok((c.store.database.clone(), cfg)),
+        (None, None) => Err(Exit::Config),
+    }
+}
+
+fn cases(config: &std::path::Path, db: Option<PathBuf>, command: CasesCmd) -> Exit {
+    let (db, cfg) = match staff_db(config, db) {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    let mut env = delistd::cli::cases::Env::new(jiff::Timestamp::now());
+    let composer = cfg.as_ref().map(|c| delistd::pipeline::Composer {
+        from: c.replies.from.clone(),
+        message_id_domain: c.replies.message_id_domain.clone(),
+    });
+    if let (Some(c), Some(composer)) = (&cfg, &composer) {
+        env.store.sla = jiff::SignedDuration::from_secs(c.store.sla.as_secs() as i64);
+        env.replies = Some(delistd::cli::cases::Replies::new(composer, c.replies.portal_url.clone(), c.replies.support_url.clone()));
+    }
+    let stdout = std::io::stdout();
+    match delistd::cli::cases::run(command, &db, &env, &mut stdout.lock()) {
+        Ok(()) => Exit::Ok,
+        Err(e) => {
+            eprintln!("delistd: {e}");
+            Exit::Code(e.exit_code())
+        }
+    }
+}
+
+fn reprocess(config: &std::path::Path, db: Option<PathBuf>, ids: &[i64]) -> Exit {
+    let cfg = match Config::load_with(config, delistd::config::Secrets::Skip) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("delistd: {e}");
+            return Exit::Config;
+        }
+    };
+    let db = db.unwrap_or_else(|| cfg.store.database.clone());
+    let pipeline = match delistd::pipeline::Pipeline::new(&cfg) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("delistd: {e}");
+            return Exit::Config;
+        }
+    };
+    let mut store = match delistd::cases::Store::open(&db, pipeline.store_options()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("delistd: {}: {e}", db.display());
+            return Exit::Failure;
+        }
+    };
+    let ids: Vec<delistd::cases::MessageId> = if ids.is_empty() {
+        match store.quarantined_messages() {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("delistd: {e}");
+                return Exit::Failure;
+            }
+        }
+    } else {
+        ids.iter().map(|i| delistd::cases::MessageId(*i)).collect()
+    };
+    if ids.is_empty() {
+        println!("nothing quarantined");
+        return Exit::Ok;
+    }
+    let mut exit = Exit::Ok;
+    for (n, id) in ids.iter().enumerate() {
+        match pipeline.reprocess(&mut store, *id, jiff::Timestamp::now()) {
+            Ok(p) => println!(
+                "[{}/{}] message {}: {} {}",
+                n + 1,
+                ids.len(),
+                id.0,
+                p.action.map(|a| a.to_string()).unwrap_or_else(|| "quarantined again".into()),
+                p.cases.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" ")
+            ),
+            Err(e) => {
+                eprintln!("delistd: message {}: {e}", id.0);
+                exit = Exit::Failure;
+            }
+        }
+    }
+    exit
 }

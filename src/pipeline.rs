@@ -15,7 +15,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use jiff::{SignedDuration, Timestamp};
 
 use crate::cases::{
-    sha256_hex, Action as _ActionUnused, CaseState, EventKind, MessageSource, NewCase, NewEvent, NewMessage, NewReply,
+    sha256_hex, MessageId, CaseState, EventKind, MessageSource, NewCase, NewEvent, NewMessage, NewReply,
     Outcome, RawMessage, Store, StoreError, StoreOptions, DAEMON_ACTOR,
 };
 use crate::config::Config;
@@ -193,6 +193,11 @@ impl Pipeline {
             return self.record_duplicate(store, f, &sha, &ev, first, now);
         }
 
+        let d = self.decide_with_store(store, &ev)?;
+        self.record(store, f, &sha, &ev, &d, None, now)
+    }
+
+    fn decide_with_store(&self, store: &Store, ev: &Evidence) -> Result<Decision, StoreError> {
         let referenced = match ev.case_ref {
             None => Referenced::NotLooked,
             Some(r) => match store.case(r)? {
@@ -205,8 +210,35 @@ impl Pipeline {
                 None => Referenced::Unknown,
             },
         };
-        let d = decide(&ev, &Context { referenced });
-        self.record(store, f, &sha, &ev, &d, now)
+        Ok(decide(ev, &Context { referenced }))
+    }
+
+    /// Run a recorded message (a quarantined one, usually) through again, updating its record
+    /// in place: `delistd reprocess`. Its place in the source does not change.
+    pub fn reprocess(&self, store: &mut Store, id: MessageId, now: Timestamp) -> Result<Processed, PipelineError> {
+        let row = store.message(id)?.ok_or_else(|| StoreError::Invalid(format!("no message {}", id.0)))?;
+        let raw = store
+            .message_raw(id)?
+            .ok_or_else(|| StoreError::Invalid(format!("message {} has no stored copy to reprocess", id.0)))?;
+        let key = match &row.source {
+            MessageSource::Imap { mailbox, uidvalidity, uid } => {
+                SourceKey::Imap { mailbox: mailbox.clone(), uidvalidity: *uidvalidity, uid: *uid }
+            }
+            MessageSource::Maildir { path } | MessageSource::File { path } => SourceKey::File { path: path.clone() },
+        };
+        let f = Fetched { key, size: row.size, raw };
+        let sha = sha256_hex(&f.raw);
+        let ev = match catch_unwind(AssertUnwindSafe(|| extract(&f.raw, &self.extract))) {
+            Ok(ev) => ev,
+            Err(_) => {
+                let tx = store.transaction()?;
+                tx.set_outcome(id, Outcome::Quarantined, Some("extraction failed again on reprocess"))?;
+                tx.commit()?;
+                return Ok(Processed { disposition: Disposition::Quarantine, already_recorded: false, queued_reply: false, action: None, cases: vec![] });
+            }
+        };
+        let d = self.decide_with_store(store, &ev)?;
+        self.record(store, &f, &sha, &ev, &d, Some(id), now)
     }
 
     /// A message already recorded under the same Message-ID from the same sender.
@@ -272,6 +304,7 @@ impl Pipeline {
         sha: &str,
         ev: &Evidence,
         d: &Decision,
+        existing: Option<MessageId>,
         now: Timestamp,
     ) -> Result<Processed, PipelineError> {
         let sender = reply_recipient(ev).or(ev.headers.from.as_deref()).unwrap_or("").to_string();
@@ -300,7 +333,13 @@ impl Pipeline {
         m.outcome = if d.action == Action::Ignore { Outcome::Ignored } else { Outcome::Processed };
 
         let tx = store.transaction()?;
-        let msg = tx.insert_message(&m)?;
+        let msg = match existing {
+            Some(id) => {
+                tx.rerecord_message(id, &m)?;
+                id
+            }
+            None => tx.insert_message(&m)?,
+        };
         let event = |case: CaseRef, kind: EventKind, text: String| NewEvent {
             case,
             kind,
@@ -434,5 +473,29 @@ impl Pipeline {
     fn is_ourselves(&self, to: &str) -> bool {
         let ours = self.from.rsplit_once('<').map(|(_, a)| a.trim_end_matches('>')).unwrap_or(&self.from);
         ours.trim().eq_ignore_ascii_case(to.trim())
+    }
+}
+
+/// Builds staff replies (`cases resolve --reply`) the same way the daemon builds its own.
+pub struct Composer {
+    pub from: String,
+    pub message_id_domain: String,
+}
+
+impl crate::cases::ReplyComposer for Composer {
+    fn compose(&self, req: &crate::cases::ComposeRequest<'_>) -> Result<crate::cases::ComposedReply, crate::cases::ComposeError> {
+        let message_id = new_message_id(req.case_ref, &self.message_id_domain);
+        let references: Vec<String> = req.in_reply_to.map(|m| vec![m.to_string()]).unwrap_or_default();
+        let envelope = ReplyEnvelope {
+            from: &self.from,
+            to: req.to,
+            message_id: &message_id,
+            in_reply_to: req.in_reply_to,
+            references: &references,
+            date: req.now,
+            language: req.lang,
+        };
+        let raw = compose(&envelope, req.reply).map_err(|e| crate::cases::ComposeError(e.to_string()))?;
+        Ok(crate::cases::ComposedReply { message_id, raw })
     }
 }

@@ -100,6 +100,13 @@ impl Store {
             .optional()?)
     }
 
+    /// Messages kept aside, oldest first (`delistd reprocess`).
+    pub fn quarantined_messages(&self) -> Result<Vec<MessageId>, StoreError> {
+        let mut st = self.conn.prepare_cached("SELECT id FROM messages WHERE outcome = 'quarantined' ORDER BY id")?;
+        let rows = st.query_map([], |r| r.get(0).map(MessageId))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     pub fn find_message_by_sha256(&self, sha256: &str) -> Result<Option<MessageRow>, StoreError> {
         let sql = format!("SELECT {} FROM messages WHERE sha256 = ?1", MessageRow::COLUMNS);
         Ok(self.conn.prepare_cached(&sql)?.query_row([sha256], MessageRow::from_row).optional()?)
@@ -188,6 +195,32 @@ pub struct Tx<'c> {
 impl Tx<'_> {
     /// Record a message. A message already recorded (same IMAP UID or same content) is
     /// [`StoreError::Duplicate`]: the caller lost a race with another intake and must skip it.
+    /// Record a new evidence, decision and outcome for a message recorded before
+    /// (`delistd reprocess` of a quarantined message). Its source, content and raw bytes stay.
+    pub fn rerecord_message(&self, id: MessageId, m: &NewMessage<'_>) -> Result<(), StoreError> {
+        let n = self
+            .tx
+            .prepare_cached(
+                "UPDATE messages SET message_id = ?2, sender = ?3, subject = ?4, evidence = ?5, decision = ?6, \
+                 action = ?7, outcome = ?8, error = ?9 WHERE id = ?1",
+            )?
+            .execute(params![
+                id.0,
+                m.message_id.as_deref().map(strip_brackets),
+                m.sender,
+                m.subject,
+                m.evidence,
+                m.decision,
+                m.action.map(|a| a.as_str()),
+                m.outcome,
+                m.error,
+            ])?;
+        if n == 0 {
+            return Err(StoreError::Invalid(format!("no message {}", id.0)));
+        }
+        Ok(())
+    }
+
     pub fn insert_message(&self, m: &NewMessage<'_>) -> Result<MessageId, StoreError> {
         let (mailbox, uidvalidity, uid, path) = match &m.source {
             MessageSource::Imap { mailbox, uidvalidity, uid } => {

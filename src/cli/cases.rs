@@ -17,6 +17,7 @@
 //! | 3 | no such case |
 //! | 4 | refused: the action does not apply to the case's state (e.g. resolving a resolved case) |
 
+use clap::ValueEnum as _;
 use std::io::{self, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -90,7 +91,7 @@ impl StateArg {
     }
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Default, clap::Args)]
 pub struct ListArgs {
     /// Only these states (comma-separated). Default: active, or all with --ip/--sender.
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -121,6 +122,13 @@ pub struct ListArgs {
     /// CSV with a header line, times in UTC.
     #[arg(long)]
     pub csv: bool,
+}
+
+impl ListArgs {
+    /// Every case in every state, no paging (the demo's closing table).
+    pub fn everything() -> ListArgs {
+        ListArgs { state: StateArg::value_variants().to_vec(), ..ListArgs::default() }
+    }
 }
 
 #[derive(Debug, clap::Args)]

@@ -10,24 +10,41 @@ use std::process::ExitCode;
 /// `RestartPreventExitStatus=` can tell a bad config from a passing outage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
+    /// A code chosen by a sub-command (the staff commands document their own).
+    Code(u8),
     /// Done, nothing wrong.
-    Ok = 0,
+    Ok,
     /// Something failed that a retry will not fix by itself (see the message).
-    Failure = 1,
+    Failure,
     /// What was asked for does not exist (a case reference, a message id).
-    NotFound = 3,
+    NotFound,
     /// Wrong flags or arguments (clap also uses 2 for these).
-    Usage = 64,
+    Usage,
     /// Input could not be read (a file given to `inspect`).
-    NoInput = 66,
+    NoInput,
     /// A server could not be reached; worth trying again later.
-    TempFail = 75,
+    TempFail,
     /// The configuration file is invalid.
-    Config = 78,
+    Config,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Code(c) => c,
+            Exit::Ok => 0,
+            Exit::Failure => 1,
+            Exit::NotFound => 3,
+            Exit::Usage => 64,
+            Exit::NoInput => 66,
+            Exit::TempFail => 75,
+            Exit::Config => 78,
+        }
+    }
 }
 
 impl From<Exit> for ExitCode {
     fn from(e: Exit) -> ExitCode {
-        ExitCode::from(e as u8)
+        ExitCode::from(e.code())
     }
 }

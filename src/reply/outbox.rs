@@ -17,9 +17,9 @@ use super::send::{FileSink, SendError, SmtpConn, SmtpConnector};
 use crate::cases::{OutboxRow, Store, StoreOptions};
 
 /// How long a reply is retried before it is given up (and staff see it as failed).
-const GIVE_UP_AFTER_ATTEMPTS: i64 = 25;
+const GIVE_UP_AFTER_ATTEMPTS: u32 = 25;
 /// Replies taken from the table per round.
-const ROUND: usize = 256;
+const ROUND: u32 = 256;
 
 pub enum Transport {
     Smtp(SmtpConnector),
@@ -49,8 +49,8 @@ pub struct Outbox {
 }
 
 /// Delay before attempt `n + 1` after `n` failures: 30 s doubling, at most an hour.
-pub fn retry_delay(attempts: i64) -> Duration {
-    let exp = attempts.clamp(0, 7) as u32;
+pub fn retry_delay(attempts: u32) -> Duration {
+    let exp = attempts.min(7);
     Duration::from_secs((30u64 << exp).min(3600))
 }
 
@@ -67,7 +67,7 @@ impl Outbox {
         intake_done: Arc<AtomicBool>,
         once: bool,
     ) -> Result<OutboxStats, crate::daemon::DaemonError> {
-        let store = Store::open(&self.db, self.opts.clone())?;
+        let mut store = Store::open(&self.db, self.opts.clone())?;
         let mut stats = OutboxStats::default();
         let mut conns: Vec<Option<SmtpConn>> = (0..self.connections).map(|_| None).collect();
         let mut backoff = crate::net::Backoff::new(Duration::from_secs(64));
