@@ -427,7 +427,7 @@ impl Config {
                             _ => 143,
                         });
                         let user = c.required("imap.user", &i.user).unwrap_or_default();
-                        let password = c.secret("imap", &i.password_file, &i.password_credential);
+                        let password = c.secret("imap", &i.password_file.as_deref().map(rel), &i.password_credential);
                         let ca_file = i.ca_file.as_deref().map(rel);
                         if let Some(ca) = &ca_file {
                             if !ca.is_file() {
@@ -497,7 +497,7 @@ impl Config {
                     _ => 587,
                 });
                 let auth = match &s.user {
-                    Some(u) => c.secret("smtp", &s.password_file, &s.password_credential).map(|p| (u.clone(), p)),
+                    Some(u) => c.secret("smtp", &s.password_file.as_deref().map(rel), &s.password_credential).map(|p| (u.clone(), p)),
                     None => None,
                 };
                 let connections = s.connections.unwrap_or(4);

@@ -82,20 +82,6 @@ where
     }
 }
 
-/// Quote a mailbox name as an IMAP quoted string (RFC 3501 §4.3).
-fn quoted(name: &str) -> String {
-    let mut s = String::with_capacity(name.len() + 2);
-    s.push('"');
-    for c in name.chars() {
-        if c == '"' || c == '\\' {
-            s.push('\\');
-        }
-        s.push(c);
-    }
-    s.push('"');
-    s
-}
-
 impl ImapSource {
     pub fn new(cfg: Imap, max_bytes: usize) -> Result<ImapSource, ImapError> {
         let tls = net::tls_config(cfg.ca_file.as_deref())?;
@@ -159,10 +145,10 @@ impl ImapSource {
         };
         for folder in [&c.processed_folder, &c.quarantine_folder] {
             if !existing.iter().any(|n| n == folder) {
-                timed("CREATE", session.create(quoted(folder))).await?;
+                timed("CREATE", session.create(folder)).await?;
             }
         }
-        let mbox = timed("SELECT", session.select(quoted(&c.mailbox))).await?;
+        let mbox = timed("SELECT", session.select(&c.mailbox)).await?;
         self.uidvalidity = mbox.uid_validity.ok_or_else(|| ImapError::NoUidValidity(c.mailbox.clone()))?;
         Self::drain_unsolicited(&mut session);
         tracing::info!(
@@ -252,10 +238,11 @@ impl ImapSource {
         if uids.is_empty() {
             return Ok(());
         }
-        let folder = quoted(match d {
-            Disposition::Processed => &self.cfg.processed_folder,
-            Disposition::Quarantine => &self.cfg.quarantine_folder,
-        });
+        // async-imap quotes mailbox names itself (RFC 3501 §4.3).
+        let folder = match d {
+            Disposition::Processed => self.cfg.processed_folder.clone(),
+            Disposition::Quarantine => self.cfg.quarantine_folder.clone(),
+        };
         let (can_move, can_uidplus) = (self.can_move, self.can_uidplus);
         let session = self.session()?;
         let set = uids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
@@ -304,16 +291,5 @@ impl ImapSource {
         Self::drain_unsolicited(&mut session);
         self.session = Some(session);
         Ok(woke)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mailbox_names_are_quoted_safely() {
-        assert_eq!(quoted("Processed"), "\"Processed\"");
-        assert_eq!(quoted("a\"b\\c"), "\"a\\\"b\\\\c\"");
     }
 }
