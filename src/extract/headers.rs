@@ -1,7 +1,7 @@
 //! The top-level header of a parsed message → [`HeaderFacts`], plus the raw fields the
 //! automatic-message checks read.
 
-use mail_parser::{Address, Header, Message, MimeHeaders};
+use mail_parser::{Address, Header, HeaderName, Message, MimeHeaders};
 
 use super::{refs, HeaderFacts, ReturnPath};
 
@@ -22,14 +22,23 @@ pub(crate) struct Top {
 pub(crate) fn raw_value(raw: &[u8], h: &Header<'_>) -> String {
     let bytes = raw.get(h.offset_start as usize..h.offset_end as usize).unwrap_or_default();
     let text = String::from_utf8_lossy(bytes);
-    // RFC 5322 §2.2.3: unfolding removes the CRLF before folding whitespace.
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c != '\r' && c != '\n' {
-            out.push(c);
-        }
+    let text = text.trim();
+    if !text.contains(['\r', '\n']) {
+        return text.to_string();
     }
-    out.trim().to_string()
+    // RFC 5322 §2.2.3: unfolding removes the CRLF before folding whitespace.
+    text.chars().filter(|c| *c != '\r' && *c != '\n').collect()
+}
+
+/// Message-ID and Subject of an attached or quoted original: all a bounce check needs.
+pub(crate) fn id_and_subject(msg: &Message<'_>) -> (Option<String>, Option<String>) {
+    let Some(root) = msg.parts.first() else { return (None, None) };
+    let id = root
+        .headers
+        .iter()
+        .find(|h| h.name == HeaderName::MessageId)
+        .and_then(|h| refs::message_ids(&raw_value(msg.raw_message.as_ref(), h)).into_iter().next());
+    (id, msg.subject().map(|s| clip(s.trim())))
 }
 
 fn clip(s: &str) -> String {

@@ -22,7 +22,7 @@ static REJECTION: LazyLock<Regex> = LazyLock::new(|| {
         r"|禁止送信者|gesperrter\s*absender|gesperrte\s*sende[\s-]*ip(?:[\s-]*adresse)?)",
         r"\s*[\[［]([^\]］\[［]{0,80})[\]］]",
         // Japanese word order: "IP [203.0.113.7] の送信が禁止"
-        r"|(?i:\bip)\s*[\[［]([^\]］\[［]{0,80})[\]］]\s*の送信が禁止",
+        r"|(?i:(?-u:\b)ip)\s*[\[［]([^\]］\[［]{0,80})[\]］]\s*の送信が禁止",
     ))
     .expect("static regex")
 });
@@ -43,8 +43,12 @@ static STATED: LazyLock<Regex> = LazyLock::new(|| {
 
 /// What may sit between two listed IPs: "203.0.113.7, 203.0.113.8 and 203.0.113.9".
 static LIST_SEP: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)^\s*(?:[,;/&、・]|\band\b|\bet\b|\be\b|\bund\b|\bor\b|\bou\b|\bo\b|\boder\b|と)?\s*(?:\band\b|\bet\b|\be\b|\bund\b)?\s*")
-        .expect("static regex")
+    Regex::new(concat!(
+        r"^\s*(?:、|・|と)\s*",
+        r"|(?i)^\s*(?:[,;/&]|(?-u:\b)(?:and|et|e|und|or|ou|o|oder)(?-u:\b))?",
+        r"\s*(?:(?-u:\b)(?:and|et|e|und)(?-u:\b))?\s*"
+    ))
+    .expect("static regex")
 });
 
 /// How far after a keyword the address may start, in bytes.
@@ -149,20 +153,37 @@ fn finding(text: &str, source: IpSource) -> IpFinding {
     IpFinding { text: text.to_string(), ip, source, problem }
 }
 
-/// IPs named by a rejection phrase in a (folded) line. The bracket content is taken whole,
-/// without the spaces an MTA may have wrapped into it.
-pub(crate) fn rejection_ips(line: &str, out: &mut Vec<IpFinding>) {
+/// Words every rejection phrase contains: a cheap test for a whole piece of text before the
+/// phrase regex runs on its lines.
+static REJECTION_HINT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)banned|blocked|interdit|escluso|vietato|禁止|gesperrt").expect("static regex")
+});
+
+/// Could this text hold a rejection phrase at all?
+pub(crate) fn may_hold_rejection(text: &str) -> bool {
+    REJECTION_HINT.is_match(text)
+}
+
+/// Cheap test before the prose scan: a digit-dot-digit or hex-colon-hex shape somewhere.
+pub(crate) fn may_hold_ip(s: &str) -> bool {
+    s.as_bytes().windows(3).any(|w| {
+        (w[1] == b'.' && w[0].is_ascii_digit() && w[2].is_ascii_digit())
+            || (w[1] == b':' && w[0].is_ascii_hexdigit() && (w[2].is_ascii_hexdigit() || w[2] == b':'))
+    })
+}
+
+/// IPs named by a rejection phrase in a (folded) line; true when the line has such a phrase.
+/// The bracket content is taken whole, without the spaces an MTA may have wrapped into it.
+pub(crate) fn rejection_ips(line: &str, out: &mut Vec<IpFinding>) -> bool {
+    let mut any = false;
     for caps in REJECTION.captures_iter(line) {
+        any = true;
         let Some(m) = caps.get(1).or_else(|| caps.get(2)) else { continue };
         let compact: String = m.as_str().chars().filter(|c| !c.is_whitespace()).collect();
         let text = if compact.is_empty() { "[]".to_string() } else { compact };
         out.push(finding(&text, IpSource::Rejection));
     }
-}
-
-/// Does this line carry a rejection phrase (so it is part of a quoted NDR, not prose)?
-pub(crate) fn has_rejection_phrase(line: &str) -> bool {
-    REJECTION.is_match(line)
+    any
 }
 
 /// An IP-looking token at `s[start..]`: returns (token, end). IPv4 needs four dotted
@@ -224,6 +245,9 @@ fn next_ip_token(s: &str, from: usize, to: usize) -> Option<(usize, &str, usize)
 /// IPs a sender states in prose: after a keyword ("our IP is", "notre IP :", "IPアドレス"),
 /// the first address within a short distance, and any further ones listed right after it.
 pub(crate) fn stated_ips(line: &str, out: &mut Vec<IpFinding>) {
+    if !may_hold_ip(line) {
+        return;
+    }
     let mut pos = 0;
     while let Some(m) = STATED.find_at(line, pos) {
         pos = m.end().max(pos + 1);

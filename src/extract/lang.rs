@@ -1,7 +1,13 @@
 //! The language of a request: the Content-Language header first, else the sender's own words
 //! (Japanese by its script, the others by counting common function words). English when unsure.
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
 use crate::types::Lang;
+
+/// Most text looked at: a request's language shows in its first lines.
+const MAX_TEXT: usize = 16 * 1024;
 
 /// Function words frequent in one language and rare in the others we tell apart.
 const EN: &[&str] = &[
@@ -25,6 +31,17 @@ const DE: &[&str] = &[
     "freundlichen", "wurde", "werden", "auch", "aber", "oder", "ich", "haben", "wird", "damen", "herren", "seit",
 ];
 
+/// Word → bit set of the languages (en, fr, it, de) it counts for.
+static WORDS: LazyLock<HashMap<&'static str, u8>> = LazyLock::new(|| {
+    let mut m: HashMap<&'static str, u8> = HashMap::new();
+    for (bit, list) in [EN, FR, IT, DE].iter().enumerate() {
+        for w in *list {
+            *m.entry(w).or_insert(0) |= 1 << bit;
+        }
+    }
+    m
+});
+
 /// The first supported language of a Content-Language value (`fr-FR`, `de, en`).
 pub(crate) fn from_content_language(value: &str) -> Option<Lang> {
     value.split(',').find_map(Lang::from_tag)
@@ -32,6 +49,11 @@ pub(crate) fn from_content_language(value: &str) -> Option<Lang> {
 
 /// Guess the language of the sender's own text.
 pub(crate) fn detect(text: &str) -> Lang {
+    let mut cut = text.len().min(MAX_TEXT);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let text = &text[..cut];
     let mut kana = 0usize;
     let mut kanji = 0usize;
     for c in text.chars() {
@@ -46,11 +68,20 @@ pub(crate) fn detect(text: &str) -> Lang {
         return Lang::Ja;
     }
     let mut score = [0usize; 4]; // en, fr, it, de
+    let mut lower = String::new();
     for word in text.split(|c: char| !(c.is_alphabetic() || c == '-')).filter(|w| !w.is_empty() && w.len() <= 20) {
-        let w = word.to_lowercase();
-        for (i, list) in [EN, FR, IT, DE].iter().enumerate() {
-            if list.contains(&w.as_str()) {
-                score[i] += 1;
+        let w = if word.chars().any(char::is_uppercase) {
+            lower.clear();
+            lower.extend(word.chars().flat_map(char::to_lowercase));
+            lower.as_str()
+        } else {
+            word
+        };
+        if let Some(bits) = WORDS.get(w) {
+            for (i, s) in score.iter_mut().enumerate() {
+                if bits & (1 << i) != 0 {
+                    *s += 1;
+                }
             }
         }
     }

@@ -7,8 +7,9 @@
 //! scanned as well. Depth and part count are bounded so hostile input stays cheap.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::LazyLock;
 
-use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use mail_parser::{HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
 use super::headers::{self, Top};
 use super::{html, PartKind};
@@ -17,6 +18,20 @@ use super::{html, PartKind};
 const MAX_DEPTH: usize = 20;
 /// Most MIME parts we look at in one message.
 const MAX_PARTS: usize = 2000;
+
+/// One parser for every message: MIME fields (needed to read bodies) and the few fields we
+/// read as structured values; everything else, Received included, stays raw and unparsed.
+static PARSER: LazyLock<MessageParser> = LazyLock::new(|| {
+    MessageParser::new()
+        .with_mime_headers()
+        .header_text(HeaderName::Subject)
+        .header_date(HeaderName::Date)
+        .header_address(HeaderName::From)
+        .header_address(HeaderName::Sender)
+        .header_address(HeaderName::ReplyTo)
+        .header_address(HeaderName::ResentFrom)
+        .default_header_raw()
+});
 
 /// A text to scan and where it came from.
 #[derive(Debug, Clone)]
@@ -61,7 +76,7 @@ pub(crate) fn walk(input: &[u8]) -> Walk {
     };
 
     let parsed = catch_unwind(AssertUnwindSafe(|| {
-        let msg = MessageParser::default().parse(bytes)?;
+        let msg = PARSER.parse(bytes)?;
         let mut w = Walker { out: Walk { top: headers::read(&msg), ..Walk::default() }, parts_seen: 0 };
         w.out.broken |= declared_multipart_not_found(&msg);
         w.walk_part(&msg, 0, 0, false);
@@ -73,7 +88,7 @@ pub(crate) fn walk(input: &[u8]) -> Walk {
         Err(_) => {
             // Last line of defence: keep at least the header, for the auto-reply checks.
             let top = catch_unwind(AssertUnwindSafe(|| {
-                MessageParser::default().parse_headers(bytes).map(|m| headers::read(&m))
+                PARSER.parse_headers(bytes).map(|m| headers::read(&m))
             }));
             Walk { top: top.ok().flatten().unwrap_or_default(), broken: true, ..Walk::default() }
         }
@@ -139,9 +154,9 @@ impl Walker {
     }
 
     fn note_original(&mut self, msg: &Message<'_>) {
-        let top = headers::read(msg);
-        if top.facts.message_id.is_some() || top.facts.subject.is_some() {
-            self.out.originals.push(Original { message_id: top.facts.message_id, subject: top.facts.subject });
+        let (message_id, subject) = headers::id_and_subject(msg);
+        if message_id.is_some() || subject.is_some() {
+            self.out.originals.push(Original { message_id, subject });
         }
     }
 
@@ -198,7 +213,7 @@ impl Walker {
             self.out.limited = true;
             return;
         }
-        if let Some(m) = MessageParser::default().parse(b) {
+        if let Some(m) = PARSER.parse(b) {
             self.note_original(&m);
             self.walk_part(&m, 0, depth, true);
         }
@@ -206,7 +221,7 @@ impl Walker {
 
     /// `text/rfc822-headers`: the header of the original message, never scanned for IPs.
     fn headers_text(&mut self, b: &[u8]) {
-        if let Some(m) = MessageParser::default().parse_headers(b) {
+        if let Some(m) = PARSER.parse_headers(b) {
             self.note_original(&m);
         }
     }

@@ -20,15 +20,20 @@ const MAX_NDR_TEXT: usize = 1000;
 
 /// `550 5.7.511`, `550-5.7.1`, `550 #5.7.511`, `5.7.606-649`.
 static NDR_START: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\b([245])(\d\d)([ -])#?([245])\.(\d{1,3})\.(\d{1,3})(?:-(\d{1,3}))?").expect("static regex")
+    Regex::new(r"(?-u:\b)([245])([0-9]{2})([ -])#?([245])\.([0-9]{1,3})\.([0-9]{1,3})(?:-([0-9]{1,3}))?").expect("static regex")
 });
 
 static CODE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\b([245])\.(\d{1,3})\.(\d{1,3})(?:-\d{1,3})?").expect("static regex"));
+    LazyLock::new(|| Regex::new(r"(?-u:\b)([245])\.([0-9]{1,3})\.([0-9]{1,3})(?:-[0-9]{1,3})?").expect("static regex"));
 
 /// Postfix's own note after the remote reply.
 static POSTFIX_NOTE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?i)\s*\(in reply to [^()]{1,60}\)\s*\.?\s*$").expect("static regex"));
+
+/// Cheap test before any regex: does the text hold `2.`, `4.` or `5.` followed by a digit?
+pub(crate) fn may_hold_code(s: &str) -> bool {
+    s.as_bytes().windows(3).any(|w| matches!(w[0], b'2' | b'4' | b'5') && w[1] == b'.' && w[2].is_ascii_digit())
+}
 
 /// Is the match at `range` a code on its own, not part of an IP address or version number?
 fn stands_alone(s: &str, start: usize, end: usize) -> bool {
@@ -105,6 +110,23 @@ fn clip(s: &str, max: usize) -> &str {
 /// command)", a trailing `>` of `<... smtp;550 ...>`.
 fn tidy(text: &str) -> String {
     let mut t = text.trim();
+    // A line that began inside a parenthesis (Sendmail's `(reason: 550 ...)`) ends with it.
+    let mut depth = 0i32;
+    for (i, c) in t.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' if depth == 0 => {
+                t = t[..i].trim_end();
+                break;
+            }
+            ')' => depth -= 1,
+            _ => {}
+        }
+    }
+    // Exchange 2007 ends its lines with `##` and the recipient.
+    if let Some(i) = t.find(" ##") {
+        t = t[..i].trim_end();
+    }
     loop {
         let before = t;
         t = t.trim_end_matches(['\'', '"', '’', '”']).trim_end();
@@ -136,6 +158,9 @@ pub(crate) struct LineScan {
 /// Scan one logical (already unwrapped and folded) line.
 pub(crate) fn scan_line(line: &str, kind: PartKind) -> LineScan {
     let mut out = LineScan::default();
+    if !may_hold_code(line) {
+        return out;
+    }
     let st = starts(line);
     // Group multi-line continuations (`550-5.7.1 a 550-5.7.1 b 550 5.7.1 c`) with their head.
     let mut spans: Vec<(usize, usize)> = Vec::new(); // (head index, end byte)
@@ -144,7 +169,9 @@ pub(crate) fn scan_line(line: &str, kind: PartKind) -> LineScan {
         let head = i;
         let mut j = i + 1;
         let mut prev = i;
-        while j < st.len() && st[prev].hyphen && st[j].reply == st[head].reply && st[j].code == st[head].code {
+        // A hyphen on either side marks a continuation (RFC 5321 §4.2.1); the head may have
+        // lost its hyphen when the wrapped lines were joined.
+        while j < st.len() && (st[prev].hyphen || st[j].hyphen) && st[j].reply == st[head].reply && st[j].code == st[head].code {
             prev = j;
             j += 1;
         }
@@ -307,6 +334,13 @@ mod tests {
             texts("Remote Server returned '550 5.7.511 Access denied, banned sender[203.0.113.7]. [AM5EUR02FT012.eop-EUR02.prod.protection.outlook.com]'"),
             vec!["550 5.7.511 Access denied, banned sender[203.0.113.7]. [AM5EUR02FT012.eop-EUR02.prod.protection.outlook.com]"]
         );
+    }
+
+    #[test]
+    fn sendmail_and_exchange_2007_decorations_are_trimmed() {
+        assert_eq!(texts("(reason: 550 5.1.1 <u@example.org>... User Unknown) (expanded from: <b@example.org>)"), vec!["550 5.1.1 <u@example.org>... User Unknown"]);
+        assert_eq!(texts("#550 5.1.1 RESOLVER.ADR.RecipNotFound; not found ##rfc822;u@example.org"), vec!["550 5.1.1 RESOLVER.ADR.RecipNotFound; not found"]);
+        assert_eq!(texts("550 5.7.1 (a) b"), vec!["550 5.7.1 (a) b"]);
     }
 
     #[test]

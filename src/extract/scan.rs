@@ -83,19 +83,22 @@ impl Acc {
         }
     }
 
-    fn add_rejection(&mut self, rank: u8, text: &str) {
-        if self.rejection.len() >= MAX_IPS * 4 {
-            return;
-        }
+    /// Rejection IPs of one line; true when the line has a rejection phrase.
+    fn add_rejection(&mut self, rank: u8, text: &str) -> bool {
         let mut v = Vec::new();
-        ip::rejection_ips(text, &mut v);
+        let any = ip::rejection_ips(text, &mut v);
         for f in v {
-            self.seq += 1;
-            self.rejection.push((rank, self.seq, f));
+            if self.rejection.len() < MAX_IPS * 4 {
+                self.seq += 1;
+                self.rejection.push((rank, self.seq, f));
+            }
         }
+        any
     }
 
-    fn line(&mut self, kind: PartKind, l: &LogicalLine) {
+    /// One logical line of a piece; `rejections` says whether the piece may hold a
+    /// rejection phrase at all (tested once per piece, it spares most lines the regex).
+    fn line(&mut self, kind: PartKind, l: &LogicalLine, rejections: bool) {
         let rank = source_rank(kind, l.quoted);
         let s = ndr::scan_line(&l.text, kind);
         for n in s.ndr {
@@ -108,24 +111,35 @@ impl Acc {
             self.mentioned.extend(s.loose);
         }
         self.mentioned.extend(s.inner);
-        self.add_rejection(rank, &l.text);
+        let has_rejection = rejections && self.add_rejection(rank, &l.text);
         let trace = l.field.as_deref().is_some_and(is_trace_field);
         if own && !trace {
-            if self.stated.len() < MAX_IPS * 4 {
-                ip::stated_ips(&l.text, &mut self.stated);
-            }
-            // Language: the sender's words before any NDR text on the line.
+            // The sender's words: what precedes any NDR text on the line (the NDR is the
+            // server's text, not the sender's prose, and is usually English).
             let words = match s.first_ndr_at {
                 Some(at) => &l.text[..at],
-                None if ip::has_rejection_phrase(&l.text) => "",
+                None if has_rejection => "",
                 None => l.text.as_str(),
             };
+            if self.stated.len() < MAX_IPS * 4 {
+                ip::stated_ips(words, &mut self.stated);
+            }
             let buf = if kind == PartKind::RawFallback { &mut self.raw_own_text } else { &mut self.own_text };
             if buf.len() + words.len() < MAX_OWN_TEXT {
                 buf.push_str(words);
                 buf.push('\n');
             }
         }
+    }
+}
+
+/// NDR text compared without the multi-line hyphen (`550-5.7.1` and `550 5.7.1` are one reply).
+fn dedupe_key(text: &str) -> String {
+    let b = text.as_bytes();
+    if b.len() > 3 && b[..3].iter().all(u8::is_ascii_digit) && b[3] == b'-' {
+        format!("{} {}", &text[..3], &text[4..])
+    } else {
+        text.to_string()
     }
 }
 
@@ -149,25 +163,32 @@ pub(crate) fn scan(pieces: &[Piece], subject: Option<&str>) -> Scanned {
             acc.mentioned.extend(ds.inner);
             continue;
         }
+        let rejections = ip::may_hold_rejection(&p.text);
         for l in logical_lines(&p.text, p.flowed) {
-            acc.line(p.kind, &l);
+            acc.line(p.kind, &l, rejections);
         }
     }
     if let Some(s) = subject {
         let l = LogicalLine { text: super::text::fold_ws(s), quoted: false, own: true, field: None };
-        acc.line(PartKind::Subject, &l);
+        acc.line(PartKind::Subject, &l, true);
     }
 
     let mut out = Scanned::default();
 
     // NDR lines: best code first, then most trusted source, then first seen; the same line
     // seen twice (pasted and in the attachment) is kept once.
+    // When one copy is cut short (Sendmail puts only the first line of a multi-line reply in
+    // Diagnostic-Code), the longer copy takes the place of the shorter.
     acc.ndr.sort_by_key(|(rank, seq, n)| (code_rank(n.status_code), *rank, *seq));
     for (_, _, n) in acc.ndr {
-        let dup = out.ndr_lines.iter().any(|k: &NdrLine| {
-            k.status_code == n.status_code && (k.text.contains(n.text.as_str()) || n.text.contains(k.text.as_str()))
-        });
-        if !dup && out.ndr_lines.len() < MAX_NDR {
+        let key = dedupe_key(&n.text);
+        let same_code = |k: &NdrLine| k.status_code == n.status_code;
+        if out.ndr_lines.iter().any(|k| same_code(k) && dedupe_key(&k.text).contains(key.as_str())) {
+            continue;
+        }
+        if let Some(k) = out.ndr_lines.iter_mut().find(|k| same_code(k) && key.contains(dedupe_key(&k.text).as_str())) {
+            *k = n;
+        } else if out.ndr_lines.len() < MAX_NDR {
             out.ndr_lines.push(n);
         }
     }
@@ -230,6 +251,14 @@ mod tests {
         assert_eq!(s.ndr_lines[0].text, "550 5.7.511 Access denied, banned sender[203.0.113.7].");
         assert_eq!(s.other_codes, vec![StatusCode::new(5, 0, 0)]);
         assert_eq!(s.ips.len(), 1);
+    }
+
+    #[test]
+    fn longer_copy_of_a_cut_reply_wins() {
+        let ds = Piece { kind: PartKind::DeliveryStatus, text: "Status: 5.7.1\nDiagnostic-Code: SMTP; 550-5.7.1 Unauthenticated email\n".into(), flowed: false };
+        let s = scan(&[body("<<< 550-5.7.1 Unauthenticated email\n<<< 550 5.7.1 DMARC policy.\n"), ds], None);
+        assert_eq!(s.ndr_lines.len(), 1);
+        assert_eq!(s.ndr_lines[0].text, "550 5.7.1 Unauthenticated email DMARC policy.");
     }
 
     #[test]

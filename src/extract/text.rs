@@ -26,6 +26,13 @@ pub(crate) struct LogicalLine {
 
 /// Collapse every run of whitespace (and control characters such as NUL) into one space and trim.
 pub(crate) fn fold_ws(s: &str) -> String {
+    let b = s.as_bytes();
+    let simple = b.iter().enumerate().all(|(i, &c)| {
+        c >= 0x21 && c < 0x7f || c == b' ' && i > 0 && i + 1 < b.len() && b[i + 1] != b' '
+    });
+    if simple {
+        return s.to_string();
+    }
     let mut out = String::with_capacity(s.len());
     let mut pending = false;
     for c in s.chars() {
@@ -91,9 +98,24 @@ fn field_name(body: &str) -> Option<&str> {
     }
 }
 
+static LABEL: LazyLock<Regex> = LazyLock::new(|| {
+    // `Remote system: ...`, `Diagnostic code: ...`: a short label of up to three words.
+    Regex::new(r"^[A-Za-z][A-Za-z-]*(?: [A-Za-z][A-Za-z-]*){0,2}: ").expect("static regex")
+});
+
+/// Does an indented line start a labelled item rather than continue the previous one?
+fn is_label(body: &str) -> bool {
+    body.len() < 400 && body.as_bytes().first().is_some_and(u8::is_ascii_alphabetic) && body.contains(": ") && LABEL.is_match(body)
+}
+
 static REPLY_START: LazyLock<Regex> = LazyLock::new(|| {
     // A line that starts a new SMTP reply: `550 5.7.1 ...`, `550-5.7.1 ...`, `<<< 550 ...`.
-    Regex::new(r"^(?:<<<\s*)?([245]\d\d)([ -])(?:#?([245]\.\d{1,3}\.\d{1,3})\s)?").expect("static regex")
+    Regex::new(r"^(?:<<<\s*)?([245][0-9][0-9])([ -])(?:#?([245]\.[0-9]{1,3}\.[0-9]{1,3})\s)?").expect("static regex")
+});
+
+static MID_REPLY: LazyLock<Regex> = LazyLock::new(|| {
+    // A hyphenated reply anywhere in a line: `... said: 550-5.7.26 `.
+    Regex::new(r"(?-u:\b)([245][0-9][0-9])-(?:#?([245]\.[0-9]{1,3}\.[0-9]{1,3})\s)?").expect("static regex")
 });
 
 static FORWARD_MARKER: LazyLock<Regex> = LazyLock::new(|| {
@@ -113,7 +135,7 @@ static FORWARD_MARKER: LazyLock<Regex> = LazyLock::new(|| {
 
 static WROTE_MARKER: LazyLock<Regex> = LazyLock::new(|| {
     // "On Mon, ... Alice <a@example.com> wrote:" and its translations.
-    Regex::new(r"(?i)(?:\bwrote|a [ée]crit|ha scritto|schrieb|書きました|のメッセージ)\s*[:：]?\s*$").expect("static regex")
+    Regex::new(r"(?i)(?:(?-u:\b)wrote|a [ée]crit|ha scritto|schrieb|書きました|のメッセージ)\s*[:：]?\s*$").expect("static regex")
 });
 
 static HEADER_BLOCK_START: LazyLock<Regex> =
@@ -127,15 +149,21 @@ static HEADER_BLOCK_NEXT: LazyLock<Regex> = LazyLock::new(|| {
 /// Does this line start what the sender forwards or quotes (so their own words end here)?
 fn is_forward_marker(lines: &[Phys<'_>], i: usize) -> bool {
     let body = lines[i].body;
-    if FORWARD_MARKER.is_match(body) {
+    // Byte tests first: most lines cannot be markers, and regexes cost more than a glance.
+    let first = body.as_bytes().first().copied().unwrap_or(b' ').to_ascii_lowercase();
+    if matches!(first, b'-' | b'_' | b'=' | b'*' | b'b' | b'd' | b'i' | b'a' | 0xe8) && FORWARD_MARKER.is_match(body) {
         return true;
     }
     // "... wrote:" lines are short; a long line ending in "wrote:" is prose.
-    if body.len() < 300 && WROTE_MARKER.is_match(body) && (body.contains('@') || body.chars().any(|c| c.is_ascii_digit())) {
+    if body.len() < 300
+        && (body.ends_with([':', '：', 'e', 'E', 'ジ', 't', 'T', 'b', 'B']))
+        && WROTE_MARKER.is_match(body)
+        && (body.contains('@') || body.bytes().any(|c| c.is_ascii_digit()))
+    {
         return true;
     }
     // An Outlook-style "From: / Sent: / To: / Subject:" block.
-    if HEADER_BLOCK_START.is_match(body) {
+    if matches!(first, b'f' | b'd' | b'v' | 0xe5) && HEADER_BLOCK_START.is_match(body) {
         return lines[i + 1..].iter().take(3).any(|l| HEADER_BLOCK_NEXT.is_match(l.body));
     }
     false
@@ -146,17 +174,19 @@ fn first_word_width(body: &str) -> usize {
 }
 
 /// Multi-line SMTP replies (RFC 5321 §4.2.1): `550-5.7.1 text` continued by `550 5.7.1 text`.
-/// Returns the length of the repeated prefix to drop from `next`, when `next` continues `prev`.
-fn multiline_continuation(prev: &str, next: &str) -> Option<usize> {
-    let p = REPLY_START.captures(prev)?;
-    if p.get(2)?.as_str() != "-" {
+/// The head may sit mid-line (`Remote host said: 550-5.7.26 ...`, qmail). Returns the length
+/// of the repeated prefix to drop from `next` and the head to un-hyphenate, when `next`
+/// continues `prev`.
+fn multiline_continuation(prev: &str, next: &str) -> Option<(usize, String)> {
+    // Byte test first: `550-`, `550 ` or `<<< 550-` (a Sendmail transcript).
+    let b = next.strip_prefix("<<<").map_or(next, str::trim_start).as_bytes();
+    if b.len() < 4 || !(b[3] == b'-' || b[3] == b' ') || !b[..3].iter().all(u8::is_ascii_digit) {
         return None;
     }
     let n = REPLY_START.captures(next)?;
-    if n.get(1)?.as_str() != p.get(1)?.as_str() {
-        return None;
-    }
-    let same_code = match (p.get(3), n.get(3)) {
+    let reply = n.get(1)?.as_str();
+    let p = MID_REPLY.captures_iter(prev).filter(|c| c.get(1).is_some_and(|r| r.as_str() == reply)).last()?;
+    let same_code = match (p.get(2), n.get(3)) {
         (Some(a), Some(b)) => a.as_str() == b.as_str(),
         (None, None) => true,
         _ => false,
@@ -164,7 +194,15 @@ fn multiline_continuation(prev: &str, next: &str) -> Option<usize> {
     if !same_code {
         return None;
     }
-    Some(n.get(0)?.end())
+    let head = p.get(0)?.as_str().trim_end().to_string();
+    Some((n.get(0)?.end(), head))
+}
+
+/// A multi-line reply joined into one line reads as one reply: `550-5.7.1` → `550 5.7.1`.
+fn unhyphen_head(buf: &mut String, head: &str) {
+    if let Some(at) = buf.find(head) {
+        buf.replace_range(at + 3..at + 4, " ");
+    }
 }
 
 /// Should physical line `next` be joined to the logical line that `prev` ends?
@@ -172,7 +210,7 @@ fn continues(prev: &Phys<'_>, next: &Phys<'_>, next_ends_paragraph: bool, flowed
     if next.body.is_empty() || prev.body.is_empty() || prev.quoted != next.quoted {
         return false;
     }
-    if REPLY_START.is_match(next.body) {
+    if next.body.starts_with(|c: char| c.is_ascii_digit() || c == '<') && REPLY_START.is_match(next.body) {
         return false; // a new reply starts (multi-line replies are handled by the caller)
     }
     let next_is_field = field_name(next.body).is_some();
@@ -182,7 +220,7 @@ fn continues(prev: &Phys<'_>, next: &Phys<'_>, next_ends_paragraph: bool, flowed
     }
     // Indented continuation: Postfix and Exim indent wrapped lines; header folding too
     // (RFC 5322 §2.2.3).
-    if next.indent > 0 && next.indent >= prev.indent && !next_is_field {
+    if next.indent > 0 && next.indent >= prev.indent && !next_is_field && !is_label(next.body) {
         return true;
     }
     // Greedy wrapping at a usual width (72–80 columns): the line is full, and the next word
@@ -223,7 +261,8 @@ pub(crate) fn logical_lines(text: &str, flowed: bool) -> Vec<LogicalLine> {
         }
         let joined = match (&mut cur, i.checked_sub(1).map(|j| &phys[j])) {
             (Some((buf, _, _, _)), Some(prev)) if buf.len() < MAX_LOGICAL => {
-                if let Some(skip) = multiline_continuation(prev.body, line.body).filter(|_| prev.quoted == line.quoted) {
+                if let Some((skip, head)) = multiline_continuation(prev.body, line.body).filter(|_| prev.quoted == line.quoted) {
+                    unhyphen_head(buf, &head);
                     buf.push(' ');
                     buf.push_str(line.body.get(skip..).unwrap_or(""));
                     true
@@ -315,8 +354,12 @@ mod tests {
         let s = "550-5.7.1 [203.0.113.7] The IP you are using to send mail is not authorized\n550-5.7.1 to send email directly to our servers.\n550 5.7.1 Please use a relay.";
         assert_eq!(
             texts(s),
-            vec!["550-5.7.1 [203.0.113.7] The IP you are using to send mail is not authorized to send email directly to our servers. Please use a relay."]
+            vec!["550 5.7.1 [203.0.113.7] The IP you are using to send mail is not authorized to send email directly to our servers. Please use a relay."]
         );
+        let s = "Remote host said: 550-5.7.26 Unauthenticated email\n550-5.7.26 DMARC policy. Please\n550 5.7.26  see https://example.com/x";
+        assert_eq!(texts(s), vec!["Remote host said: 550 5.7.26 Unauthenticated email DMARC policy. Please see https://example.com/x"]);
+        let s = "<<< 550-5.7.1 Unauthenticated email is not accepted due to domain's\n<<< 550 5.7.1 DMARC policy.\n554 5.0.0 Service unavailable";
+        assert_eq!(texts(s), vec!["<<< 550 5.7.1 Unauthenticated email is not accepted due to domain's DMARC policy.", "554 5.0.0 Service unavailable"]);
     }
 
     #[test]
