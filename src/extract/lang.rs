@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use crate::types::Lang;
 
 /// Most text looked at: a request's language shows in its first lines.
-const MAX_TEXT: usize = 16 * 1024;
+const MAX_TEXT: usize = 4 * 1024;
 
 /// Function words frequent in one language and rare in the others we tell apart.
 const EN: &[&str] = &[

@@ -20,17 +20,20 @@ const MAX_DEPTH: usize = 20;
 const MAX_PARTS: usize = 2000;
 
 /// One parser for every message: MIME fields (needed to read bodies) and the few fields we
-/// read as structured values; everything else, Received included, stays raw and unparsed.
+/// read as structured values; everything else, Received included, is skipped unparsed.
 static PARSER: LazyLock<MessageParser> = LazyLock::new(|| {
     MessageParser::new()
-        .with_mime_headers()
+        .header_content_type(HeaderName::ContentType)
+        .header_content_type(HeaderName::ContentDisposition)
+        .header_text(HeaderName::ContentTransferEncoding)
         .header_text(HeaderName::Subject)
         .header_date(HeaderName::Date)
         .header_address(HeaderName::From)
         .header_address(HeaderName::Sender)
         .header_address(HeaderName::ReplyTo)
         .header_address(HeaderName::ResentFrom)
-        .default_header_raw()
+        // Skipped fields keep their offsets: headers::raw_value reads them from the bytes.
+        .default_header_ignore()
 });
 
 /// A text to scan and where it came from.
@@ -101,7 +104,7 @@ pub(crate) fn walk(input: &[u8]) -> Walk {
 }
 
 fn has_bare_cr(b: &[u8]) -> bool {
-    b.iter().enumerate().any(|(i, &c)| c == b'\r' && b.get(i + 1) != Some(&b'\n'))
+    memchr::memchr_iter(b'\r', b).any(|i| b.get(i + 1) != Some(&b'\n'))
 }
 
 fn normalize_cr(b: &[u8]) -> Vec<u8> {
@@ -303,10 +306,7 @@ fn qp_lenient(b: &[u8]) -> Vec<u8> {
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || hay.len() < needle.len() {
-        return None;
-    }
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 #[cfg(test)]

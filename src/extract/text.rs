@@ -26,27 +26,45 @@ pub(crate) struct LogicalLine {
 
 /// Collapse every run of whitespace (and control characters such as NUL) into one space and trim.
 pub(crate) fn fold_ws(s: &str) -> String {
-    let b = s.as_bytes();
-    let simple = b.iter().enumerate().all(|(i, &c)| {
-        c >= 0x21 && c < 0x7f || c == b' ' && i > 0 && i + 1 < b.len() && b[i + 1] != b' '
-    });
-    if simple {
-        return s.to_string();
-    }
     let mut out = String::with_capacity(s.len());
-    let mut pending = false;
-    for c in s.chars() {
-        if c.is_whitespace() || c.is_control() {
-            pending = !out.is_empty();
+    push_folded(&mut out, s);
+    out
+}
+
+/// Append `s` to `out` with whitespace folded, one space between `out`'s text and `s`'s.
+/// Works on runs of ordinary bytes, decoding characters only around non-ASCII bytes.
+fn push_folded(out: &mut String, s: &str) {
+    let b = s.as_bytes();
+    let mut pending = !out.is_empty();
+    let mut run = 0; // start of the current run of text to copy
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let (is_space, len) = if c < 0x80 {
+            (c <= b' ' || c == 0x7f, 1)
         } else {
-            if pending {
-                out.push(' ');
+            let ch = s[i..].chars().next().unwrap_or(' ');
+            (ch.is_whitespace() || ch.is_control(), ch.len_utf8())
+        };
+        if is_space {
+            if run < i {
+                if pending && !out.is_empty() {
+                    out.push(' ');
+                }
+                out.push_str(&s[run..i]);
                 pending = false;
             }
-            out.push(c);
+            pending = pending || !out.is_empty();
+            run = i + len;
         }
+        i += len;
     }
-    out
+    if run < b.len() {
+        if pending && !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&s[run..]);
+    }
 }
 
 /// One physical line, quote markers removed.
@@ -55,8 +73,13 @@ struct Phys<'a> {
     body: &'a str,
     indent: usize,
     quoted: bool,
+}
+
+impl Phys<'_> {
     /// Width in characters including indentation (the wrap heuristic needs it).
-    width: usize,
+    fn width(&self) -> usize {
+        self.indent + if self.body.is_ascii() { self.body.len() } else { self.body.chars().count() }
+    }
 }
 
 fn physical(line: &str) -> Phys<'_> {
@@ -75,8 +98,7 @@ fn physical(line: &str) -> Phys<'_> {
     }
     let body = rest.trim_start_matches(|c: char| c == ' ' || c == '\t' || c == '\u{a0}' || c == '\u{3000}');
     let indent = rest.len() - body.len();
-    let width = indent + body.chars().count();
-    Phys { body: body.trim_end_matches(['\r', '\n']), indent, quoted, width }
+    Phys { body: body.trim_end_matches(['\r', '\n']), indent, quoted }
 }
 
 /// `Name: value` with a header-syntax name (RFC 5322 §2.2: printable, no spaces).
@@ -220,7 +242,13 @@ fn continues(prev: &Phys<'_>, next: &Phys<'_>, next_ends_paragraph: bool, flowed
     }
     // Indented continuation: Postfix and Exim indent wrapped lines; header folding too
     // (RFC 5322 §2.2.3).
-    if next.indent > 0 && next.indent >= prev.indent && !next_is_field && !is_label(next.body) {
+    // A labelled item (`Remote system: ...`) starts a new line, unless the line before
+    // announced it with a colon.
+    if next.indent > 0
+        && next.indent >= prev.indent
+        && !next_is_field
+        && (prev.body.ends_with(':') || !is_label(next.body))
+    {
         return true;
     }
     // Greedy wrapping at a usual width (72–80 columns): the line is full, and the next word
@@ -229,8 +257,8 @@ fn continues(prev: &Phys<'_>, next: &Phys<'_>, next_ends_paragraph: bool, flowed
     if next.indent == 0
         && !next_is_field
         && !marker
-        && (40..=80).contains(&prev.width)
-        && prev.width + 1 + first_word_width(next.body) > 72
+        && (40..=80).contains(&prev.width())
+        && prev.width() + 1 + first_word_width(next.body) > 72
         && !prev.body.ends_with(':')
         && !is_closing_line(prev, next, next_ends_paragraph)
     {
@@ -253,6 +281,7 @@ pub(crate) fn logical_lines(text: &str, flowed: bool) -> Vec<LogicalLine> {
     let phys = split_lines(text);
     let mut out: Vec<LogicalLine> = Vec::new();
     let mut own_region = true;
+    // (folded text, quoted, field name, own)
     let mut cur: Option<(String, bool, Option<String>, bool)> = None;
     for i in 0..phys.len() {
         let line = &phys[i];
@@ -263,12 +292,10 @@ pub(crate) fn logical_lines(text: &str, flowed: bool) -> Vec<LogicalLine> {
             (Some((buf, _, _, _)), Some(prev)) if buf.len() < MAX_LOGICAL => {
                 if let Some((skip, head)) = multiline_continuation(prev.body, line.body).filter(|_| prev.quoted == line.quoted) {
                     unhyphen_head(buf, &head);
-                    buf.push(' ');
-                    buf.push_str(line.body.get(skip..).unwrap_or(""));
+                    push_folded(buf, line.body.get(skip..).unwrap_or(""));
                     true
                 } else if continues(prev, line, phys.get(i + 1).is_none_or(|n| n.body.is_empty()), flowed) {
-                    buf.push(' ');
-                    buf.push_str(line.body);
+                    push_folded(buf, line.body);
                     true
                 } else {
                     false
@@ -279,16 +306,20 @@ pub(crate) fn logical_lines(text: &str, flowed: bool) -> Vec<LogicalLine> {
         if joined {
             continue;
         }
-        if let Some((buf, quoted, field, own)) = cur.take() {
-            out.push(LogicalLine { text: fold_ws(&buf), quoted, own, field });
+        if let Some((text, quoted, field, own)) = cur.take() {
+            if !text.is_empty() {
+                out.push(LogicalLine { text, quoted, own, field });
+            }
         }
         if !line.body.is_empty() {
             let field = field_name(line.body).map(|n| n.to_ascii_lowercase());
-            cur = Some((line.body.to_string(), line.quoted, field, own_region && !line.quoted));
+            cur = Some((fold_ws(line.body), line.quoted, field, own_region && !line.quoted));
         }
     }
-    if let Some((buf, quoted, field, own)) = cur {
-        out.push(LogicalLine { text: fold_ws(&buf), quoted, own, field });
+    if let Some((text, quoted, field, own)) = cur {
+        if !text.is_empty() {
+            out.push(LogicalLine { text, quoted, own, field });
+        }
     }
     out
 }
