@@ -2,6 +2,27 @@
 //!
 //! Pure: no I/O, no clock, no configuration beyond [`ExtractOptions`]. Never panics on
 //! input and never reads more than `max_bytes` of it.
+//!
+//! The steps, one module each:
+//!
+//! * [`mime`]    walk the MIME tree → text pieces, each with its [`PartKind`]
+//! * [`text`]    pieces → logical lines (MTA wrapping undone, quotes and forwards marked)
+//! * [`ndr`]     NDR lines and RFC 3463 enhanced status codes, delivery-status fields
+//! * [`ip`]      banned-IP candidates and their classification
+//! * [`scan`]    run the scanners over the pieces and rank the findings
+//! * [`headers`] top-level header facts; [`auto`] RFC 3834 signs; [`refs`] case references;
+//!   [`lang`] the request's language; [`html`] HTML as text
+
+mod auto;
+mod headers;
+mod html;
+mod ip;
+mod lang;
+mod mime;
+mod ndr;
+mod refs;
+mod scan;
+mod text;
 
 use std::net::IpAddr;
 
@@ -220,6 +241,55 @@ pub enum AutoSign {
 
 /// Extract the evidence from a raw message.
 pub fn extract(raw: &[u8], opts: &ExtractOptions) -> Evidence {
-    let _ = (raw, opts);
-    todo!("extraction is being written in src/extract/")
+    let truncated = raw.len() > opts.max_bytes;
+    let input = if truncated { &raw[..opts.max_bytes] } else { raw };
+
+    let walk = mime::walk(input);
+    let facts = walk.top.facts.clone();
+    let found = scan::scan(&walk.pieces, facts.subject.as_deref());
+
+    let auto_signs = auto::signs(&auto::TopHeader {
+        fields: &walk.top.fields,
+        return_path: &facts.return_path,
+        content_type: walk.top.content_type.as_deref(),
+    });
+    let language = facts
+        .content_language
+        .as_deref()
+        .and_then(lang::from_content_language)
+        .unwrap_or_else(|| lang::detect(&found.own_text));
+    let case_ref = refs::case_ref(facts.subject.as_deref(), &facts.in_reply_to, &facts.references);
+    let bounce_of = bounce_of(&walk, &facts);
+
+    Evidence {
+        size: raw.len(),
+        truncated,
+        mime_fallback: walk.broken,
+        headers: facts,
+        ndr_lines: found.ndr_lines,
+        status_code: found.status_code,
+        other_codes: found.other_codes,
+        ips: found.ips,
+        language,
+        case_ref,
+        auto_signs,
+        bounce_of,
+    }
+}
+
+/// When this message is a delivery report (multipart/report, or from the null path or a
+/// mailer-daemon) about a message of ours, the case that message belongs to: its Message-ID
+/// (`<DL-000042.…@…>`) or its `[DL-000042]` subject, in the attached or quoted original.
+fn bounce_of(walk: &mime::Walk, facts: &HeaderFacts) -> Option<CaseRef> {
+    let report = walk.top.content_type.as_deref() == Some("multipart/report");
+    let from_daemon = facts.return_path == ReturnPath::Null || facts.from.as_deref().is_some_and(auto::is_role_address);
+    if !report && !from_daemon {
+        return None;
+    }
+    walk.originals
+        .iter()
+        .find_map(|o| o.message_id.as_deref().and_then(refs::from_message_id))
+        .or_else(|| walk.originals.iter().find_map(|o| o.subject.as_deref().and_then(refs::from_subject)))
+        // Reports that quote the original inline instead of attaching it (qmail, some gateways).
+        .or_else(|| walk.pieces.iter().find_map(|p| refs::our_id_in_text(&p.text)))
 }

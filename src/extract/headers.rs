@@ -1,0 +1,158 @@
+//! The top-level header of a parsed message → [`HeaderFacts`], plus the raw fields the
+//! automatic-message checks read.
+
+use mail_parser::{Address, Header, HeaderName, Message, MimeHeaders};
+
+use super::{refs, HeaderFacts, ReturnPath};
+
+/// Longest header text we keep in [`HeaderFacts`] (subjects and names), in characters.
+const MAX_FIELD_CHARS: usize = 2000;
+
+/// What the rest of extraction needs from the top-level header.
+#[derive(Debug, Default)]
+pub(crate) struct Top {
+    /// `(name, unfolded value)` for every field, in order.
+    pub fields: Vec<(String, String)>,
+    pub facts: HeaderFacts,
+    /// `type/subtype`, lower-cased.
+    pub content_type: Option<String>,
+}
+
+/// Raw value of a header (unfolded, lossily decoded), as written after the colon.
+pub(crate) fn raw_value(raw: &[u8], h: &Header<'_>) -> String {
+    let bytes = raw.get(h.offset_start as usize..h.offset_end as usize).unwrap_or_default();
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.trim();
+    if !text.contains(['\r', '\n']) {
+        return text.to_string();
+    }
+    // RFC 5322 §2.2.3: unfolding removes the CRLF before folding whitespace.
+    text.chars().filter(|c| *c != '\r' && *c != '\n').collect()
+}
+
+/// Message-ID and Subject of an attached or quoted original: all a bounce check needs.
+pub(crate) fn id_and_subject(msg: &Message<'_>) -> (Option<String>, Option<String>) {
+    let Some(root) = msg.parts.first() else { return (None, None) };
+    let id = root
+        .headers
+        .iter()
+        .find(|h| h.name == HeaderName::MessageId)
+        .and_then(|h| refs::message_ids(&raw_value(msg.raw_message.as_ref(), h)).into_iter().next());
+    (id, msg.subject().map(|s| clip(s.trim())))
+}
+
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(MAX_FIELD_CHARS) {
+        Some((i, _)) => s[..i].to_string(),
+        None => s.to_string(),
+    }
+}
+
+/// `local@Domain.Example` → `local@domain.example` (the local part may be case-sensitive,
+/// RFC 5321 §2.4; the domain is not).
+fn normalize_address(a: &str) -> String {
+    let a = a.trim();
+    match a.rsplit_once('@') {
+        Some((l, d)) => format!("{l}@{}", d.to_ascii_lowercase()),
+        None => a.to_string(),
+    }
+}
+
+fn first_addr<'a>(a: Option<&'a Address<'a>>) -> (Option<String>, Option<String>) {
+    let Some(first) = a.and_then(|a| a.first()) else { return (None, None) };
+    let address = first.address().filter(|s| !s.trim().is_empty()).map(normalize_address).map(|s| clip(&s));
+    let name = first.name().map(str::trim).filter(|s| !s.is_empty()).map(clip);
+    (address, name)
+}
+
+/// Return-Path as written (RFC 5321 §4.4): `<>` is the null path.
+pub(crate) fn return_path(value: &str) -> ReturnPath {
+    let v = value.trim();
+    if v.is_empty() {
+        return ReturnPath::Absent;
+    }
+    let inner = match (v.find('<'), v.rfind('>')) {
+        (Some(l), Some(r)) if l < r => v[l + 1..r].trim(),
+        _ => v,
+    };
+    if inner.is_empty() {
+        ReturnPath::Null
+    } else {
+        ReturnPath::Address(normalize_address(inner))
+    }
+}
+
+/// Read the top-level header of a parsed message.
+pub(crate) fn read(msg: &Message<'_>) -> Top {
+    let Some(root) = msg.parts.first() else { return Top::default() };
+    let raw = msg.raw_message.as_ref();
+    let fields: Vec<(String, String)> =
+        root.headers.iter().map(|h| (h.name.as_str().to_string(), raw_value(raw, h))).collect();
+    let field = |name: &str| fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
+
+    let (from, from_name) = first_addr(msg.from());
+    let (reply_to, _) = first_addr(msg.reply_to());
+    let (resent_from, _) = first_addr(msg.resent_from());
+    let date = msg.date().filter(|d| d.is_valid()).and_then(|d| {
+        jiff::Timestamp::from_second(d.to_timestamp()).ok().map(|t| t.to_string())
+    });
+    let facts = HeaderFacts {
+        message_id: field("message-id").and_then(|v| refs::message_ids(v).into_iter().next()).map(|s| clip(&s)),
+        from,
+        from_name,
+        reply_to,
+        return_path: field("return-path").map_or(ReturnPath::Absent, return_path),
+        subject: msg.subject().map(|s| clip(s.trim())),
+        date,
+        in_reply_to: field("in-reply-to").map(refs::message_ids).unwrap_or_default(),
+        references: field("references").map(refs::message_ids).unwrap_or_default(),
+        content_language: field("content-language").map(|s| clip(s.trim())).filter(|s| !s.is_empty()),
+        resent_from,
+    };
+    let content_type = root.content_type().map(|ct| match ct.subtype() {
+        Some(sub) => format!("{}/{}", ct.ctype(), sub).to_ascii_lowercase(),
+        None => ct.ctype().to_ascii_lowercase(),
+    });
+    Top { fields, facts, content_type }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mail_parser::MessageParser;
+
+    #[test]
+    fn facts_from_a_header() {
+        let raw = b"Return-Path: <Alice@Example.COM>\r\nMessage-ID: <abc@example.com>\r\nFrom: =?utf-8?q?Al=C3=AFce?= <alice@Example.COM>\r\nReply-To: ops@example.com\r\nSubject: Re: [DL-000042]\r\n delisting\r\nDate: Mon, 1 Jan 2024 10:00:00 +0200\r\nIn-Reply-To: <DL-000042.x@delist.example.net>\r\nReferences: <a@b> <DL-000042.x@delist.example.net>\r\nContent-Language: fr-FR\r\nResent-From: bob@example.org\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nbody\r\n";
+        let msg = MessageParser::default().parse(&raw[..]).unwrap();
+        let top = read(&msg);
+        let f = &top.facts;
+        assert_eq!(f.message_id.as_deref(), Some("abc@example.com"));
+        assert_eq!(f.from.as_deref(), Some("alice@example.com"));
+        assert_eq!(f.from_name.as_deref(), Some("Alïce"));
+        assert_eq!(f.reply_to.as_deref(), Some("ops@example.com"));
+        assert_eq!(f.return_path, ReturnPath::Address("Alice@example.com".into()));
+        assert_eq!(f.subject.as_deref(), Some("Re: [DL-000042] delisting"));
+        assert_eq!(f.date.as_deref(), Some("2024-01-01T08:00:00Z"));
+        assert_eq!(f.in_reply_to, vec!["DL-000042.x@delist.example.net"]);
+        assert_eq!(f.references.len(), 2);
+        assert_eq!(f.content_language.as_deref(), Some("fr-FR"));
+        assert_eq!(f.resent_from.as_deref(), Some("bob@example.org"));
+        assert_eq!(top.content_type.as_deref(), Some("text/plain"));
+        assert!(top.fields.iter().any(|(n, v)| n == "Subject" && v == "Re: [DL-000042] delisting"));
+    }
+
+    #[test]
+    fn return_path_forms() {
+        assert_eq!(return_path("<>"), ReturnPath::Null);
+        assert_eq!(return_path(" < > "), ReturnPath::Null);
+        assert_eq!(return_path(""), ReturnPath::Absent);
+        assert_eq!(return_path("<a@B.example>"), ReturnPath::Address("a@b.example".into()));
+    }
+
+    #[test]
+    fn bad_date_is_none() {
+        let msg = MessageParser::default().parse(&b"Date: yesterday\r\n\r\nx"[..]).unwrap();
+        assert_eq!(read(&msg).facts.date, None);
+    }
+}

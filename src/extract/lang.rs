@@ -1,0 +1,124 @@
+//! The language of a request: the Content-Language header first, else the sender's own words
+//! (Japanese by its script, the others by counting common function words). English when unsure.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use crate::types::Lang;
+
+/// Most text looked at: a request's language shows in its first lines.
+const MAX_TEXT: usize = 4 * 1024;
+
+/// Function words frequent in one language and rare in the others we tell apart.
+const EN: &[&str] = &[
+    "the", "and", "is", "are", "our", "we", "you", "your", "please", "to", "of", "for", "with", "this", "that",
+    "have", "has", "from", "not", "be", "been", "it", "was", "were", "would", "could", "thank", "thanks", "hello",
+    "hi", "regards", "can", "on", "by", "my", "been", "us", "will", "kindly",
+];
+const FR: &[&str] = &[
+    "le", "les", "des", "du", "et", "est", "sont", "nous", "vous", "notre", "nos", "votre", "pour", "avec", "une",
+    "pas", "que", "qui", "dans", "sur", "merci", "bonjour", "cordialement", "adresse", "cette", "mais", "ou", "au",
+    "aux", "ne", "je", "être", "été", "serveur", "voici", "depuis", "nôtre", "très", "puis", "bien",
+];
+const IT: &[&str] = &[
+    "il", "lo", "gli", "della", "delle", "dei", "del", "di", "che", "è", "sono", "non", "per", "con", "una", "nostro",
+    "nostra", "nostri", "vostro", "grazie", "buongiorno", "cordiali", "saluti", "indirizzo", "questo", "questa",
+    "anche", "ma", "nel", "alla", "al", "e", "ci", "siamo", "abbiamo", "stato", "essere", "riceviamo", "errore",
+];
+const DE: &[&str] = &[
+    "der", "die", "das", "und", "ist", "sind", "wir", "sie", "ihr", "unser", "unsere", "unserer", "unseren", "bitte",
+    "mit", "für", "von", "nicht", "ein", "eine", "einen", "den", "dem", "zu", "auf", "danke", "hallo", "grüße",
+    "freundlichen", "wurde", "werden", "auch", "aber", "oder", "ich", "haben", "wird", "damen", "herren", "seit",
+];
+
+/// Word → bit set of the languages (en, fr, it, de) it counts for.
+static WORDS: LazyLock<HashMap<&'static str, u8>> = LazyLock::new(|| {
+    let mut m: HashMap<&'static str, u8> = HashMap::new();
+    for (bit, list) in [EN, FR, IT, DE].iter().enumerate() {
+        for w in *list {
+            *m.entry(w).or_insert(0) |= 1 << bit;
+        }
+    }
+    m
+});
+
+/// The first supported language of a Content-Language value (`fr-FR`, `de, en`).
+pub(crate) fn from_content_language(value: &str) -> Option<Lang> {
+    value.split(',').find_map(Lang::from_tag)
+}
+
+/// Guess the language of the sender's own text.
+pub(crate) fn detect(text: &str) -> Lang {
+    let mut cut = text.len().min(MAX_TEXT);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let text = &text[..cut];
+    let mut kana = 0usize;
+    let mut kanji = 0usize;
+    for c in text.chars() {
+        match c {
+            '\u{3040}'..='\u{30ff}' => kana += 1,
+            '\u{4e00}'..='\u{9fff}' => kanji += 1,
+            _ => {}
+        }
+    }
+    // Kana is only Japanese; ideographs alone could be Chinese, which we do not answer in.
+    if kana >= 2 || kanji >= 4 {
+        return Lang::Ja;
+    }
+    let mut score = [0usize; 4]; // en, fr, it, de
+    let mut lower = String::new();
+    for word in text.split(|c: char| !(c.is_alphabetic() || c == '-')).filter(|w| !w.is_empty() && w.len() <= 20) {
+        let w = if word.chars().any(char::is_uppercase) {
+            lower.clear();
+            lower.extend(word.chars().flat_map(char::to_lowercase));
+            lower.as_str()
+        } else {
+            word
+        };
+        if let Some(bits) = WORDS.get(w) {
+            for (i, s) in score.iter_mut().enumerate() {
+                if bits & (1 << i) != 0 {
+                    *s += 1;
+                }
+            }
+        }
+    }
+    let langs = [Lang::En, Lang::Fr, Lang::It, Lang::De];
+    let best = (0..4).max_by_key(|&i| (score[i], usize::from(i == 0))).unwrap_or(0);
+    let unique = (0..4).all(|i| i == best || score[i] < score[best]);
+    if score[best] >= 2 && unique {
+        langs[best]
+    } else {
+        Lang::En
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_language_tags() {
+        assert_eq!(from_content_language("fr-FR"), Some(Lang::Fr));
+        assert_eq!(from_content_language("es, de-AT"), Some(Lang::De));
+        assert_eq!(from_content_language("es"), None);
+    }
+
+    #[test]
+    fn detects_each_language() {
+        assert_eq!(detect("Hello, our server is blocked. Please remove the IP from your list."), Lang::En);
+        assert_eq!(detect("Bonjour, notre serveur est bloqué depuis hier. Merci de nous débloquer."), Lang::Fr);
+        assert_eq!(detect("Buongiorno, il nostro server è bloccato. Grazie per l'aiuto."), Lang::It);
+        assert_eq!(detect("Hallo, unser Server ist gesperrt. Bitte entfernen Sie die Sperre."), Lang::De);
+        assert_eq!(detect("お世話になっております。送信がブロックされました。"), Lang::Ja);
+    }
+
+    #[test]
+    fn unsure_is_english() {
+        assert_eq!(detect(""), Lang::En);
+        assert_eq!(detect("203.0.113.7 5.7.511"), Lang::En);
+        assert_eq!(detect("Merci"), Lang::En);
+    }
+}

@@ -1,0 +1,388 @@
+//! Walk the MIME tree → text pieces to scan, each with where it was found.
+//!
+//! Every part is visited: text and HTML bodies, nested `message/rfc822` (and `.eml` files sent
+//! as `application/octet-stream`), `message/delivery-status` (RFC 3464) and
+//! `text/rfc822-headers` (RFC 6522). When the structure cannot be trusted (parse failure,
+//! wrong boundary, broken encoding, bare CR line ends, a panic in the parser) the raw text is
+//! scanned as well. Depth and part count are bounded so hostile input stays cheap.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::LazyLock;
+
+use mail_parser::{HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+
+use super::headers::{self, Top};
+use super::{html, PartKind};
+
+/// Deepest nesting of multiparts and attached messages we follow.
+const MAX_DEPTH: usize = 20;
+/// Most MIME parts we look at in one message.
+const MAX_PARTS: usize = 2000;
+
+/// One parser for every message: MIME fields (needed to read bodies) and the few fields we
+/// read as structured values; everything else, Received included, is skipped unparsed.
+static PARSER: LazyLock<MessageParser> = LazyLock::new(|| {
+    MessageParser::new()
+        .header_content_type(HeaderName::ContentType)
+        .header_content_type(HeaderName::ContentDisposition)
+        .header_text(HeaderName::ContentTransferEncoding)
+        .header_text(HeaderName::Subject)
+        .header_date(HeaderName::Date)
+        .header_address(HeaderName::From)
+        .header_address(HeaderName::Sender)
+        .header_address(HeaderName::ReplyTo)
+        .header_address(HeaderName::ResentFrom)
+        // Skipped fields keep their offsets: headers::raw_value reads them from the bytes.
+        .default_header_ignore()
+});
+
+/// A text to scan and where it came from.
+#[derive(Debug, Clone)]
+pub(crate) struct Piece {
+    pub kind: PartKind,
+    pub text: String,
+    /// `format=flowed` (RFC 3676): trailing spaces are soft line breaks.
+    pub flowed: bool,
+}
+
+/// The headers of an attached or quoted original message (for bounces of our replies).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Original {
+    pub message_id: Option<String>,
+    pub subject: Option<String>,
+}
+
+/// Everything the walk found.
+#[derive(Debug, Default)]
+pub(crate) struct Walk {
+    pub top: Top,
+    pub pieces: Vec<Piece>,
+    pub originals: Vec<Original>,
+    /// The MIME structure could not be trusted; the raw text was added as a piece.
+    pub broken: bool,
+    /// Some parts were skipped because of the depth or part-count bound.
+    pub limited: bool,
+}
+
+/// Parse and walk a message. Never panics: a panic inside the parser is caught and the
+/// message is then read from its raw text.
+pub(crate) fn walk(input: &[u8]) -> Walk {
+    // Bare CR line ends confuse header and boundary parsing; read them as line breaks.
+    let normalized;
+    let mut bare_cr = false;
+    let bytes = if has_bare_cr(input) {
+        bare_cr = true;
+        normalized = normalize_cr(input);
+        normalized.as_slice()
+    } else {
+        input
+    };
+
+    let parsed = catch_unwind(AssertUnwindSafe(|| {
+        let msg = PARSER.parse(bytes)?;
+        let mut w = Walker { out: Walk { top: headers::read(&msg), ..Walk::default() }, parts_seen: 0 };
+        w.out.broken |= declared_multipart_not_found(&msg);
+        w.walk_part(&msg, 0, 0, false);
+        Some(w.out)
+    }));
+    let mut walk = match parsed {
+        Ok(Some(w)) => w,
+        Ok(None) => Walk { broken: true, ..Walk::default() },
+        Err(_) => {
+            // Last line of defence: keep at least the header, for the auto-reply checks.
+            let top = catch_unwind(AssertUnwindSafe(|| {
+                PARSER.parse_headers(bytes).map(|m| headers::read(&m))
+            }));
+            Walk { top: top.ok().flatten().unwrap_or_default(), broken: true, ..Walk::default() }
+        }
+    };
+    walk.broken |= bare_cr;
+    if walk.broken {
+        walk.pieces.push(Piece { kind: PartKind::RawFallback, text: raw_text(bytes), flowed: false });
+    }
+    walk
+}
+
+fn has_bare_cr(b: &[u8]) -> bool {
+    memchr::memchr_iter(b'\r', b).any(|i| b.get(i + 1) != Some(&b'\n'))
+}
+
+fn normalize_cr(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len());
+    for (i, &c) in b.iter().enumerate() {
+        if c == b'\r' && b.get(i + 1) != Some(&b'\n') {
+            out.extend_from_slice(b"\r\n");
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The top-level header says multipart, but the parser found no parts: wrong boundary.
+fn declared_multipart_not_found(msg: &Message<'_>) -> bool {
+    let Some(root) = msg.parts.first() else { return true };
+    let declared = root.content_type().is_some_and(|ct| ct.ctype().eq_ignore_ascii_case("multipart"));
+    declared && !matches!(root.body, PartType::Multipart(_))
+}
+
+fn ctype(part: &MessagePart<'_>) -> (String, String) {
+    match part.content_type() {
+        Some(ct) => (ct.ctype().to_ascii_lowercase(), ct.subtype().unwrap_or("").to_ascii_lowercase()),
+        None => ("text".into(), "plain".into()),
+    }
+}
+
+fn is_flowed(part: &MessagePart<'_>) -> bool {
+    part.content_type().and_then(|ct| ct.attribute("format")).is_some_and(|f| f.eq_ignore_ascii_case("flowed"))
+}
+
+fn is_eml_name(part: &MessagePart<'_>) -> bool {
+    part.attachment_name().is_some_and(|n| {
+        let n = n.trim().trim_matches('"').to_ascii_lowercase();
+        n.ends_with(".eml") || n.ends_with(".msg.txt")
+    })
+}
+
+struct Walker {
+    out: Walk,
+    parts_seen: usize,
+}
+
+impl Walker {
+    fn push(&mut self, kind: PartKind, text: String, flowed: bool) {
+        if !text.trim().is_empty() {
+            self.out.pieces.push(Piece { kind, text, flowed });
+        }
+    }
+
+    fn note_original(&mut self, msg: &Message<'_>) {
+        let (message_id, subject) = headers::id_and_subject(msg);
+        if message_id.is_some() || subject.is_some() {
+            self.out.originals.push(Original { message_id, subject });
+        }
+    }
+
+    fn walk_part(&mut self, msg: &Message<'_>, id: usize, depth: usize, attached: bool) {
+        if depth > MAX_DEPTH || self.parts_seen >= MAX_PARTS {
+            self.out.limited = true;
+            return;
+        }
+        self.parts_seen += 1;
+        let Some(part) = msg.parts.get(id) else { return };
+        if part.is_encoding_problem {
+            self.out.broken = true;
+        }
+        let kind = if attached { PartKind::AttachedMessage } else { PartKind::Body };
+        let (t, sub) = ctype(part);
+        match &part.body {
+            PartType::Multipart(ids) => {
+                // Children come after their parent; anything else would be a loop.
+                let mut children: Vec<usize> = ids.iter().map(|&i| i as usize).filter(|&i| i > id).collect();
+                if sub == "alternative" {
+                    children = choose_alternative(msg, children);
+                }
+                for c in children {
+                    self.walk_part(msg, c, depth + 1, attached);
+                }
+            }
+            PartType::Text(text) => match (t.as_str(), sub.as_str()) {
+                (_, "rfc822-headers") => self.headers_text(text.as_bytes()),
+                ("message", "delivery-status" | "global-delivery-status") => {
+                    self.push(PartKind::DeliveryStatus, text.to_string(), false)
+                }
+                _ => self.push(kind, text.to_string(), is_flowed(part)),
+            },
+            PartType::Html(h) => self.push(kind, html::to_text(h), false),
+            PartType::Binary(b) | PartType::InlineBinary(b) => match (t.as_str(), sub.as_str()) {
+                ("message", "delivery-status" | "global-delivery-status") => {
+                    self.push(PartKind::DeliveryStatus, String::from_utf8_lossy(b).into_owned(), false)
+                }
+                (_, "rfc822-headers") => self.headers_text(b),
+                ("message", "rfc822" | "global") => self.nested_bytes(b, depth + 1),
+                _ if is_eml_name(part) => self.nested_bytes(b, depth + 1),
+                _ => {}
+            },
+            PartType::Message(m) => {
+                self.note_original(m);
+                self.walk_part(m, 0, depth + 1, true);
+            }
+        }
+    }
+
+    /// An attached message we must parse ourselves (`.eml` as octet-stream).
+    fn nested_bytes(&mut self, b: &[u8], depth: usize) {
+        if depth > MAX_DEPTH {
+            self.out.limited = true;
+            return;
+        }
+        if let Some(m) = PARSER.parse(b) {
+            self.note_original(&m);
+            self.walk_part(&m, 0, depth, true);
+        }
+    }
+
+    /// `text/rfc822-headers`: the header of the original message, never scanned for IPs.
+    fn headers_text(&mut self, b: &[u8]) {
+        if let Some(m) = PARSER.parse_headers(b) {
+            self.note_original(&m);
+        }
+    }
+}
+
+/// In multipart/alternative the parts say the same thing: read the plain text when it has
+/// any, else everything (HTML-only mail).
+fn choose_alternative(msg: &Message<'_>, children: Vec<usize>) -> Vec<usize> {
+    let plain_has_text = children.iter().any(|&c| {
+        msg.parts.get(c).is_some_and(|p| matches!(&p.body, PartType::Text(t) if !t.trim().is_empty()) && ctype(p).1 == "plain")
+    });
+    if !plain_has_text {
+        return children;
+    }
+    children
+        .into_iter()
+        .filter(|&c| msg.parts.get(c).is_some_and(|p| matches!(&p.body, PartType::Text(_)) && ctype(p).1 == "plain"))
+        .collect()
+}
+
+/// The raw message as text for the fallback scan: the body after the top-level header,
+/// soft line breaks of quoted-printable removed, decoded with the declared charset when the
+/// bytes are not UTF-8.
+fn raw_text(bytes: &[u8]) -> String {
+    let body_start = find(bytes, b"\r\n\r\n").map(|i| i + 4).or_else(|| find(bytes, b"\n\n").map(|i| i + 2)).unwrap_or(0);
+    let body = &bytes[body_start..];
+    let lower_head: Vec<u8> = bytes.iter().take(64 * 1024).map(u8::to_ascii_lowercase).collect();
+    let body = if find(&lower_head, b"quoted-printable").is_some() || find(body, b"=\n").is_some() {
+        std::borrow::Cow::Owned(qp_lenient(body))
+    } else {
+        std::borrow::Cow::Borrowed(body)
+    };
+    if let Ok(s) = std::str::from_utf8(&body) {
+        return s.to_string();
+    }
+    let label = find(&lower_head, b"charset=").map(|i| {
+        let rest = &lower_head[i + 8..];
+        let rest = rest.strip_prefix(b"\"").unwrap_or(rest);
+        rest.iter().take_while(|c| c.is_ascii_alphanumeric() || **c == b'-' || **c == b'_').copied().collect::<Vec<u8>>()
+    });
+    let enc = label
+        .and_then(|l| encoding_rs::Encoding::for_label(&l))
+        .or_else(|| find(&body, b"\x1b$B").map(|_| encoding_rs::ISO_2022_JP))
+        .unwrap_or(encoding_rs::WINDOWS_1252);
+    enc.decode(&body).0.into_owned()
+}
+
+/// Quoted-printable decoding that never fails: soft breaks removed, `=XX` decoded, anything
+/// else kept as is (RFC 2045 §6.7 asks decoders to be robust).
+fn qp_lenient(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    while i < b.len() {
+        if b[i] == b'=' {
+            match (b.get(i + 1), b.get(i + 2)) {
+                (Some(b'\r'), Some(b'\n')) => {
+                    i += 3;
+                    continue;
+                }
+                (Some(b'\n'), _) => {
+                    i += 2;
+                    continue;
+                }
+                (Some(&h), Some(&l)) => {
+                    if let (Some(h), Some(l)) = (hex(h), hex(l)) {
+                        out.push(h * 16 + l);
+                        i += 3;
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    memchr::memmem::find(hay, needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(w: &Walk) -> Vec<PartKind> {
+        w.pieces.iter().map(|p| p.kind).collect()
+    }
+
+    #[test]
+    fn single_text_part_is_body() {
+        let w = walk(b"From: a@example.com\r\nSubject: x\r\n\r\nhello\r\n");
+        assert_eq!(kinds(&w), vec![PartKind::Body]);
+        assert!(!w.broken);
+    }
+
+    #[test]
+    fn report_parts_are_told_apart() {
+        let raw = b"From: MAILER-DAEMON@example.com\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nfailed\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; a.example\r\n\r\nStatus: 5.7.511\r\n--b\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <DL-000009.a@d.example>\r\nSubject: [DL-000009] re\r\n--b--\r\n";
+        let w = walk(raw);
+        assert_eq!(kinds(&w), vec![PartKind::Body, PartKind::DeliveryStatus]);
+        assert_eq!(w.originals.len(), 1);
+        assert_eq!(w.originals[0].message_id.as_deref(), Some("DL-000009.a@d.example"));
+        assert_eq!(w.top.content_type.as_deref(), Some("multipart/report"));
+    }
+
+    #[test]
+    fn attached_message_and_eml_file() {
+        let inner = "From: x@example.net\r\nMessage-ID: <i@example.net>\r\n\r\ninner text\r\n";
+        let raw = format!(
+            "From: a@example.com\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--b\r\nContent-Type: message/rfc822\r\n\r\n{inner}\r\n--b\r\nContent-Type: application/octet-stream; name=\"ndr.eml\"\r\nContent-Transfer-Encoding: base64\r\n\r\nRnJvbTogeUBleGFtcGxlLm5ldA0KDQplbWwgdGV4dA0K\r\n--b--\r\n"
+        );
+        let w = walk(raw.as_bytes());
+        let texts: Vec<(PartKind, &str)> = w.pieces.iter().map(|p| (p.kind, p.text.trim())).collect();
+        assert_eq!(
+            texts,
+            vec![(PartKind::Body, "see attached"), (PartKind::AttachedMessage, "inner text"), (PartKind::AttachedMessage, "eml text")]
+        );
+    }
+
+    #[test]
+    fn alternative_prefers_plain_and_html_only_is_read() {
+        let raw = b"Content-Type: multipart/alternative; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nplain\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>html</p>\r\n--b--\r\n";
+        let w = walk(raw);
+        assert_eq!(w.pieces.len(), 1);
+        assert_eq!(w.pieces[0].text.trim(), "plain");
+        let w = walk(b"Content-Type: text/html\r\n\r\n<td>a</td><td>b</td>");
+        assert_eq!(w.pieces[0].text, "a b");
+    }
+
+    #[test]
+    fn wrong_boundary_and_bare_cr_fall_back_to_raw() {
+        let w = walk(b"Content-Type: multipart/mixed; boundary=\"nope\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b--\r\n");
+        assert!(w.broken);
+        assert_eq!(w.pieces.last().map(|p| p.kind), Some(PartKind::RawFallback));
+        let w = walk(b"Subject: a\rFrom: b@example.com\r\rbody\r");
+        assert!(w.broken);
+        assert_eq!(w.top.facts.subject.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn lenient_qp_and_legacy_charsets_in_raw_text() {
+        assert_eq!(qp_lenient(b"203.0.=\r\n113.7 =3D =ZZ"), b"203.0.113.7 = =ZZ");
+        let t = raw_text(b"Content-Type: text/plain; charset=iso-8859-1\n\nadresse IP d'exp\xe9diteur");
+        assert_eq!(t, "adresse IP d'expéditeur");
+    }
+
+    #[test]
+    fn hostile_nesting_is_bounded() {
+        let mut raw = String::new();
+        for i in 0..1000 {
+            raw.push_str(&format!("Content-Type: multipart/mixed; boundary=\"b{i}\"\r\n\r\n--b{i}\r\n"));
+        }
+        raw.push_str("Content-Type: text/plain\r\n\r\ndeep\r\n");
+        let w = walk(raw.as_bytes());
+        assert!(w.limited || w.broken);
+    }
+}
