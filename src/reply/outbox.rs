@@ -5,8 +5,9 @@
 //! so a retry after a crash sends the same message. The only window for a duplicate is a
 //! kill between the server's 250 and our `mark_sent` commit; it cannot be closed from the
 //! client side of SMTP, and the same Message-ID lets the recipient's client fold the two.
+//! Each reply is marked as soon as its own answer is in, so that window holds at most one
+//! reply per connection.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,8 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 use super::send::{FileSink, SendError, SmtpConn, SmtpConnector};
-use crate::cases::{OutboxRow, Store, StoreOptions};
+use crate::cases::{OutboxRow, StoreError};
+use crate::daemon::{lock, SharedStore};
 
 /// How long a reply is retried before it is given up (and staff see it as failed).
 const GIVE_UP_AFTER_ATTEMPTS: u32 = 25;
@@ -41,9 +43,16 @@ pub struct OutboxStats {
     pub failed: u64,
 }
 
+/// What one round did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Round {
+    sent: u64,
+    failed: u64,
+    /// Some reply failed for now and waits for a retry.
+    transient: bool,
+}
+
 pub struct Outbox {
-    db: PathBuf,
-    opts: StoreOptions,
     transport: Transport,
     connections: usize,
 }
@@ -54,20 +63,48 @@ pub fn retry_delay(attempts: u32) -> Duration {
     Duration::from_secs((30u64 << exp).min(3600))
 }
 
+/// Record the outcome of one attempt. Returns what to count.
+fn record(store: &SharedStore, row: &OutboxRow, result: Result<(), SendError>) -> Result<Round, StoreError> {
+    let now = jiff::Timestamp::now();
+    let mut store = lock(store);
+    match result {
+        Ok(()) => {
+            store.mark_sent(row.id, now)?;
+            tracing::info!(reply = %row.message_id, to = %row.recipient, "reply sent");
+            Ok(Round { sent: 1, ..Round::default() })
+        }
+        Err(e) if e.is_permanent() || row.attempts + 1 >= GIVE_UP_AFTER_ATTEMPTS => {
+            store.mark_failed(row.id, &e.to_string(), now)?;
+            tracing::warn!(reply = %row.message_id, to = %row.recipient, error = %e, "reply given up");
+            Ok(Round { failed: 1, ..Round::default() })
+        }
+        Err(e) => {
+            let delay = retry_delay(row.attempts);
+            let next = now + jiff::SignedDuration::try_from(delay).unwrap_or(jiff::SignedDuration::from_secs(30));
+            store.mark_retry(row.id, &e.to_string(), next)?;
+            tracing::warn!(reply = %row.message_id, error = %e, retry_in_s = delay.as_secs(), "reply not sent; will retry");
+            Ok(Round { transient: true, ..Round::default() })
+        }
+    }
+}
+
 impl Outbox {
-    pub fn new(db: PathBuf, opts: StoreOptions, transport: Transport, connections: usize) -> Outbox {
-        Outbox { db, opts, transport, connections: connections.max(1) }
+    pub fn new(transport: Transport, connections: usize) -> Outbox {
+        Outbox { transport, connections: connections.max(1) }
     }
 
     /// Send until stopped. With `once`, return when intake is done and nothing is due.
+    ///
+    /// `store` is the daemon's one database connection, shared with intake (see
+    /// [`SharedStore`]); it is held only for the queries, never while a reply is on the wire.
     pub async fn run(
         self,
+        store: SharedStore,
         wake: Arc<Notify>,
         mut stop: watch::Receiver<bool>,
         intake_done: Arc<AtomicBool>,
         once: bool,
     ) -> Result<OutboxStats, crate::daemon::DaemonError> {
-        let mut store = Store::open(&self.db, self.opts.clone())?;
         let mut stats = OutboxStats::default();
         let mut conns: Vec<Option<SmtpConn>> = (0..self.connections).map(|_| None).collect();
         let mut backoff = crate::net::Backoff::new(Duration::from_secs(64));
@@ -76,8 +113,7 @@ impl Outbox {
                 break;
             }
             let finished_intake = intake_done.load(Ordering::SeqCst);
-            let now = jiff::Timestamp::now();
-            let due = store.due_replies(now, ROUND)?;
+            let due = lock(&store).due_replies(jiff::Timestamp::now(), ROUND)?;
             if due.is_empty() {
                 // In once mode, replies waiting for a later retry are left for the next run.
                 if once && finished_intake {
@@ -90,31 +126,10 @@ impl Outbox {
                 }
                 continue;
             }
-            let results = self.send_round(&due, &mut conns).await;
-            let mut transient = false;
-            for (row, result) in due.iter().zip(results) {
-                let now = jiff::Timestamp::now();
-                match result {
-                    Ok(()) => {
-                        store.mark_sent(row.id, now)?;
-                        stats.sent += 1;
-                        tracing::info!(reply = %row.message_id, to = %row.recipient, "reply sent");
-                    }
-                    Err(e) if e.is_permanent() || row.attempts + 1 >= GIVE_UP_AFTER_ATTEMPTS => {
-                        store.mark_failed(row.id, &e.to_string(), now)?;
-                        stats.failed += 1;
-                        tracing::warn!(reply = %row.message_id, to = %row.recipient, error = %e, "reply given up");
-                    }
-                    Err(e) => {
-                        transient = true;
-                        let delay = retry_delay(row.attempts);
-                        let next = now + jiff::SignedDuration::try_from(delay).unwrap_or(jiff::SignedDuration::from_secs(30));
-                        store.mark_retry(row.id, &e.to_string(), next)?;
-                        tracing::warn!(reply = %row.message_id, error = %e, retry_in_s = delay.as_secs(), "reply not sent; will retry");
-                    }
-                }
-            }
-            if transient {
+            let round = self.send_round(&store, &due, &mut conns).await?;
+            stats.sent += round.sent;
+            stats.failed += round.failed;
+            if round.transient {
                 if once && finished_intake {
                     break;
                 }
@@ -133,31 +148,44 @@ impl Outbox {
         Ok(stats)
     }
 
-    /// Send `due` over up to `connections` connections at once, each reused across rounds.
-    async fn send_round(&self, due: &[OutboxRow], conns: &mut [Option<SmtpConn>]) -> Vec<Result<(), SendError>> {
+    /// Send `due` over up to `connections` connections at once, each reused across rounds,
+    /// recording each reply's outcome as soon as the server has answered for it.
+    async fn send_round(
+        &self,
+        store: &SharedStore,
+        due: &[OutboxRow],
+        conns: &mut [Option<SmtpConn>],
+    ) -> Result<Round, StoreError> {
+        let mut total = Round::default();
+        let mut add = |r: Round| {
+            total.sent += r.sent;
+            total.failed += r.failed;
+            total.transient |= r.transient;
+        };
         match &self.transport {
-            Transport::Files(sink) => due.iter().map(|r| sink.write(&r.message_id, &r.recipient, &r.raw).map(|_| ())).collect(),
+            Transport::Files(sink) => {
+                for row in due {
+                    add(record(store, row, sink.write(&row.message_id, &row.recipient, &row.raw).map(|_| ()))?);
+                }
+            }
             Transport::Smtp(connector) => {
                 let n = conns.len().min(due.len()).max(1);
-                let mut results: Vec<Option<Result<(), SendError>>> = (0..due.len()).map(|_| None).collect();
-                let work = conns.iter_mut().take(n).enumerate().map(|(w, slot)| {
-                    let mine: Vec<usize> = (w..due.len()).step_by(n).collect();
-                    async move {
-                        let mut out = Vec::with_capacity(mine.len());
-                        for i in mine {
-                            out.push((i, send_one(connector, slot, &due[i]).await));
-                        }
-                        out
+                let work = conns.iter_mut().take(n).enumerate().map(|(w, slot)| async move {
+                    let mut mine = Round::default();
+                    for row in due.iter().skip(w).step_by(n) {
+                        let r = record(store, row, send_one(connector, slot, row).await)?;
+                        mine.sent += r.sent;
+                        mine.failed += r.failed;
+                        mine.transient |= r.transient;
                     }
+                    Ok::<Round, StoreError>(mine)
                 });
-                for batch in futures::future::join_all(work).await {
-                    for (i, r) in batch {
-                        results[i] = Some(r);
-                    }
+                for r in futures::future::join_all(work).await {
+                    add(r?);
                 }
-                results.into_iter().map(|r| r.unwrap_or_else(|| Err(SendError::Transient("not attempted".into())))).collect()
             }
         }
+        Ok(total)
     }
 }
 
