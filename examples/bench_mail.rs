@@ -2,17 +2,18 @@
 //! `scripts/crash-loop.sh`, run against the real test mail stack (`scripts/mailstack.sh`; its
 //! `DELISTD_TEST_*` variables must be in the environment).
 //!
-//! * `fill`    varied delisting requests (acknowledgements in five languages and forms, missing
-//!             information, portal, tenant, automatic mail), put into a mailbox with IMAP APPEND
-//!             over one connection, and a manifest of what was put there.
-//! * `pump`    the mail stack's own limit: the same IMAP and SMTP client code as the daemon
-//!             (`ImapSource`, `SmtpConnector`), fetching, sending a fixed reply and moving each
-//!             message, with no parsing and no database.
-//! * `wait`    count replies as Dovecot wrote them to the senders' Maildirs, until all are there.
-//! * `latency` one request at a time into a mailbox a serving daemon IDLEs on; time each until
-//!             its reply is accepted by Postfix (the daemon's log) and until it is on disk.
-//! * `check`   after a crash loop: every request has one outcome, no case twice, every reply
-//!             delivered (and which ones twice).
+//! * `fill`: varied delisting requests (acknowledgements in five languages and forms,
+//!   missing information, portal, tenant, automatic mail), put into a mailbox with IMAP
+//!   APPEND over one connection, and a manifest of what was put there.
+//! * `pump`: the mail stack's own limit: the same IMAP and SMTP client code as the daemon
+//!   (`ImapSource`, `SmtpConnector`), fetching, sending a fixed reply and moving each
+//!   message, with no parsing and no database.
+//! * `wait`: count replies as Dovecot wrote them to the senders' Maildirs, until all are there.
+//! * `latency`: one request at a time into a mailbox a serving daemon watches; time each until
+//!   its reply is accepted by Postfix (the daemon's log) and until it is on disk.
+//! * `check`: after a run: every request has one outcome, no case twice, every reply
+//!   delivered (and which ones twice).
+//! * `config`, `samples`: a daemon configuration for a scratch mailbox; one request of each kind.
 //!
 //! Every mailbox is a scratch one (`t-<tag>-...@example.test`), so runs never see each other.
 
@@ -213,13 +214,13 @@ fn files_in(maildir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The value of a header in the first 16 KiB of a stored message (unfolded; first one wins).
+/// The first line of a header's value in the first 16 KiB of a stored message (the headers
+/// looked at here are never folded by Postfix or Dovecot).
 fn header(path: &Path, name: &str) -> Option<String> {
     let raw = std::fs::read(path).ok()?;
     let head = &raw[..raw.len().min(16 * 1024)];
     let text = String::from_utf8_lossy(head);
-    let mut lines = text.split("\r\n").flat_map(|l| l.split('\n'));
-    while let Some(line) = lines.next() {
+    for line in text.split("\r\n").flat_map(|l| l.split('\n')) {
         if line.is_empty() {
             break;
         }

@@ -18,7 +18,7 @@ use crate::cases::Store;
 use crate::config::{Config, Intake};
 use crate::intake::imap::{ImapSource, Pending, Woke};
 use crate::intake::maildir::Maildir;
-use crate::intake::{Disposition, SourceKey};
+use crate::intake::{Disposition, Fetched, SourceKey};
 use crate::net::Backoff;
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::reply::outbox::{Outbox, Transport};
@@ -195,6 +195,14 @@ async fn maildir_loop(
 }
 
 impl RunStats {
+    fn add(&mut self, other: &RunStats) {
+        self.processed += other.processed;
+        self.quarantined += other.quarantined;
+        self.already_recorded += other.already_recorded;
+        self.sent += other.sent;
+        self.send_failed += other.send_failed;
+    }
+
     fn count(&mut self, done: &crate::pipeline::Processed) {
         if done.already_recorded {
             self.already_recorded += 1;
@@ -233,7 +241,7 @@ fn batches(pending: &[Pending], cap: usize) -> Vec<&[Pending]> {
 async fn imap_loop(
     cfg: &Config,
     store: &SharedStore,
-    pipeline: &Pipeline,
+    pipeline: &Arc<Pipeline>,
     mode: Mode,
     mut stop: watch::Receiver<bool>,
     wake_outbox: &Notify,
@@ -288,11 +296,32 @@ async fn imap_loop(
     Ok(stats)
 }
 
-/// Take every waiting message through the pipeline, then file the batch away.
+/// One fetch's worth of messages: what to fetch, and what is already known to be filed where
+/// (index 0: Processed, 1: Quarantine).
+#[derive(Default)]
+struct Plan {
+    to_fetch: Vec<Pending>,
+    filed: [Vec<u32>; 2],
+}
+
+/// What recording a batch did.
+#[derive(Default)]
+struct Recorded {
+    filed: [Vec<u32>; 2],
+    stats: RunStats,
+    queued_reply: bool,
+}
+
+/// Take every waiting message through the pipeline, then file it away.
+///
+/// Pipelined: while a thread of the blocking pool records one fetched batch (extract,
+/// decide, one transaction), the IMAP connection files the batch before it away and fetches
+/// the one after it. A batch is filed only once its transaction has committed; whatever
+/// happens on the connection, the batch in hand is waited for before returning.
 async fn drain_imap(
     src: &mut ImapSource,
     store: &SharedStore,
-    pipeline: &Pipeline,
+    pipeline: &Arc<Pipeline>,
     stats: &mut RunStats,
     stop: &watch::Receiver<bool>,
     wake_outbox: &Notify,
@@ -304,49 +333,87 @@ async fn drain_imap(
     }
     tracing::debug!(waiting = pending.len(), "messages waiting");
     let (mailbox, uidvalidity) = (src.mailbox().to_string(), src.uidvalidity());
-    for batch in batches(&pending, cap) {
-        if *stop.borrow() {
-            return Ok(());
-        }
-        // Messages already recorded (a crash came between commit and MOVE) are filed
-        // without being fetched again.
-        let mut to_fetch = Vec::with_capacity(batch.len());
-        let mut filed: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
-        for p in batch {
-            let key = SourceKey::Imap { mailbox: mailbox.clone(), uidvalidity, uid: p.uid };
-            match pipeline.recorded_disposition(&lock(store), &key)? {
-                Some(d) => {
-                    stats.already_recorded += 1;
-                    filed[(d == Disposition::Quarantine) as usize].push(p.uid);
+    // Messages already recorded (a crash came between commit and MOVE) are filed without
+    // being fetched again.
+    let mut plans: Vec<Plan> = Vec::new();
+    {
+        let guard = lock(store);
+        for batch in batches(&pending, cap) {
+            let mut plan = Plan::default();
+            for p in batch {
+                let key = SourceKey::Imap { mailbox: mailbox.clone(), uidvalidity, uid: p.uid };
+                match pipeline.recorded_disposition(&guard, &key)? {
+                    Some(d) => {
+                        stats.already_recorded += 1;
+                        plan.filed[(d == Disposition::Quarantine) as usize].push(p.uid);
+                    }
+                    None => plan.to_fetch.push(*p),
                 }
-                None => to_fetch.push(*p),
+            }
+            plans.push(plan);
+        }
+    }
+
+    let mut fetched = src.fetch(&plans[0].to_fetch).await?;
+    // Committed, not yet filed.
+    let mut unfiled: Option<[Vec<u32>; 2]> = None;
+    for i in 0..plans.len() {
+        if *stop.borrow() {
+            break;
+        }
+        let job = {
+            let (store, pipeline, batch) = (store.clone(), pipeline.clone(), std::mem::take(&mut fetched));
+            tokio::task::spawn_blocking(move || record_batch(&store, &pipeline, &batch))
+        };
+        let on_the_wire = async {
+            if let Some(done) = unfiled.take() {
+                src.file(&done[0], Disposition::Processed).await?;
+                src.file(&done[1], Disposition::Quarantine).await?;
+            }
+            match plans.get(i + 1) {
+                Some(next) if !*stop.borrow() => src.fetch(&next.to_fetch).await,
+                _ => Ok(Vec::new()),
             }
         }
-        let fetched = src.fetch(&to_fetch).await?;
-        // The batch's messages are recorded in one transaction (each still all or nothing,
-        // see `Store::batch`), committed before any of them is filed away. The store stays
-        // locked until then: the outbox must not see, let alone send, a reply whose request
-        // is not committed yet.
-        let mut queued = false;
-        if !fetched.is_empty() {
-            let mut guard = lock(store);
-            let mut batch = guard.batch()?;
-            for f in &fetched {
-                let SourceKey::Imap { uid, .. } = f.key else { continue };
-                let done = pipeline.process(&mut batch, f, jiff::Timestamp::now())?;
-                stats.count(&done);
-                queued |= done.queued_reply;
-                filed[(done.disposition == Disposition::Quarantine) as usize].push(uid);
-            }
-            batch.commit()?;
-        }
-        if queued {
+        .await;
+        let recorded = job.await.map_err(|e| DaemonError::Task(format!("recording a batch: {e}")))??;
+        stats.add(&recorded.stats);
+        if recorded.queued_reply {
             wake_outbox.notify_one();
         }
-        src.file(&filed[0], Disposition::Processed).await?;
-        src.file(&filed[1], Disposition::Quarantine).await?;
+        let mut done = std::mem::take(&mut plans[i].filed);
+        for (all, new) in done.iter_mut().zip(recorded.filed) {
+            all.extend(new);
+        }
+        unfiled = Some(done);
+        fetched = on_the_wire?;
+    }
+    if let Some(done) = unfiled {
+        src.file(&done[0], Disposition::Processed).await?;
+        src.file(&done[1], Disposition::Quarantine).await?;
     }
     Ok(())
+}
+
+/// Record one fetched batch in one transaction (each message still all or nothing, see
+/// `Store::batch`). The store stays locked until the commit: the outbox must not see, let
+/// alone send, a reply whose request is not committed yet.
+fn record_batch(store: &SharedStore, pipeline: &Pipeline, fetched: &[Fetched]) -> Result<Recorded, DaemonError> {
+    let mut out = Recorded::default();
+    if fetched.is_empty() {
+        return Ok(out);
+    }
+    let mut guard = lock(store);
+    let mut batch = guard.batch()?;
+    for f in fetched {
+        let SourceKey::Imap { uid, .. } = f.key else { continue };
+        let done = pipeline.process(&mut batch, f, jiff::Timestamp::now())?;
+        out.stats.count(&done);
+        out.queued_reply |= done.queued_reply;
+        out.filed[(done.disposition == Disposition::Quarantine) as usize].push(uid);
+    }
+    batch.commit()?;
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -124,7 +124,7 @@ impl Store {
     /// are not unique in practice (clients reuse them, resends keep them), hence "latest".
     pub fn find_message_by_message_id(&self, message_id: &str) -> Result<Option<MessageRow>, StoreError> {
         let mid = strip_brackets(message_id);
-        let latest = latest_id(&self.conn, "SELECT id FROM messages WHERE message_id = ?1", &mid)?;
+        let latest = latest_id(&self.conn, "SELECT id FROM messages WHERE message_id = ?1", mid)?;
         latest.map_or(Ok(None), |id| self.message(MessageId(id)))
     }
 
@@ -183,6 +183,20 @@ impl Store {
             TxScope::InBatch(BatchPart { conn: &self.conn, failed: &self.batch_failed, committed: false })
         };
         Ok(Tx { tx, sla })
+    }
+
+    /// Run `f` with commits that are not synced to disk: with the WAL, `synchronous = NORMAL`
+    /// (SQLite, "PRAGMA synchronous"). Such a commit survives the process being killed (the
+    /// log is written before the commit returns) and reaches the disk with the next synced
+    /// commit or checkpoint; only a power cut or an OS crash before then can lose it. For
+    /// records whose loss costs a repeat, not a loss: the outbox marking a reply sent.
+    pub fn without_sync<T>(&mut self, f: impl FnOnce(&mut Store) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let out = f(self);
+        // FULL again whatever happened: the intake's commits must be durable before it
+        // files messages away.
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        out
     }
 
     /// Begin a batch: until [`Batch::commit`], what [`Store::transaction`]s commit is kept in
@@ -856,5 +870,30 @@ pub(crate) mod tests {
         assert!(second > first && c2 > c1);
         assert_eq!(s.find_message_by_message_id("m1@example.com").unwrap().map(|m| m.id), Some(second));
         assert_eq!(s.open_case_for_ip("203.0.113.7".parse().unwrap()).unwrap().map(|c| c.case_ref), Some(c2));
+    }
+
+    #[test]
+    fn unsynced_commits_are_commits_and_the_store_syncs_again_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.sqlite");
+        let mut s = Store::open(&path, StoreOptions::default()).unwrap();
+        let now = t("2025-03-01T10:00:00Z");
+        let (_, c) = take_in(&mut s, 1, "203.0.113.1", now);
+        let id = s.case_detail(c).unwrap().unwrap().replies[0].id;
+        let sync = |s: &Store| -> i64 { s.conn.pragma_query_value(None, "synchronous", |r| r.get(0)).unwrap() };
+        let seen = s
+            .without_sync(|s| {
+                let inside = sync(s);
+                s.mark_sent(id, now)?;
+                Ok(inside)
+            })
+            .unwrap();
+        assert_eq!((seen, sync(&s)), (1, 2), "NORMAL inside, FULL after");
+        // Committed: another connection sees it.
+        let other = Store::open(&path, StoreOptions::default()).unwrap();
+        assert_eq!(other.outbox_row(id).unwrap().unwrap().state, OutboxState::Sent);
+        // And FULL again after a failure inside.
+        assert!(s.without_sync(|s| s.mark_sent(id, now)).is_err());
+        assert_eq!(sync(&s), 2);
     }
 }

@@ -64,9 +64,21 @@ pub fn retry_delay(attempts: u32) -> Duration {
 }
 
 /// Record the outcome of one attempt. Returns what to count.
+///
+/// Not synced to disk on its own (see `Store::without_sync`): the next synced commit (of
+/// intake) or checkpoint takes it along. A power cut before that forgets the mark and the reply is sent again after the
+/// restart, with the same Message-ID; a kill of the daemon loses nothing.
 fn record(store: &SharedStore, row: &OutboxRow, result: Result<(), SendError>) -> Result<Round, StoreError> {
     let now = jiff::Timestamp::now();
-    let mut store = lock(store);
+    lock(store).without_sync(|store| record_now(store, row, result, now))
+}
+
+fn record_now(
+    store: &mut crate::cases::Store,
+    row: &OutboxRow,
+    result: Result<(), SendError>,
+    now: jiff::Timestamp,
+) -> Result<Round, StoreError> {
     match result {
         Ok(()) => {
             store.mark_sent(row.id, now)?;
