@@ -69,7 +69,14 @@ pub(crate) fn detect(text: &str) -> Lang {
     }
     let mut score = [0usize; 4]; // en, fr, it, de
     let mut lower = String::new();
-    for word in text.split(|c: char| !(c.is_alphabetic() || c == '-')).filter(|w| !w.is_empty() && w.len() <= 20) {
+    // Words come from prose-like tokens only: base64 or hex runs (a cut attachment, a
+    // message-id) are full of short letter runs such as "e", "di", "il".
+    let words = text
+        .split_whitespace()
+        .filter(|t| t.len() <= 40 && t.bytes().filter(u8::is_ascii_digit).count() < 3 && !t.contains(['/', '+', '=']))
+        .flat_map(|t| t.split(|c: char| !(c.is_alphabetic() || c == '-')))
+        .filter(|w| !w.is_empty() && w.len() <= 20);
+    for word in words {
         let w = if word.chars().any(char::is_uppercase) {
             lower.clear();
             lower.extend(word.chars().flat_map(char::to_lowercase));
@@ -113,6 +120,12 @@ mod tests {
         assert_eq!(detect("Buongiorno, il nostro server è bloccato. Grazie per l'aiuto."), Lang::It);
         assert_eq!(detect("Hallo, unser Server ist gesperrt. Bitte entfernen Sie die Sperre."), Lang::De);
         assert_eq!(detect("お世話になっております。送信がブロックされました。"), Lang::Ja);
+    }
+
+    #[test]
+    fn base64_residue_is_not_a_language() {
+        let b64 = "JVBERi0xLjQKJcfsj6IKNSAwIG9iago8PC9MZW5ndGggNiAwIFIvRmlsdGVyIC9GbGF0ZURlY29kZT4+c3RyZWFtCnic\nK+e/di/il+al+ma/e+di/il/al/ma/ci/e+di/il+al/ma+ci/e+di+il/al+ma+ci+e+di+il+al+ma+ci";
+        assert_eq!(detect(&format!("Hello, blocked with:\n{b64}")), Lang::En);
     }
 
     #[test]

@@ -183,6 +183,14 @@ impl Walker {
                     children = choose_alternative(msg, children);
                 }
                 for c in children {
+                    // In a report (RFC 6522) the returned message is context, not evidence:
+                    // its headers identify it (bounces of our replies), its text is not read.
+                    if sub == "report" && msg.parts.get(c).is_some_and(|p| matches!(p.body, PartType::Message(_))) {
+                        if let Some(PartType::Message(m)) = msg.parts.get(c).map(|p| &p.body) {
+                            self.note_original(m);
+                        }
+                        continue;
+                    }
                     self.walk_part(msg, c, depth + 1, attached);
                 }
             }
@@ -322,6 +330,14 @@ mod tests {
         let w = walk(b"From: a@example.com\r\nSubject: x\r\n\r\nhello\r\n");
         assert_eq!(kinds(&w), vec![PartKind::Body]);
         assert!(!w.broken);
+    }
+
+    #[test]
+    fn returned_message_of_a_report_is_not_read() {
+        let raw = b"Content-Type: multipart/report; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nfailed\r\n--b\r\nContent-Type: message/rfc822\r\n\r\nMessage-ID: <DL-000009.a@d.example>\r\n\r\nquoted 550 5.7.511 text\r\n--b--\r\n";
+        let w = walk(raw);
+        assert_eq!(w.pieces.iter().map(|p| p.text.trim()).collect::<Vec<_>>(), vec!["failed"]);
+        assert_eq!(w.originals[0].message_id.as_deref(), Some("DL-000009.a@d.example"));
     }
 
     #[test]

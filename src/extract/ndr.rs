@@ -129,7 +129,7 @@ fn tidy(text: &str) -> String {
     }
     loop {
         let before = t;
-        t = t.trim_end_matches(['\'', '"', '’', '”']).trim_end();
+        t = t.trim_end_matches(['\'', '"', '’', '”', '“', '»', '«', '」']).trim_end();
         if t.ends_with('>') && !t.contains('<') {
             t = t[..t.len() - 1].trim_end();
         }

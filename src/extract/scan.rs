@@ -114,15 +114,17 @@ impl Acc {
         let has_rejection = rejections && self.add_rejection(rank, &l.text);
         let trace = l.field.as_deref().is_some_and(is_trace_field);
         if own && !trace {
-            // The sender's words: what precedes any NDR text on the line (the NDR is the
-            // server's text, not the sender's prose, and is usually English).
+            // Language from the sender's words: what precedes any NDR text on the line (the
+            // NDR is the server's text, usually English).
             let words = match s.first_ndr_at {
                 Some(at) => &l.text[..at],
                 None if has_rejection => "",
                 None => l.text.as_str(),
             };
+            // A sender may type their IP after a pasted NDR on the same line; NDR text itself
+            // rarely says "IP" before an address that is not the sender's.
             if self.stated.len() < MAX_IPS * 4 {
-                ip::stated_ips(words, &mut self.stated);
+                ip::stated_ips(&l.text, &mut self.stated);
             }
             let buf = if kind == PartKind::RawFallback { &mut self.raw_own_text } else { &mut self.own_text };
             if buf.len() + words.len() < MAX_OWN_TEXT {

@@ -253,7 +253,7 @@ fn continues(prev: &Phys<'_>, next: &Phys<'_>, next_ends_paragraph: bool, flowed
     }
     // Greedy wrapping at a usual width (72–80 columns): the line is full, and the next word
     // would not have fit on it.
-    let marker = next.body.starts_with(['-', '*', '•', '>', '[']) && !next.body.starts_with("[IPv6");
+    let marker = next.body.starts_with(['-', '*', '•', '>']) || is_numbered_item(next.body);
     if next.indent == 0
         && !next_is_field
         && !marker
@@ -265,6 +265,12 @@ fn continues(prev: &Phys<'_>, next: &Phys<'_>, next_ends_paragraph: bool, flowed
         return true;
     }
     false
+}
+
+/// `1. text`, `2) text`: an item of a numbered list starts a line of its own.
+fn is_numbered_item(body: &str) -> bool {
+    let digits = body.bytes().take_while(u8::is_ascii_digit).count();
+    (1..=3).contains(&digits) && matches!(body.as_bytes().get(digits..digits + 2), Some([b'.' | b')', b' ']))
 }
 
 /// A short last line after a finished sentence ("Thanks", "Regards, Alice") is a line of its
@@ -378,6 +384,14 @@ mod tests {
         assert_eq!(t.len(), 2, "{t:?}");
         assert!(t[0].ends_with("delist@messaging.microsoft.com."));
         assert_eq!(texts("Hello,\nour IP is 203.0.113.7\nRegards"), vec!["Hello,", "our IP is 203.0.113.7", "Regards"]);
+    }
+
+    #[test]
+    fn numbered_items_are_not_wrapping() {
+        assert_eq!(
+            texts("1. Why do I get 550 5.7.511 Access denied, banned sender[203.0.113.7]?\n2. IPv6 reverse DNS."),
+            vec!["1. Why do I get 550 5.7.511 Access denied, banned sender[203.0.113.7]?", "2. IPv6 reverse DNS."]
+        );
     }
 
     #[test]
