@@ -58,10 +58,27 @@ fn normalize_address(a: &str) -> String {
     }
 }
 
-fn first_addr<'a>(a: Option<&'a Address<'a>>) -> (Option<String>, Option<String>) {
-    let Some(first) = a.and_then(|a| a.first()) else { return (None, None) };
-    let address = first.address().filter(|s| !s.trim().is_empty()).map(normalize_address).map(|s| clip(&s));
-    let name = first.name().map(str::trim).filter(|s| !s.is_empty()).map(clip);
+/// The address inside an address field's raw text: `Name <a@b>` or `a@b`.
+pub(crate) fn address_in(value: &str) -> Option<&str> {
+    let v = value.trim();
+    let a = match (v.rfind('<'), v.rfind('>')) {
+        (Some(l), Some(r)) if l < r => &v[l + 1..r],
+        _ => v.split_whitespace().find(|t| t.contains('@')).unwrap_or(v),
+    };
+    let a = a.trim();
+    (!a.is_empty()).then_some(a)
+}
+
+/// First address and display name of an address field; the raw text is read when the
+/// parser could not make an address of it (invalid bytes in the display name, for one).
+fn first_addr(parsed: Option<&Address<'_>>, raw: Option<&str>) -> (Option<String>, Option<String>) {
+    let first = parsed.and_then(|a| a.first());
+    let name = first.and_then(|f| f.name()).map(str::trim).filter(|s| !s.is_empty()).map(clip);
+    let address = first
+        .and_then(|f| f.address())
+        .filter(|a| a.contains('@'))
+        .or_else(|| raw.and_then(address_in).filter(|a| a.contains('@')))
+        .map(|a| clip(&normalize_address(a)));
     (address, name)
 }
 
@@ -90,9 +107,9 @@ pub(crate) fn read(msg: &Message<'_>) -> Top {
         root.headers.iter().map(|h| (h.name.as_str().to_string(), raw_value(raw, h))).collect();
     let field = |name: &str| fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
 
-    let (from, from_name) = first_addr(msg.from());
-    let (reply_to, _) = first_addr(msg.reply_to());
-    let (resent_from, _) = first_addr(msg.resent_from());
+    let (from, from_name) = first_addr(msg.from(), field("from"));
+    let (reply_to, _) = first_addr(msg.reply_to(), field("reply-to"));
+    let (resent_from, _) = first_addr(msg.resent_from(), field("resent-from"));
     let date = msg.date().filter(|d| d.is_valid()).and_then(|d| {
         jiff::Timestamp::from_second(d.to_timestamp()).ok().map(|t| t.to_string())
     });

@@ -18,6 +18,10 @@ use super::{html, PartKind};
 const MAX_DEPTH: usize = 20;
 /// Most MIME parts we look at in one message.
 const MAX_PARTS: usize = 2000;
+/// Most structure lines (boundary delimiters, Content-Type fields) handed to the parser: it
+/// builds every part before we can bound anything, so input past this point is only read
+/// as raw text. Also bounds the depth of nested messages the parser builds (and drops).
+const MAX_STRUCTURE_LINES: usize = 2000;
 
 /// One parser for every message: MIME fields (needed to read bodies) and the few fields we
 /// read as structured values; everything else, Received included, is skipped unparsed.
@@ -78,8 +82,10 @@ pub(crate) fn walk(input: &[u8]) -> Walk {
         input
     };
 
+    let cut = structure_cut(bytes);
+    let parse_input = &bytes[..cut.unwrap_or(bytes.len())];
     let parsed = catch_unwind(AssertUnwindSafe(|| {
-        let msg = PARSER.parse(bytes)?;
+        let msg = PARSER.parse(parse_input)?;
         let mut w = Walker { out: Walk { top: headers::read(&msg), ..Walk::default() }, parts_seen: 0 };
         w.out.broken |= declared_multipart_not_found(&msg);
         w.walk_part(&msg, 0, 0, false);
@@ -96,11 +102,34 @@ pub(crate) fn walk(input: &[u8]) -> Walk {
             Walk { top: top.ok().flatten().unwrap_or_default(), broken: true, ..Walk::default() }
         }
     };
-    walk.broken |= bare_cr;
+    walk.broken |= bare_cr || cut.is_some();
+    walk.limited |= cut.is_some();
     if walk.broken {
         walk.pieces.push(Piece { kind: PartKind::RawFallback, text: raw_text(bytes), flowed: false });
     }
     walk
+}
+
+/// Where to stop parsing: the start of the line holding structure line number
+/// `MAX_STRUCTURE_LINES + 1`, or `None` when the message has fewer.
+fn structure_cut(b: &[u8]) -> Option<usize> {
+    let mut count = 0usize;
+    let mut start = 0usize;
+    loop {
+        let line = &b[start..];
+        let structural = line.starts_with(b"--")
+            || line.get(..13).is_some_and(|h| h.eq_ignore_ascii_case(b"content-type:"));
+        if structural {
+            count += 1;
+            if count > MAX_STRUCTURE_LINES {
+                return Some(start);
+            }
+        }
+        match memchr::memchr(b'\n', line) {
+            Some(i) => start += i + 1,
+            None => return None,
+        }
+    }
 }
 
 fn has_bare_cr(b: &[u8]) -> bool {
@@ -389,6 +418,16 @@ mod tests {
         assert_eq!(qp_lenient(b"203.0.=\r\n113.7 =3D =ZZ"), b"203.0.113.7 = =ZZ");
         let t = raw_text(b"Content-Type: text/plain; charset=iso-8859-1\n\nadresse IP d'exp\xe9diteur");
         assert_eq!(t, "adresse IP d'expéditeur");
+    }
+
+    #[test]
+    fn parser_input_stops_after_too_many_structure_lines() {
+        let raw = format!("Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n{}--b--\r\n", "--b\r\n\r\nx\r\n".repeat(5000));
+        let cut = structure_cut(raw.as_bytes()).unwrap();
+        assert_eq!(raw[..cut].matches("--b\r\n").count(), MAX_STRUCTURE_LINES - 1);
+        let w = walk(raw.as_bytes());
+        assert!(w.limited && w.broken);
+        assert_eq!(structure_cut(b"Subject: x\r\n\r\n-- \r\nsig"), None);
     }
 
     #[test]

@@ -17,6 +17,8 @@ use crate::types::StatusCode;
 
 /// The longest NDR line we keep, in bytes; the provider's lines are about 250.
 const MAX_NDR_TEXT: usize = 1000;
+/// Most replies and loose codes read from one line (hostile input can repeat them endlessly).
+const MAX_PER_LINE: usize = 64;
 
 /// `550 5.7.511`, `550-5.7.1`, `550 #5.7.511`, `5.7.606-649`.
 static NDR_START: LazyLock<Regex> = LazyLock::new(|| {
@@ -78,6 +80,9 @@ struct Start {
 fn starts(line: &str) -> Vec<Start> {
     let mut v = Vec::new();
     for caps in NDR_START.captures_iter(line) {
+        if v.len() >= MAX_PER_LINE {
+            break;
+        }
         let Some(m) = caps.get(0) else { continue };
         if !stands_alone(line, m.start(), m.end()) {
             continue;
@@ -206,18 +211,28 @@ pub(crate) fn scan_line(line: &str, kind: PartKind) -> LineScan {
         covered.push((h.at, end));
         out.ndr.push(NdrLine { text, reply_code: Some(h.reply), status_code: h.code, found_in: kind });
     }
-    // Loose codes: every code that is not the head code of an NDR line.
+    // Loose codes: every code that is not the head code of an NDR line. Starts and spans are
+    // in line order, so one forward pass over each tells heads and insides apart.
+    let (mut si, mut ci) = (0, 0);
     for caps in CODE.captures_iter(line) {
+        if out.loose.len() + out.inner.len() >= MAX_PER_LINE {
+            break;
+        }
         let Some(m) = caps.get(0) else { continue };
         if !stands_alone(line, m.start(), m.end()) {
             continue;
         }
         let Some(code) = code_of(&caps, 1, 2, 3) else { continue };
-        let is_head = st.iter().any(|s| s.at < m.start() && m.end() <= s.after_codes);
-        if is_head {
-            continue;
+        while si < st.len() && st[si].after_codes < m.end() {
+            si += 1;
         }
-        if covered.iter().any(|&(a, b)| a <= m.start() && m.start() < b) {
+        if st.get(si).is_some_and(|s| s.at < m.start() && m.end() <= s.after_codes) {
+            continue; // the code of a reply
+        }
+        while ci < covered.len() && covered[ci].1 <= m.start() {
+            ci += 1;
+        }
+        if covered.get(ci).is_some_and(|&(a, b)| a <= m.start() && m.start() < b) {
             out.inner.push(code);
         } else if code.subject <= 7 {
             // RFC 3463 defines subjects 0–7; anything else in prose is a version number.

@@ -2,7 +2,7 @@
 //! line is *the* line, which code the request is about, which IPs come first.
 
 use super::mime::Piece;
-use super::text::{logical_lines, LogicalLine};
+use super::text::{for_each_logical_line, LogicalLine};
 use super::{ip, ndr, IpFinding, IpSource, NdrLine, PartKind};
 use crate::types::StatusCode;
 
@@ -166,9 +166,7 @@ pub(crate) fn scan(pieces: &[Piece], subject: Option<&str>) -> Scanned {
             continue;
         }
         let rejections = ip::may_hold_rejection(&p.text);
-        for l in logical_lines(&p.text, p.flowed) {
-            acc.line(p.kind, &l, rejections);
-        }
+        for_each_logical_line(&p.text, p.flowed, |l| acc.line(p.kind, &l, rejections));
     }
     if let Some(s) = subject {
         let l = LogicalLine { text: super::text::fold_ws(s), quoted: false, own: true, field: None };

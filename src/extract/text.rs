@@ -169,8 +169,8 @@ static HEADER_BLOCK_NEXT: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// Does this line start what the sender forwards or quotes (so their own words end here)?
-fn is_forward_marker(lines: &[Phys<'_>], i: usize) -> bool {
-    let body = lines[i].body;
+fn is_forward_marker(line: &Phys<'_>, ahead: &std::collections::VecDeque<Phys<'_>>) -> bool {
+    let body = line.body;
     // Byte tests first: most lines cannot be markers, and regexes cost more than a glance.
     let first = body.as_bytes().first().copied().unwrap_or(b' ').to_ascii_lowercase();
     if matches!(first, b'-' | b'_' | b'=' | b'*' | b'b' | b'd' | b'i' | b'a' | 0xe8) && FORWARD_MARKER.is_match(body) {
@@ -186,7 +186,7 @@ fn is_forward_marker(lines: &[Phys<'_>], i: usize) -> bool {
     }
     // An Outlook-style "From: / Sent: / To: / Subject:" block.
     if matches!(first, b'f' | b'd' | b'v' | 0xe5) && HEADER_BLOCK_START.is_match(body) {
-        return lines[i + 1..].iter().take(3).any(|l| HEADER_BLOCK_NEXT.is_match(l.body));
+        return ahead.iter().take(3).any(|l| HEADER_BLOCK_NEXT.is_match(l.body));
     }
     false
 }
@@ -283,24 +283,45 @@ fn is_closing_line(prev: &Phys<'_>, next: &Phys<'_>, next_ends_paragraph: bool) 
 }
 
 /// Split text into logical lines. `flowed` is true for `format=flowed` parts.
+#[cfg(test)]
 pub(crate) fn logical_lines(text: &str, flowed: bool) -> Vec<LogicalLine> {
-    let phys = split_lines(text);
-    let mut out: Vec<LogicalLine> = Vec::new();
+    let mut out = Vec::new();
+    for_each_logical_line(text, flowed, |l| out.push(l));
+    out
+}
+
+/// Split text into logical lines, handing each to `f` as soon as it is complete: memory
+/// stays bounded by one line and a few lines of look-ahead, whatever the size of the text.
+pub(crate) fn for_each_logical_line(text: &str, flowed: bool, mut f: impl FnMut(LogicalLine)) {
+    let mut lines = split_lines(text);
+    // The current line, the one before it, and up to three after it (forward markers look
+    // ahead for an Outlook header block).
+    let mut ahead: std::collections::VecDeque<Phys<'_>> = lines.by_ref().take(4).collect();
+    let mut prev: Option<Phys<'_>> = None;
     let mut own_region = true;
     // (folded text, quoted, field name, own)
     let mut cur: Option<(String, bool, Option<String>, bool)> = None;
-    for i in 0..phys.len() {
-        let line = &phys[i];
-        if own_region && !line.quoted && is_forward_marker(&phys, i) {
+    let mut emit = |cur: Option<(String, bool, Option<String>, bool)>| {
+        if let Some((text, quoted, field, own)) = cur {
+            if !text.is_empty() {
+                f(LogicalLine { text, quoted, own, field });
+            }
+        }
+    };
+    while let Some(line) = ahead.pop_front() {
+        if let Some(next) = lines.next() {
+            ahead.push_back(next);
+        }
+        if own_region && !line.quoted && is_forward_marker(&line, &ahead) {
             own_region = false;
         }
-        let joined = match (&mut cur, i.checked_sub(1).map(|j| &phys[j])) {
+        let joined = match (&mut cur, &prev) {
             (Some((buf, _, _, _)), Some(prev)) if buf.len() < MAX_LOGICAL => {
                 if let Some((skip, head)) = multiline_continuation(prev.body, line.body).filter(|_| prev.quoted == line.quoted) {
                     unhyphen_head(buf, &head);
                     push_folded(buf, line.body.get(skip..).unwrap_or(""));
                     true
-                } else if continues(prev, line, phys.get(i + 1).is_none_or(|n| n.body.is_empty()), flowed) {
+                } else if continues(prev, &line, ahead.front().is_none_or(|n| n.body.is_empty()), flowed) {
                     push_folded(buf, line.body);
                     true
                 } else {
@@ -309,47 +330,41 @@ pub(crate) fn logical_lines(text: &str, flowed: bool) -> Vec<LogicalLine> {
             }
             _ => false,
         };
-        if joined {
-            continue;
-        }
-        if let Some((text, quoted, field, own)) = cur.take() {
-            if !text.is_empty() {
-                out.push(LogicalLine { text, quoted, own, field });
+        if !joined {
+            emit(cur.take());
+            if !line.body.is_empty() {
+                let field = field_name(line.body).map(|n| n.to_ascii_lowercase());
+                cur = Some((fold_ws(line.body), line.quoted, field, own_region && !line.quoted));
             }
         }
-        if !line.body.is_empty() {
-            let field = field_name(line.body).map(|n| n.to_ascii_lowercase());
-            cur = Some((fold_ws(line.body), line.quoted, field, own_region && !line.quoted));
-        }
+        prev = Some(line);
     }
-    if let Some((text, quoted, field, own)) = cur {
-        if !text.is_empty() {
-            out.push(LogicalLine { text, quoted, own, field });
-        }
-    }
-    out
+    emit(cur);
 }
 
 /// CRLF, LF and a bare CR (old Mac mail, broken gateways) are each one line break.
-fn split_lines(text: &str) -> Vec<Phys<'_>> {
-    let mut out = Vec::new();
+fn split_lines(text: &str) -> impl Iterator<Item = Phys<'_>> {
     let bytes = text.as_bytes();
     let mut start = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\r' || bytes[i] == b'\n' {
-            out.push(physical(&text[start..i]));
-            if bytes[i] == b'\r' && bytes.get(i + 1) == Some(&b'\n') {
-                i += 1;
-            }
-            start = i + 1;
+    std::iter::from_fn(move || {
+        if start > bytes.len() {
+            return None;
         }
-        i += 1;
-    }
-    if start < text.len() {
-        out.push(physical(&text[start..]));
-    }
-    out
+        let rest = &bytes[start..];
+        match memchr::memchr2(b'\r', b'\n', rest) {
+            Some(i) => {
+                let line = &text[start..start + i];
+                let crlf = rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n');
+                start += i + 1 + usize::from(crlf);
+                Some(physical(line))
+            }
+            None => {
+                let line = &text[start..];
+                start = bytes.len() + 1;
+                (!line.is_empty()).then(|| physical(line))
+            }
+        }
+    })
 }
 
 #[cfg(test)]
