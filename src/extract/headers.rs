@@ -82,6 +82,17 @@ fn first_addr(parsed: Option<&Address<'_>>, raw: Option<&str>) -> (Option<String
     (address, name)
 }
 
+/// Fields read by [`read`] and by the automatic-message checks (`auto.rs`).
+fn is_read(name: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "message-id", "return-path", "in-reply-to", "references", "content-language", "from", "sender",
+        "resent-from", "auto-submitted", "precedence",
+    ];
+    const PREFIX: &[&str] = &["list-", "x-auto", "x-mail-autoreply", "x-spam-"];
+    EXACT.iter().any(|e| e.eq_ignore_ascii_case(name))
+        || PREFIX.iter().any(|p| name.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p)))
+}
+
 /// Return-Path as written (RFC 5321 §4.4): `<>` is the null path.
 pub(crate) fn return_path(value: &str) -> ReturnPath {
     let v = value.trim();
@@ -103,8 +114,13 @@ pub(crate) fn return_path(value: &str) -> ReturnPath {
 pub(crate) fn read(msg: &Message<'_>) -> Top {
     let Some(root) = msg.parts.first() else { return Top::default() };
     let raw = msg.raw_message.as_ref();
-    let fields: Vec<(String, String)> =
-        root.headers.iter().map(|h| (h.name.as_str().to_string(), raw_value(raw, h))).collect();
+    // Only the fields something reads (Received and friends can be dozens per message).
+    let fields: Vec<(String, String)> = root
+        .headers
+        .iter()
+        .filter(|h| is_read(h.name.as_str()))
+        .map(|h| (h.name.as_str().to_string(), raw_value(raw, h)))
+        .collect();
     let field = |name: &str| fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
 
     let (from, from_name) = first_addr(msg.from(), field("from"));
@@ -156,7 +172,8 @@ mod tests {
         assert_eq!(f.content_language.as_deref(), Some("fr-FR"));
         assert_eq!(f.resent_from.as_deref(), Some("bob@example.org"));
         assert_eq!(top.content_type.as_deref(), Some("text/plain"));
-        assert!(top.fields.iter().any(|(n, v)| n == "Subject" && v == "Re: [DL-000042] delisting"));
+        assert!(top.fields.iter().any(|(n, v)| n == "Return-Path" && v == "<Alice@Example.COM>"));
+        assert!(!top.fields.iter().any(|(n, _)| n == "Subject"), "only fields something reads are kept");
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! The language of a request: the Content-Language header first, else the sender's own words
 //! (Japanese by its script, the others by counting common function words). English when unsure.
 
-use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use crate::types::Lang;
@@ -31,16 +30,32 @@ const DE: &[&str] = &[
     "freundlichen", "wurde", "werden", "auch", "aber", "oder", "ich", "haben", "wird", "damen", "herren", "seit",
 ];
 
-/// Word → bit set of the languages (en, fr, it, de) it counts for.
-static WORDS: LazyLock<HashMap<&'static str, u8>> = LazyLock::new(|| {
-    let mut m: HashMap<&'static str, u8> = HashMap::new();
+/// Word → bit set of the languages (en, fr, it, de) it counts for, sorted for binary search.
+static WORDS: LazyLock<Vec<(&'static str, u8)>> = LazyLock::new(|| {
+    let mut m: Vec<(&'static str, u8)> = Vec::new();
     for (bit, list) in [EN, FR, IT, DE].iter().enumerate() {
         for w in *list {
-            *m.entry(w).or_insert(0) |= 1 << bit;
+            match m.iter_mut().find(|(x, _)| x == w) {
+                Some((_, bits)) => *bits |= 1 << bit,
+                None => m.push((w, 1 << bit)),
+            }
         }
     }
+    m.sort_unstable();
     m
 });
+
+fn word_bits(w: &str) -> u8 {
+    let words = &*WORDS;
+    words.binary_search_by(|(x, _)| (*x).cmp(w)).map_or(0, |i| words[i].1)
+}
+
+/// The best score and the best of the others.
+fn lead(score: &[usize; 4]) -> (usize, usize) {
+    let mut sorted = *score;
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    (sorted[0], sorted[1])
+}
 
 /// The first supported language of a Content-Language value (`fr-FR`, `de, en`).
 pub(crate) fn from_content_language(value: &str) -> Option<Lang> {
@@ -84,12 +99,22 @@ pub(crate) fn detect(text: &str) -> Lang {
         } else {
             word
         };
-        if let Some(bits) = WORDS.get(w) {
-            for (i, s) in score.iter_mut().enumerate() {
-                if bits & (1 << i) != 0 {
-                    *s += 1;
-                }
+        if w.len() > 12 {
+            continue; // longer than any listed word
+        }
+        let bits = word_bits(w);
+        if bits == 0 {
+            continue;
+        }
+        for (i, s) in score.iter_mut().enumerate() {
+            if bits & (1 << i) != 0 {
+                *s += 1;
             }
+        }
+        // A clear lead will not be overturned: stop reading.
+        let (top, rest) = lead(&score);
+        if top >= 12 && rest * 3 <= top {
+            break;
         }
     }
     let langs = [Lang::En, Lang::Fr, Lang::It, Lang::De];

@@ -294,20 +294,23 @@ pub(crate) fn scan_delivery_status(text: &str) -> DsScan {
     out
 }
 
-/// Split a delivery-status body into blocks of unfolded `(name, value)` fields.
+/// Split a delivery-status body into blocks of unfolded `(name, value)` fields, keeping only
+/// the fields we read (Status, Diagnostic-Code).
 fn blocks(text: &str) -> Vec<Vec<(String, String)>> {
     let mut out: Vec<Vec<(String, String)>> = Vec::new();
     let mut cur: Vec<(String, String)> = Vec::new();
+    let mut keep_folding = false;
     for raw in text.split('\n') {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
         if line.trim().is_empty() {
             if !cur.is_empty() {
                 out.push(std::mem::take(&mut cur));
             }
+            keep_folding = false;
             continue;
         }
         if line.starts_with([' ', '\t']) {
-            if let Some((_, v)) = cur.last_mut() {
+            if let (true, Some((_, v))) = (keep_folding, cur.last_mut()) {
                 if v.len() < 16 * 1024 {
                     v.push(' ');
                     v.push_str(line.trim());
@@ -315,8 +318,13 @@ fn blocks(text: &str) -> Vec<Vec<(String, String)>> {
             }
             continue;
         }
+        keep_folding = false;
         if let Some((name, value)) = line.split_once(':') {
-            cur.push((name.trim().to_string(), value.trim().to_string()));
+            let name = name.trim();
+            if name.eq_ignore_ascii_case("status") || name.eq_ignore_ascii_case("diagnostic-code") {
+                cur.push((name.to_string(), value.trim().to_string()));
+                keep_folding = true;
+            }
         }
     }
     if !cur.is_empty() {

@@ -12,16 +12,17 @@ use regex::Regex;
 /// every scanner on hostile input such as one 1 MB line).
 const MAX_LOGICAL: usize = 8 * 1024;
 
-/// A line as the writer meant it, whitespace folded to single spaces.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct LogicalLine {
-    pub text: String,
+/// A line as the writer meant it, whitespace folded to single spaces. Borrowed: the
+/// scanners look at each line once, so line text is built in one reused buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LogicalLine<'a> {
+    pub text: &'a str,
     /// Written behind `>` quote markers.
     pub quoted: bool,
     /// The sender's own words: not quoted and before any forward/reply marker.
     pub own: bool,
-    /// Lower-cased field name when the line reads like a header field (`Received: ...`).
-    pub field: Option<String>,
+    /// The field name, as written, when the line reads like a header field (`Received: ...`).
+    pub field: Option<&'a str>,
 }
 
 /// Collapse every run of whitespace (and control characters such as NUL) into one space and trim.
@@ -283,28 +284,41 @@ fn is_closing_line(prev: &Phys<'_>, next: &Phys<'_>, next_ends_paragraph: bool) 
 }
 
 /// Split text into logical lines. `flowed` is true for `format=flowed` parts.
+/// Owned copy of a logical line, for tests.
 #[cfg(test)]
-pub(crate) fn logical_lines(text: &str, flowed: bool) -> Vec<LogicalLine> {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OwnedLine {
+    pub text: String,
+    pub quoted: bool,
+    pub own: bool,
+    pub field: Option<String>,
+}
+
+#[cfg(test)]
+pub(crate) fn logical_lines(text: &str, flowed: bool) -> Vec<OwnedLine> {
     let mut out = Vec::new();
-    for_each_logical_line(text, flowed, |l| out.push(l));
+    for_each_logical_line(text, flowed, |l| {
+        out.push(OwnedLine { text: l.text.to_string(), quoted: l.quoted, own: l.own, field: l.field.map(str::to_string) })
+    });
     out
 }
 
 /// Split text into logical lines, handing each to `f` as soon as it is complete: memory
 /// stays bounded by one line and a few lines of look-ahead, whatever the size of the text.
-pub(crate) fn for_each_logical_line(text: &str, flowed: bool, mut f: impl FnMut(LogicalLine)) {
+pub(crate) fn for_each_logical_line<'t>(text: &'t str, flowed: bool, mut f: impl FnMut(&LogicalLine<'_>)) {
     let mut lines = split_lines(text);
     // The current line, the one before it, and up to three after it (forward markers look
     // ahead for an Outlook header block).
-    let mut ahead: std::collections::VecDeque<Phys<'_>> = lines.by_ref().take(4).collect();
-    let mut prev: Option<Phys<'_>> = None;
+    let mut ahead: std::collections::VecDeque<Phys<'t>> = lines.by_ref().take(4).collect();
+    let mut prev: Option<Phys<'t>> = None;
     let mut own_region = true;
-    // (folded text, quoted, field name, own)
-    let mut cur: Option<(String, bool, Option<String>, bool)> = None;
-    let mut emit = |cur: Option<(String, bool, Option<String>, bool)>| {
-        if let Some((text, quoted, field, own)) = cur {
-            if !text.is_empty() {
-                f(LogicalLine { text, quoted, own, field });
+    // The logical line being built: folded text, quoted, field name, own.
+    let mut buf = String::new();
+    let mut cur: Option<(bool, Option<&'t str>, bool)> = None;
+    let emit = |buf: &str, cur: Option<(bool, Option<&'t str>, bool)>, f: &mut dyn FnMut(&LogicalLine<'_>)| {
+        if let Some((quoted, field, own)) = cur {
+            if !buf.is_empty() {
+                f(&LogicalLine { text: buf, quoted, own, field });
             }
         }
     };
@@ -315,14 +329,14 @@ pub(crate) fn for_each_logical_line(text: &str, flowed: bool, mut f: impl FnMut(
         if own_region && !line.quoted && is_forward_marker(&line, &ahead) {
             own_region = false;
         }
-        let joined = match (&mut cur, &prev) {
-            (Some((buf, _, _, _)), Some(prev)) if buf.len() < MAX_LOGICAL => {
+        let joined = match (&cur, &prev) {
+            (Some(_), Some(prev)) if buf.len() < MAX_LOGICAL => {
                 if let Some((skip, head)) = multiline_continuation(prev.body, line.body).filter(|_| prev.quoted == line.quoted) {
-                    unhyphen_head(buf, &head);
-                    push_folded(buf, line.body.get(skip..).unwrap_or(""));
+                    unhyphen_head(&mut buf, &head);
+                    push_folded(&mut buf, line.body.get(skip..).unwrap_or(""));
                     true
                 } else if continues(prev, &line, ahead.front().is_none_or(|n| n.body.is_empty()), flowed) {
-                    push_folded(buf, line.body);
+                    push_folded(&mut buf, line.body);
                     true
                 } else {
                     false
@@ -331,15 +345,16 @@ pub(crate) fn for_each_logical_line(text: &str, flowed: bool, mut f: impl FnMut(
             _ => false,
         };
         if !joined {
-            emit(cur.take());
+            emit(&buf, cur.take(), &mut f);
+            buf.clear();
             if !line.body.is_empty() {
-                let field = field_name(line.body).map(|n| n.to_ascii_lowercase());
-                cur = Some((fold_ws(line.body), line.quoted, field, own_region && !line.quoted));
+                push_folded(&mut buf, line.body);
+                cur = Some((line.quoted, field_name(line.body), own_region && !line.quoted));
             }
         }
         prev = Some(line);
     }
-    emit(cur);
+    emit(&buf, cur, &mut f);
 }
 
 /// CRLF, LF and a bare CR (old Mac mail, broken gateways) are each one line break.
@@ -435,7 +450,7 @@ mod tests {
     fn header_fields_and_folding_are_recognised() {
         let l = logical_lines("Received: from a.example (a.example\n [203.0.113.50]) by b\nhttps://x.example/ y", false);
         assert_eq!(l.len(), 2);
-        assert_eq!(l[0].field.as_deref(), Some("received"));
+        assert_eq!(l[0].field.as_deref(), Some("Received"));
         assert!(l[0].text.contains("[203.0.113.50]"));
         assert_eq!(l[1].field, None);
     }
