@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use crate::types::Lang;
 
 /// Most text looked at: a request's language shows in its first lines.
-const MAX_TEXT: usize = 4 * 1024;
+const MAX_TEXT: usize = 2 * 1024;
 
 /// Function words frequent in one language and rare in the others we tell apart.
 const EN: &[&str] = &[
@@ -84,37 +84,46 @@ pub(crate) fn detect(text: &str) -> Lang {
     }
     let mut score = [0usize; 4]; // en, fr, it, de
     let mut lower = String::new();
+    let mut ascii_word = [0u8; 12];
     // Words come from prose-like tokens only: base64 or hex runs (a cut attachment, a
     // message-id) are full of short letter runs such as "e", "di", "il".
-    let words = text
-        .split_whitespace()
-        .filter(|t| t.len() <= 40 && t.bytes().filter(u8::is_ascii_digit).count() < 3 && !t.contains(['/', '+', '=']))
-        .flat_map(|t| t.split(|c: char| !(c.is_alphabetic() || c == '-')))
-        .filter(|w| !w.is_empty() && w.len() <= 20);
-    for word in words {
-        let w = if word.chars().any(char::is_uppercase) {
-            lower.clear();
-            lower.extend(word.chars().flat_map(char::to_lowercase));
-            lower.as_str()
-        } else {
-            word
+    let tokens = text
+        .split_ascii_whitespace()
+        .filter(|t| t.len() <= 40 && t.bytes().filter(u8::is_ascii_digit).count() < 3 && !t.contains(['/', '+', '=']));
+    'tokens: for t in tokens {
+        let count = |w: &str, score: &mut [usize; 4]| -> bool {
+            let bits = word_bits(w);
+            for (i, s) in score.iter_mut().enumerate() {
+                if bits & (1 << i) != 0 {
+                    *s += 1;
+                }
+            }
+            // A clear lead will not be overturned: stop reading.
+            let (top, rest) = lead(score);
+            bits != 0 && top >= 8 && rest * 3 <= top
         };
-        if w.len() > 12 {
-            continue; // longer than any listed word
-        }
-        let bits = word_bits(w);
-        if bits == 0 {
+        if t.is_ascii() {
+            // Fast path: words are runs of ASCII letters (and '-'), lower-cased in place.
+            for w in t.as_bytes().split(|b| !(b.is_ascii_alphabetic() || *b == b'-')) {
+                if w.is_empty() || w.len() > ascii_word.len() {
+                    continue;
+                }
+                let buf = &mut ascii_word[..w.len()];
+                for (d, s) in buf.iter_mut().zip(w) {
+                    *d = s.to_ascii_lowercase();
+                }
+                if count(std::str::from_utf8(buf).unwrap_or(""), &mut score) {
+                    break 'tokens;
+                }
+            }
             continue;
         }
-        for (i, s) in score.iter_mut().enumerate() {
-            if bits & (1 << i) != 0 {
-                *s += 1;
+        for word in t.split(|c: char| !(c.is_alphabetic() || c == '-')).filter(|w| !w.is_empty() && w.len() <= 20) {
+            lower.clear();
+            lower.extend(word.chars().flat_map(char::to_lowercase));
+            if lower.len() <= 12 && count(&lower, &mut score) {
+                break 'tokens;
             }
-        }
-        // A clear lead will not be overturned: stop reading.
-        let (top, rest) = lead(&score);
-        if top >= 12 && rest * 3 <= top {
-            break;
         }
     }
     let langs = [Lang::En, Lang::Fr, Lang::It, Lang::De];

@@ -113,6 +113,10 @@ pub(crate) fn walk(input: &[u8]) -> Walk {
 /// Where to stop parsing: the start of the line holding structure line number
 /// `MAX_STRUCTURE_LINES + 1`, or `None` when the message has fewer.
 fn structure_cut(b: &[u8]) -> Option<usize> {
+    // Fewer lines than the limit: nothing to cut (one fast count instead of a line walk).
+    if memchr::memchr_iter(b'\n', b).count() < MAX_STRUCTURE_LINES {
+        return None;
+    }
     let mut count = 0usize;
     let mut start = 0usize;
     loop {

@@ -10,7 +10,7 @@
 
 use std::sync::LazyLock;
 
-use regex::{Captures, Regex};
+use regex::Regex;
 
 use super::{NdrLine, PartKind};
 use crate::types::StatusCode;
@@ -52,18 +52,19 @@ fn stands_alone(s: &str, start: usize, end: usize) -> bool {
 
 /// Parse `5.7.511` / `5.7.606-649` (first number) from the start of `s`.
 pub(crate) fn parse_code(s: &str) -> Option<StatusCode> {
-    let caps = CODE.captures(s)?;
-    let m = caps.get(0)?;
+    let m = CODE.find(s)?;
     if m.start() != 0 || !stands_alone(s, m.start(), m.end()) {
         return None;
     }
-    code_of(&caps, 1, 2, 3)
+    code_in(m.as_str())
 }
 
-fn code_of(caps: &Captures<'_>, c: usize, s: usize, d: usize) -> Option<StatusCode> {
-    let class: u8 = caps.get(c)?.as_str().parse().ok()?;
-    let subject: u16 = caps.get(s)?.as_str().parse().ok()?;
-    let detail: u16 = caps.get(d)?.as_str().parse().ok()?;
+/// `5.7.511` or `5.7.606-649` (a CODE match) → the code, reading a range as its first number.
+fn code_in(m: &str) -> Option<StatusCode> {
+    let mut it = m.split(['.', '-']);
+    let class: u8 = it.next()?.parse().ok()?;
+    let subject: u16 = it.next()?.parse().ok()?;
+    let detail: u16 = it.next()?.parse().ok()?;
     Some(StatusCode::new(class, subject, detail))
 }
 
@@ -79,22 +80,24 @@ struct Start {
 
 fn starts(line: &str) -> Vec<Start> {
     let mut v = Vec::new();
-    for caps in NDR_START.captures_iter(line) {
+    // `find` keeps the regex on its DFA; the match (`550-5.7.1`, `550 #5.7.606-649`) is
+    // simple enough to take apart by hand.
+    for m in NDR_START.find_iter(line) {
         if v.len() >= MAX_PER_LINE {
             break;
         }
-        let Some(m) = caps.get(0) else { continue };
         if !stands_alone(line, m.start(), m.end()) {
             continue;
         }
-        let (Some(r1), Some(r23), Some(sep)) = (caps.get(1), caps.get(2), caps.get(3)) else { continue };
+        let t = m.as_str();
+        let (Ok(reply), Some(sep)) = (t[..3].parse::<u16>(), t.as_bytes().get(3)) else { continue };
+        let code_text = t[4..].trim_start_matches('#');
         // RFC 3463 §2: the enhanced code's class repeats the reply code's first digit.
-        if caps.get(4).map(|c| c.as_str()) != Some(r1.as_str()) {
+        if code_text.as_bytes().first() != t.as_bytes().first() {
             continue;
         }
-        let Ok(reply) = format!("{}{}", r1.as_str(), r23.as_str()).parse::<u16>() else { continue };
-        let Some(code) = code_of(&caps, 4, 5, 6) else { continue };
-        v.push(Start { at: m.start(), after_codes: m.end(), reply, hyphen: sep.as_str() == "-", code });
+        let Some(code) = code_in(code_text) else { continue };
+        v.push(Start { at: m.start(), after_codes: m.end(), reply, hyphen: *sep == b'-', code });
     }
     v
 }
@@ -214,15 +217,14 @@ pub(crate) fn scan_line(line: &str, kind: PartKind) -> LineScan {
     // Loose codes: every code that is not the head code of an NDR line. Starts and spans are
     // in line order, so one forward pass over each tells heads and insides apart.
     let (mut si, mut ci) = (0, 0);
-    for caps in CODE.captures_iter(line) {
+    for m in CODE.find_iter(line) {
         if out.loose.len() + out.inner.len() >= MAX_PER_LINE {
             break;
         }
-        let Some(m) = caps.get(0) else { continue };
         if !stands_alone(line, m.start(), m.end()) {
             continue;
         }
-        let Some(code) = code_of(&caps, 1, 2, 3) else { continue };
+        let Some(code) = code_in(m.as_str()) else { continue };
         while si < st.len() && st[si].after_codes < m.end() {
             si += 1;
         }

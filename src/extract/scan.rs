@@ -10,8 +10,8 @@ use crate::types::StatusCode;
 const MAX_NDR: usize = 32;
 const MAX_CODES: usize = 32;
 const MAX_IPS: usize = 32;
-/// Most of the sender's own text kept for language detection, in bytes.
-const MAX_OWN_TEXT: usize = 64 * 1024;
+/// Most of the sender's own text kept for language detection, in bytes (it reads 2 KiB).
+const MAX_OWN_TEXT: usize = 4 * 1024;
 
 /// What the scanners found, ranked.
 #[derive(Debug, Default)]

@@ -42,7 +42,9 @@ fn push_folded(out: &mut String, s: &str) {
     while i < b.len() {
         let c = b[i];
         let (is_space, len) = if c < 0x80 {
-            (c <= b' ' || c == 0x7f, 1)
+            // A single space between two words stays inside the run being copied.
+            let lone_space = c == b' ' && i > run && b.get(i + 1).is_some_and(|n| *n > b' ' && *n != 0x7f);
+            (!lone_space && (c <= b' ' || c == 0x7f), 1)
         } else {
             let ch = s[i..].chars().next().unwrap_or(' ');
             (ch.is_whitespace() || ch.is_control(), ch.len_utf8())
