@@ -93,6 +93,9 @@ pub(crate) fn detect(text: &str) -> Lang {
     'tokens: for t in tokens {
         let count = |w: &str, score: &mut [usize; 4]| -> bool {
             let bits = word_bits(w);
+            if bits == 0 {
+                return false;
+            }
             for (i, s) in score.iter_mut().enumerate() {
                 if bits & (1 << i) != 0 {
                     *s += 1;
@@ -100,7 +103,7 @@ pub(crate) fn detect(text: &str) -> Lang {
             }
             // A clear lead will not be overturned: stop reading.
             let (top, rest) = lead(score);
-            bits != 0 && top >= 8 && rest * 3 <= top
+            top >= 8 && rest * 3 <= top
         };
         if t.is_ascii() {
             // Fast path: words are runs of ASCII letters (and '-'), lower-cased in place.

@@ -181,7 +181,7 @@ fn is_forward_marker(line: &Phys<'_>, ahead: &std::collections::VecDeque<Phys<'_
     }
     // "... wrote:" lines are short; a long line ending in "wrote:" is prose.
     if body.len() < 300
-        && (body.ends_with([':', '：', 'e', 'E', 'ジ', 't', 'T', 'b', 'B']))
+        && (body.ends_with([':', '：', 'e', 'E', 'ジ', 't', 'T', 'b', 'B', 'o', 'O']))
         && WROTE_MARKER.is_match(body)
         && (body.contains('@') || body.bytes().any(|c| c.is_ascii_digit()))
     {
