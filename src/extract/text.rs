@@ -99,7 +99,7 @@ fn physical(line: &str) -> Phys<'_> {
             break;
         }
     }
-    let body = rest.trim_start_matches(|c: char| c == ' ' || c == '\t' || c == '\u{a0}' || c == '\u{3000}');
+    let body = rest.trim_start_matches([' ', '\t', '\u{a0}', '\u{3000}']);
     let indent = rest.len() - body.len();
     Phys { body: body.trim_end_matches(['\r', '\n']), indent, quoted }
 }
