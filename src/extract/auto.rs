@@ -42,7 +42,7 @@ pub(crate) fn signs(top: &TopHeader<'_>) -> Vec<AutoSign> {
             // RFC 3834 §5: anything but "no" means automatic.
             "auto-submitted" => {
                 let t = first_token(value);
-                (t != "no" && !t.is_empty()).then(|| AutoSign::AutoSubmitted(t)).and_then(original_only)
+                (t != "no" && !t.is_empty()).then_some(AutoSign::AutoSubmitted(t)).and_then(original_only)
             }
             "precedence" => {
                 let t = first_token(value);

@@ -30,24 +30,47 @@ const DE: &[&str] = &[
     "freundlichen", "wurde", "werden", "auch", "aber", "oder", "ich", "haben", "wird", "damen", "herren", "seit",
 ];
 
-/// Word → bit set of the languages (en, fr, it, de) it counts for, sorted for binary search.
-static WORDS: LazyLock<Vec<(&'static str, u8)>> = LazyLock::new(|| {
-    let mut m: Vec<(&'static str, u8)> = Vec::new();
+/// Word → bit set of the languages (en, fr, it, de) it counts for: an open-addressed table,
+/// one hash and usually one comparison per word of text.
+const TABLE_SIZE: usize = 512;
+static WORDS: LazyLock<Vec<Option<(&'static str, u8)>>> = LazyLock::new(|| {
+    let mut t: Vec<Option<(&'static str, u8)>> = vec![None; TABLE_SIZE];
     for (bit, list) in [EN, FR, IT, DE].iter().enumerate() {
         for w in *list {
-            match m.iter_mut().find(|(x, _)| x == w) {
-                Some((_, bits)) => *bits |= 1 << bit,
-                None => m.push((w, 1 << bit)),
+            let mut i = slot(w);
+            loop {
+                match &mut t[i] {
+                    Some((x, bits)) if x == w => {
+                        *bits |= 1 << bit;
+                        break;
+                    }
+                    Some(_) => i = (i + 1) % TABLE_SIZE,
+                    empty @ None => {
+                        *empty = Some((w, 1 << bit));
+                        break;
+                    }
+                }
             }
         }
     }
-    m.sort_unstable();
-    m
+    t
 });
 
+fn slot(w: &str) -> usize {
+    let h = w.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193)); // FNV-1a
+    h as usize % TABLE_SIZE
+}
+
 fn word_bits(w: &str) -> u8 {
-    let words = &*WORDS;
-    words.binary_search_by(|(x, _)| (*x).cmp(w)).map_or(0, |i| words[i].1)
+    let t = &*WORDS;
+    let mut i = slot(w);
+    loop {
+        match t[i] {
+            Some((x, bits)) if x == w => return bits,
+            Some(_) => i = (i + 1) % TABLE_SIZE,
+            None => return 0,
+        }
+    }
 }
 
 /// The best score and the best of the others.
@@ -71,7 +94,9 @@ pub(crate) fn detect(text: &str) -> Lang {
     let text = &text[..cut];
     let mut kana = 0usize;
     let mut kanji = 0usize;
-    for c in text.chars() {
+    // ASCII text has no kana or kanji: skip the character walk.
+    let chars = if text.is_ascii() { "" } else { text };
+    for c in chars.chars() {
         match c {
             '\u{3040}'..='\u{30ff}' => kana += 1,
             '\u{4e00}'..='\u{9fff}' => kanji += 1,
@@ -93,6 +118,9 @@ pub(crate) fn detect(text: &str) -> Lang {
     'tokens: for t in tokens {
         let count = |w: &str, score: &mut [usize; 4]| -> bool {
             let bits = word_bits(w);
+            if bits == 0 {
+                return false;
+            }
             for (i, s) in score.iter_mut().enumerate() {
                 if bits & (1 << i) != 0 {
                     *s += 1;
@@ -100,7 +128,7 @@ pub(crate) fn detect(text: &str) -> Lang {
             }
             // A clear lead will not be overturned: stop reading.
             let (top, rest) = lead(score);
-            bits != 0 && top >= 8 && rest * 3 <= top
+            top >= 8 && rest * 3 <= top
         };
         if t.is_ascii() {
             // Fast path: words are runs of ASCII letters (and '-'), lower-cased in place.
@@ -139,6 +167,16 @@ pub(crate) fn detect(text: &str) -> Lang {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_listed_word_is_found() {
+        for (bit, list) in [EN, FR, IT, DE].iter().enumerate() {
+            for w in *list {
+                assert!(word_bits(w) & (1 << bit) != 0, "{w}");
+            }
+        }
+        assert_eq!(word_bits("zzz"), 0);
+    }
 
     #[test]
     fn content_language_tags() {

@@ -232,6 +232,8 @@ impl Walker {
                 ("message", "delivery-status" | "global-delivery-status") => {
                     self.push(PartKind::DeliveryStatus, text.to_string(), false)
                 }
+                // A message/* part the parser could not take apart arrives as text.
+                ("message", _) => self.push(PartKind::AttachedMessage, text.to_string(), false),
                 _ => self.push(kind, text.to_string(), is_flowed(part)),
             },
             PartType::Html(h) => self.push(kind, html::to_text(h), false),

@@ -5,13 +5,29 @@
 //!
 //! The steps, one module each:
 //!
-//! * [`mime`]    walk the MIME tree → text pieces, each with its [`PartKind`]
-//! * [`text`]    pieces → logical lines (MTA wrapping undone, quotes and forwards marked)
-//! * [`ndr`]     NDR lines and RFC 3463 enhanced status codes, delivery-status fields
-//! * [`ip`]      banned-IP candidates and their classification
-//! * [`scan`]    run the scanners over the pieces and rank the findings
-//! * [`headers`] top-level header facts; [`auto`] RFC 3834 signs; [`refs`] case references;
-//!   [`lang`] the request's language; [`html`] HTML as text
+//! * `mime`    walk the MIME tree → text pieces, each with its [`PartKind`]
+//! * `text`    pieces → logical lines (MTA wrapping undone, quotes and forwards marked)
+//! * `ndr`     NDR lines and RFC 3463 enhanced status codes, delivery-status fields
+//! * `ip`      banned-IP candidates and their classification
+//! * `scan`    run the scanners over the pieces and rank the findings
+//! * `headers` top-level header facts; `auto` RFC 3834 signs; `refs` case references;
+//!   `lang` the request's language; `html` HTML as text
+//!
+//! Readings chosen where the rules leave room (each explained where it is implemented):
+//!
+//! * A code written as a range (`5.7.606-649`, as in the provider's documents) is read as its
+//!   first number, `5.7.606` (`ndr.rs`).
+//! * Best NDR line: the provider's codes (5.7.511, 5.7.606–649, 5.7.700–750) first, then other
+//!   5.7.x, then the rest; among equals, a delivery-status Diagnostic-Code, then an attached
+//!   report, then the body, quoted text, the subject, the raw fallback (`scan.rs`).
+//! * IPs a sender states in prose are kept only when no rejection names a usable IP: the NDR
+//!   is the evidence the desk needs, prose beyond it is unverified (`scan.rs`).
+//! * IPv4-mapped IPv6 (`::ffff:203.0.113.7`) is the IPv4 address it maps; ULA `fc00::/7` is
+//!   `Private` (`ip.rs`).
+//! * A message redirected by a person (Resent-From, RFC 5322 §3.6.6) is not automatic because
+//!   of the original's Auto-Submitted, From or multipart/report (`auto.rs`).
+//! * A report's returned message (the third part of multipart/report) is context: its header
+//!   identifies bounces of our replies, its text is not evidence (`mime.rs`).
 
 mod auto;
 mod headers;

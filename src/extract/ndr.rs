@@ -141,7 +141,7 @@ fn tidy(text: &str) -> String {
         if t.ends_with('>') && !t.contains('<') {
             t = t[..t.len() - 1].trim_end();
         }
-        if let Some(m) = POSTFIX_NOTE.find(t) {
+        if let Some(m) = t.ends_with([')', '.']).then(|| POSTFIX_NOTE.find(t)).flatten() {
             t = t[..m.start()].trim_end();
         }
         if t == before {

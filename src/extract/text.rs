@@ -99,14 +99,16 @@ fn physical(line: &str) -> Phys<'_> {
             break;
         }
     }
-    let body = rest.trim_start_matches(|c: char| c == ' ' || c == '\t' || c == '\u{a0}' || c == '\u{3000}');
+    let body = rest.trim_start_matches([' ', '\t', '\u{a0}', '\u{3000}']);
     let indent = rest.len() - body.len();
     Phys { body: body.trim_end_matches(['\r', '\n']), indent, quoted }
 }
 
 /// `Name: value` with a header-syntax name (RFC 5322 §2.2: printable, no spaces).
 fn field_name(body: &str) -> Option<&str> {
-    let colon = body.find(':')?;
+    // A field name is short: look for the colon in the first 61 bytes only.
+    let b = body.as_bytes();
+    let colon = memchr::memchr(b':', &b[..b.len().min(61)])?;
     let name = &body[..colon];
     if name.is_empty() || name.len() > 60 {
         return None;
@@ -181,7 +183,7 @@ fn is_forward_marker(line: &Phys<'_>, ahead: &std::collections::VecDeque<Phys<'_
     }
     // "... wrote:" lines are short; a long line ending in "wrote:" is prose.
     if body.len() < 300
-        && (body.ends_with([':', '：', 'e', 'E', 'ジ', 't', 'T', 'b', 'B']))
+        && (body.ends_with([':', '：', 'e', 'E', 'ジ', 't', 'T', 'b', 'B', 'o', 'O']))
         && WROTE_MARKER.is_match(body)
         && (body.contains('@') || body.bytes().any(|c| c.is_ascii_digit()))
     {
@@ -316,14 +318,9 @@ pub(crate) fn for_each_logical_line<'t>(text: &'t str, flowed: bool, mut f: impl
     let mut own_region = true;
     // The logical line being built: folded text, quoted, field name, own.
     let mut buf = String::new();
+    // A physical line lent as the whole logical line, while nothing has been joined to it.
+    let mut lent: Option<&'t str> = None;
     let mut cur: Option<(bool, Option<&'t str>, bool)> = None;
-    let emit = |buf: &str, cur: Option<(bool, Option<&'t str>, bool)>, f: &mut dyn FnMut(&LogicalLine<'_>)| {
-        if let Some((quoted, field, own)) = cur {
-            if !buf.is_empty() {
-                f(&LogicalLine { text: buf, quoted, own, field });
-            }
-        }
-    };
     while let Some(line) = ahead.pop_front() {
         if let Some(next) = lines.next() {
             ahead.push_back(next);
@@ -333,11 +330,18 @@ pub(crate) fn for_each_logical_line<'t>(text: &'t str, flowed: bool, mut f: impl
         }
         let joined = match (&cur, &prev) {
             (Some(_), Some(prev)) if buf.len() < MAX_LOGICAL => {
+                let mut take_lent = |buf: &mut String| {
+                    if let Some(l) = lent.take() {
+                        buf.push_str(l);
+                    }
+                };
                 if let Some((skip, head)) = multiline_continuation(prev.body, line.body).filter(|_| prev.quoted == line.quoted) {
+                    take_lent(&mut buf);
                     unhyphen_head(&mut buf, &head);
                     push_folded(&mut buf, line.body.get(skip..).unwrap_or(""));
                     true
                 } else if continues(prev, &line, ahead.front().is_none_or(|n| n.body.is_empty()), flowed) {
+                    take_lent(&mut buf);
                     push_folded(&mut buf, line.body);
                     true
                 } else {
@@ -347,16 +351,42 @@ pub(crate) fn for_each_logical_line<'t>(text: &'t str, flowed: bool, mut f: impl
             _ => false,
         };
         if !joined {
-            emit(&buf, cur.take(), &mut f);
+            emit_line(&buf, lent.take(), cur.take(), &mut f);
             buf.clear();
             if !line.body.is_empty() {
-                push_folded(&mut buf, line.body);
+                // Most lines stand alone and are already folded: lend them as they are and
+                // copy into the buffer only when a continuation is joined.
+                if is_folded(line.body) {
+                    lent = Some(line.body);
+                } else {
+                    push_folded(&mut buf, line.body);
+                }
                 cur = Some((line.quoted, field_name(line.body), own_region && !line.quoted));
             }
         }
         prev = Some(line);
     }
-    emit(&buf, cur, &mut f);
+    emit_line(&buf, lent, cur, &mut f);
+}
+
+/// Hand a finished logical line to the scanner: the lent physical line, or the buffer.
+fn emit_line(buf: &str, lent: Option<&str>, cur: Option<(bool, Option<&str>, bool)>, f: &mut dyn FnMut(&LogicalLine<'_>)) {
+    if let Some((quoted, field, own)) = cur {
+        let text = lent.unwrap_or(buf);
+        if !text.is_empty() {
+            f(&LogicalLine { text, quoted, own, field });
+        }
+    }
+}
+
+/// Already folded: printable ASCII words separated by single spaces, nothing to trim.
+fn is_folded(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b[0] != b' '
+        && b[b.len() - 1] != b' '
+        && b.iter().zip(b.iter().skip(1)).all(|(&c, &n)| (c > b' ' && c < 0x7f) || (c == b' ' && n != b' '))
+        && b[b.len() - 1] < 0x7f
 }
 
 /// CRLF, LF and a bare CR (old Mac mail, broken gateways) are each one line break.
@@ -395,6 +425,7 @@ mod tests {
     #[test]
     fn folds_whitespace_and_controls() {
         assert_eq!(fold_ws("  a \t b\r\n c\0d  "), "a b c d");
+        assert!(is_folded("a b c") && !is_folded("a  b") && !is_folded("a\tb") && !is_folded("a ") && !is_folded("é"));
     }
 
     #[test]
