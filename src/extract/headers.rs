@@ -86,7 +86,7 @@ fn first_addr(parsed: Option<&Address<'_>>, raw: Option<&str>) -> (Option<String
 fn is_read(name: &str) -> bool {
     const EXACT: &[&str] = &[
         "message-id", "return-path", "in-reply-to", "references", "content-language", "from", "sender",
-        "resent-from", "auto-submitted", "precedence",
+        "resent-from", "auto-submitted", "precedence", "subject", "x-apple-action",
     ];
     const PREFIX: &[&str] = &["list-", "x-auto", "x-mail-autoreply", "x-spam-"];
     EXACT.iter().any(|e| e.eq_ignore_ascii_case(name))

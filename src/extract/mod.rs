@@ -253,6 +253,9 @@ pub enum AutoSign {
     SpamVerdict(String),
     /// The message itself is a delivery status notification (multipart/report).
     DeliveryReport,
+    /// A subject MTAs and auto-responders write (`Undeliverable:`, `Mail delivery failed`,
+    /// `Automatic reply:`), not forwarded or replied to by a person.
+    AutomaticSubject(String),
 }
 
 /// Extract the evidence from a raw message.
