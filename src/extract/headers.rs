@@ -173,7 +173,7 @@ mod tests {
         assert_eq!(f.resent_from.as_deref(), Some("bob@example.org"));
         assert_eq!(top.content_type.as_deref(), Some("text/plain"));
         assert!(top.fields.iter().any(|(n, v)| n == "Return-Path" && v == "<Alice@Example.COM>"));
-        assert!(!top.fields.iter().any(|(n, _)| n == "Subject"), "only fields something reads are kept");
+        assert!(!top.fields.iter().any(|(n, _)| n == "Date" || n == "Reply-To"), "only fields something reads are kept");
     }
 
     #[test]
