@@ -1,6 +1,7 @@
 //! Signs that a message was sent automatically (RFC 3834), read from the top-level header
 //! only: a person forwarding a bounce is not automatic because the attachment is.
 
+use super::headers::address_in;
 use super::{AutoSign, ReturnPath};
 
 /// What the sign checks need from the top-level header.
@@ -18,17 +19,6 @@ fn is_role_localpart(local: &str) -> bool {
     n == "mailerdaemon" || n == "postmaster" || n.starts_with("noreply") || n.starts_with("donotreply") || n == "noreplies"
 }
 
-/// The address inside a From/Sender value: `Name <a@b>` or `a@b`.
-fn address_of(value: &str) -> Option<&str> {
-    let v = value.trim();
-    let a = match (v.rfind('<'), v.rfind('>')) {
-        (Some(l), Some(r)) if l < r => &v[l + 1..r],
-        _ => v.split_whitespace().find(|t| t.contains('@')).unwrap_or(v),
-    };
-    let a = a.trim();
-    (!a.is_empty()).then_some(a)
-}
-
 fn first_token(v: &str) -> String {
     // Drop comments and parameters: `auto-replied; owner-email="x"`, `bulk (junk)`.
     v.split([';', '(', ' ', '\t', ',']).find(|t| !t.is_empty()).unwrap_or("").to_ascii_lowercase()
@@ -42,7 +32,7 @@ fn first_token(v: &str) -> String {
 pub(crate) fn signs(top: &TopHeader<'_>) -> Vec<AutoSign> {
     let redirected_by_person = top.fields.iter().any(|(n, v)| {
         n.eq_ignore_ascii_case("resent-from")
-            && address_of(v).is_some_and(|a| !is_role_localpart(a.split('@').next().unwrap_or("")))
+            && address_in(v).is_some_and(|a| !is_role_localpart(a.split('@').next().unwrap_or("")))
     });
     let mut out = Vec::new();
     for (name, value) in top.fields {
@@ -52,14 +42,14 @@ pub(crate) fn signs(top: &TopHeader<'_>) -> Vec<AutoSign> {
             // RFC 3834 §5: anything but "no" means automatic.
             "auto-submitted" => {
                 let t = first_token(value);
-                (t != "no" && !t.is_empty()).then(|| AutoSign::AutoSubmitted(t)).and_then(original_only)
+                (t != "no" && !t.is_empty()).then_some(AutoSign::AutoSubmitted(t)).and_then(original_only)
             }
             "precedence" => {
                 let t = first_token(value);
                 matches!(t.as_str(), "bulk" | "junk" | "list").then(|| AutoSign::Precedence(t)).and_then(original_only)
             }
             n if n.starts_with("list-") => Some(AutoSign::ListHeader(name.clone())),
-            "from" | "sender" => address_of(value)
+            "from" | "sender" => address_in(value)
                 .filter(|a| is_role_localpart(a.rsplit_once('@').map_or(*a, |(l, _)| l)))
                 .map(|a| AutoSign::RoleSender(a.to_string()))
                 .and_then(original_only),
