@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
@@ -90,29 +90,12 @@ impl Outbox {
                 }
                 continue;
             }
-            let results = self.send_round(&due, &mut conns).await;
-            let mut transient = false;
-            for (row, result) in due.iter().zip(results) {
-                let now = jiff::Timestamp::now();
-                match result {
-                    Ok(()) => {
-                        store.mark_sent(row.id, now)?;
-                        stats.sent += 1;
-                        tracing::info!(reply = %row.message_id, to = %row.recipient, "reply sent");
-                    }
-                    Err(e) if e.is_permanent() || row.attempts + 1 >= GIVE_UP_AFTER_ATTEMPTS => {
-                        store.mark_failed(row.id, &e.to_string(), now)?;
-                        stats.failed += 1;
-                        tracing::warn!(reply = %row.message_id, to = %row.recipient, error = %e, "reply given up");
-                    }
-                    Err(e) => {
-                        transient = true;
-                        let delay = retry_delay(row.attempts);
-                        let next = now + jiff::SignedDuration::try_from(delay).unwrap_or(jiff::SignedDuration::from_secs(30));
-                        store.mark_retry(row.id, &e.to_string(), next)?;
-                        tracing::warn!(reply = %row.message_id, error = %e, retry_in_s = delay.as_secs(), "reply not sent; will retry");
-                    }
-                }
+            // Each result is committed as soon as it is known (see `Round`).
+            let round = Mutex::new(Round { store: &mut store, stats: &mut stats, transient: false, error: None });
+            self.send_round(&due, &mut conns, &round).await;
+            let Round { transient, error, .. } = round.into_inner().unwrap_or_else(|p| p.into_inner());
+            if let Some(e) = error {
+                return Err(e.into());
             }
             if transient {
                 if once && finished_intake {
@@ -133,30 +116,82 @@ impl Outbox {
         Ok(stats)
     }
 
-    /// Send `due` over up to `connections` connections at once, each reused across rounds.
-    async fn send_round(&self, due: &[OutboxRow], conns: &mut [Option<SmtpConn>]) -> Vec<Result<(), SendError>> {
+    /// Send `due` over up to `connections` connections at once, each reused across rounds,
+    /// recording each result in `round` as it comes.
+    async fn send_round(&self, due: &[OutboxRow], conns: &mut [Option<SmtpConn>], round: &Mutex<Round<'_>>) {
         match &self.transport {
-            Transport::Files(sink) => due.iter().map(|r| sink.write(&r.message_id, &r.recipient, &r.raw).map(|_| ())).collect(),
+            Transport::Files(sink) => {
+                for r in due {
+                    if lock(round).error.is_some() {
+                        return;
+                    }
+                    lock(round).record(r, sink.write(&r.message_id, &r.recipient, &r.raw).map(|_| ()));
+                }
+            }
             Transport::Smtp(connector) => {
                 let n = conns.len().min(due.len()).max(1);
-                let mut results: Vec<Option<Result<(), SendError>>> = (0..due.len()).map(|_| None).collect();
-                let work = conns.iter_mut().take(n).enumerate().map(|(w, slot)| {
-                    let mine: Vec<usize> = (w..due.len()).step_by(n).collect();
-                    async move {
-                        let mut out = Vec::with_capacity(mine.len());
-                        for i in mine {
-                            out.push((i, send_one(connector, slot, &due[i]).await));
+                let work = conns.iter_mut().take(n).enumerate().map(|(w, slot)| async move {
+                    for row in due.iter().skip(w).step_by(n) {
+                        if lock(round).error.is_some() {
+                            return;
                         }
-                        out
+                        let result = send_one(connector, slot, row).await;
+                        // The workers are polled by one task and the lock is never held
+                        // across an await: it is never contended.
+                        lock(round).record(row, result);
                     }
                 });
-                for batch in futures::future::join_all(work).await {
-                    for (i, r) in batch {
-                        results[i] = Some(r);
-                    }
-                }
-                results.into_iter().map(|r| r.unwrap_or_else(|| Err(SendError::Transient("not attempted".into())))).collect()
+                futures::future::join_all(work).await;
             }
+        }
+    }
+}
+
+/// The round's record; a panic while it was held cannot leave it half-written (each
+/// store call is its own transaction), so a poisoned lock is used as it is.
+fn lock<'m, 'a>(round: &'m Mutex<Round<'a>>) -> MutexGuard<'m, Round<'a>> {
+    round.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The outcomes of one round, written to the store reply by reply.
+///
+/// Why not once the round is over: a round may hold hundreds of replies, and a crash
+/// before the end would leave every reply already accepted by the server unmarked, to be
+/// sent again on restart. Marking each one right after the server's 250 keeps the window
+/// for a duplicate to the one reply in flight on each connection.
+struct Round<'a> {
+    store: &'a mut Store,
+    stats: &'a mut OutboxStats,
+    /// Some reply failed in a way worth retrying.
+    transient: bool,
+    /// The store failed: the round stops and the outbox loop returns this.
+    error: Option<crate::cases::StoreError>,
+}
+
+impl Round<'_> {
+    fn record(&mut self, row: &OutboxRow, result: Result<(), SendError>) {
+        let now = jiff::Timestamp::now();
+        let written = match result {
+            Ok(()) => {
+                tracing::info!(reply = %row.message_id, to = %row.recipient, "reply sent");
+                self.stats.sent += 1;
+                self.store.mark_sent(row.id, now)
+            }
+            Err(e) if e.is_permanent() || row.attempts + 1 >= GIVE_UP_AFTER_ATTEMPTS => {
+                tracing::warn!(reply = %row.message_id, to = %row.recipient, error = %e, "reply given up");
+                self.stats.failed += 1;
+                self.store.mark_failed(row.id, &e.to_string(), now)
+            }
+            Err(e) => {
+                self.transient = true;
+                let delay = retry_delay(row.attempts);
+                let next = now + jiff::SignedDuration::try_from(delay).unwrap_or(jiff::SignedDuration::from_secs(30));
+                tracing::warn!(reply = %row.message_id, error = %e, retry_in_s = delay.as_secs(), "reply not sent; will retry");
+                self.store.mark_retry(row.id, &e.to_string(), next)
+            }
+        };
+        if let Err(e) = written {
+            self.error.get_or_insert(e);
         }
     }
 }
