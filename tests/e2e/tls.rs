@@ -59,6 +59,7 @@ fn wrong_password_is_a_clear_login_error_that_does_not_print_the_password() {
     let d = Delistd::with("badpw", Options { imap_password: Some(wrong.into()), ..Options::default() });
     let run = d.run_once();
     assert!(!run.status.success(), "a wrong password must fail:\n{}", run.stderr);
+    assert_eq!(run.status.code(), Some(77), "refused credentials are EX_NOPERM, not worth retrying:\n{}", run.stderr);
     let last = run.stderr.lines().last().unwrap_or_default();
     assert!(last.contains(&format!("IMAP login as {} refused", d.delist.address)), "{last:?}");
     assert!(last.contains("Authentication failed"), "Dovecot's reason should be shown: {last:?}");
