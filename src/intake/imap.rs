@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_imap::extensions::idle::IdleResponse;
+use async_imap::types::UnsolicitedResponse;
 use async_imap::Session;
 use futures::TryStreamExt;
 use tokio_rustls::rustls::ClientConfig;
@@ -66,6 +67,10 @@ pub struct ImapSource {
     can_idle: bool,
     can_move: bool,
     can_uidplus: bool,
+    /// The server announced new mail (EXISTS, RECENT) in the answer to some other command
+    /// since the last [`ImapSource::pending`]. It will not announce it again: IDLE now would
+    /// sleep on a waiting message until the poll interval.
+    new_mail: bool,
 }
 
 async fn timed<T, E>(
@@ -85,7 +90,7 @@ where
 impl ImapSource {
     pub fn new(cfg: Imap, max_bytes: usize) -> Result<ImapSource, ImapError> {
         let tls = net::tls_config(cfg.ca_file.as_deref())?;
-        Ok(ImapSource { cfg, tls, max_bytes, session: None, uidvalidity: 0, can_idle: false, can_move: false, can_uidplus: false })
+        Ok(ImapSource { cfg, tls, max_bytes, session: None, uidvalidity: 0, can_idle: false, can_move: false, can_uidplus: false, new_mail: false })
     }
 
     pub fn mailbox(&self) -> &str {
@@ -160,9 +165,14 @@ impl ImapSource {
     }
 
     /// async-imap queues unsolicited responses in a bounded channel that blocks the session
-    /// when full; we learn what changed by searching, so they are dropped.
-    fn drain_unsolicited(session: &mut ImapSession) {
-        while session.unsolicited_responses.try_recv().is_ok() {}
+    /// when full; we learn what changed by searching, so they are dropped, but whether one
+    /// announced new mail is kept (see `new_mail`).
+    fn drain_unsolicited(session: &mut ImapSession) -> bool {
+        let mut new_mail = false;
+        while let Ok(r) = session.unsolicited_responses.try_recv() {
+            new_mail |= announces_mail(&r);
+        }
+        new_mail
     }
 
     fn session(&mut self) -> Result<&mut ImapSession, ImapError> {
@@ -182,6 +192,8 @@ impl ImapSource {
 
     /// Every message waiting in the mailbox, oldest UID first, with its size.
     pub async fn pending(&mut self) -> Result<Vec<Pending>, ImapError> {
+        // What arrives from now on is either found by this search or announced again.
+        self.new_mail = false;
         let session = self.session()?;
         let mut uids: Vec<u32> = timed("UID SEARCH", session.uid_search("UNDELETED")).await?.into_iter().collect();
         uids.sort_unstable();
@@ -193,7 +205,8 @@ impl ImapSource {
             got.sort_by_key(|f| f.uid);
             out.extend(got.iter().filter_map(|f| Some(Pending { uid: f.uid?, size: f.size.unwrap_or(0) })));
         }
-        Self::drain_unsolicited(session);
+        let announced = Self::drain_unsolicited(session);
+        self.new_mail |= announced;
         Ok(out)
     }
 
@@ -212,6 +225,8 @@ impl ImapSource {
         let query = format!("(UID RFC822.SIZE BODY.PEEK[]<0.{cap}>)");
         let fetches = timed("UID FETCH", session.uid_fetch(set, query)).await?;
         let got = timed("UID FETCH", fetches.try_collect::<Vec<_>>()).await?;
+        let announced = Self::drain_unsolicited(session);
+        self.new_mail |= announced;
         let mut out: Vec<Fetched> = got
             .iter()
             .filter_map(|f| {
@@ -224,7 +239,6 @@ impl ImapSource {
                 })
             })
             .collect();
-        Self::drain_unsolicited(session);
         out.sort_by_key(|f| match f.key {
             SourceKey::Imap { uid, .. } => uid,
             _ => 0,
@@ -261,13 +275,17 @@ impl ImapSource {
                 timed("EXPUNGE", gone.try_collect::<Vec<_>>()).await?;
             }
         }
-        Self::drain_unsolicited(session);
+        let announced = Self::drain_unsolicited(session);
+        self.new_mail |= announced;
         Ok(())
     }
 
     /// Wait for something to do: IDLE until the server speaks (or `max` passes), else sleep
     /// `max`. Returns early on shutdown.
     pub async fn wait(&mut self, max: Duration, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> Result<Woke, ImapError> {
+        if self.new_mail {
+            return Ok(Woke::Check);
+        }
         if !self.can_idle {
             return Ok(tokio::select! {
                 _ = tokio::time::sleep(max) => Woke::Check,
@@ -275,21 +293,38 @@ impl ImapSource {
             });
         }
         let session = self.session.take().ok_or(ImapError::NotConnected)?;
+        // async-imap files what comes before the server's "+ idling" as unsolicited; mail
+        // announced there would not be announced again while idling.
+        let before_idling = session.unsolicited_responses.clone();
         let mut idle = session.idle();
         timed("IDLE", idle.init()).await?;
-        // RFC 2177 §3: re-issue IDLE at least every 29 minutes.
-        let (wait, stop) = idle.wait_with_timeout(max.min(Duration::from_secs(29 * 60)));
-        let woke = tokio::select! {
-            r = wait => match r {
-                Ok(IdleResponse::NewData(_)) | Ok(IdleResponse::Timeout) | Ok(IdleResponse::ManualInterrupt) => Woke::Check,
-                Err(e) => return Err(ImapError::Protocol { during: "IDLE", source: e }),
-            },
-            _ = shutdown.changed() => Woke::Shutdown,
+        let mut announced = false;
+        while let Ok(r) = before_idling.try_recv() {
+            announced |= announces_mail(&r);
+        }
+        let woke = if announced {
+            Woke::Check
+        } else {
+            // RFC 2177 §3: re-issue IDLE at least every 29 minutes.
+            let (wait, stop) = idle.wait_with_timeout(max.min(Duration::from_secs(29 * 60)));
+            let woke = tokio::select! {
+                r = wait => match r {
+                    Ok(IdleResponse::NewData(_)) | Ok(IdleResponse::Timeout) | Ok(IdleResponse::ManualInterrupt) => Woke::Check,
+                    Err(e) => return Err(ImapError::Protocol { during: "IDLE", source: e }),
+                },
+                _ = shutdown.changed() => Woke::Shutdown,
+            };
+            drop(stop);
+            woke
         };
-        drop(stop);
         let mut session = timed("DONE", idle.done()).await?;
         Self::drain_unsolicited(&mut session);
         self.session = Some(session);
         Ok(woke)
     }
+}
+
+/// An untagged response that says the mailbox grew (RFC 3501 §7.3.1, §7.3.2).
+fn announces_mail(r: &UnsolicitedResponse) -> bool {
+    matches!(r, UnsolicitedResponse::Exists(_) | UnsolicitedResponse::Recent(_))
 }

@@ -5,16 +5,18 @@
 //! so a retry after a crash sends the same message. The only window for a duplicate is a
 //! kill between the server's 250 and our `mark_sent` commit; it cannot be closed from the
 //! client side of SMTP, and the same Message-ID lets the recipient's client fold the two.
+//! Each reply is marked as soon as its own answer is in, so that window holds at most one
+//! reply per connection.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
 use super::send::{FileSink, SendError, SmtpConn, SmtpConnector};
-use crate::cases::{OutboxRow, Store, StoreOptions};
+use crate::cases::{OutboxRow, StoreError};
+use crate::daemon::{lock, SharedStore};
 
 /// How long a reply is retried before it is given up (and staff see it as failed).
 const GIVE_UP_AFTER_ATTEMPTS: u32 = 25;
@@ -41,9 +43,16 @@ pub struct OutboxStats {
     pub failed: u64,
 }
 
+/// What one round did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Round {
+    sent: u64,
+    failed: u64,
+    /// Some reply failed for now and waits for a retry.
+    transient: bool,
+}
+
 pub struct Outbox {
-    db: PathBuf,
-    opts: StoreOptions,
     transport: Transport,
     connections: usize,
 }
@@ -54,20 +63,54 @@ pub fn retry_delay(attempts: u32) -> Duration {
     Duration::from_secs((30u64 << exp).min(3600))
 }
 
+/// Record the outcome of one attempt, right after the server answered for it. Returns what
+/// to count.
+///
+/// Why not once the round is over: a round may hold hundreds of replies, and a crash
+/// before its end would leave every reply the server already accepted unmarked, to be sent
+/// again on restart (the kill -9 test saw 22 duplicates in 2 kills that way). Marking each
+/// one at once keeps the window for a duplicate to the one reply in flight per connection.
+fn record(store: &SharedStore, row: &OutboxRow, result: Result<(), SendError>) -> Result<Round, StoreError> {
+    let now = jiff::Timestamp::now();
+    let mut store = lock(store);
+    match result {
+        Ok(()) => {
+            store.mark_sent(row.id, now)?;
+            tracing::info!(reply = %row.message_id, to = %row.recipient, "reply sent");
+            Ok(Round { sent: 1, ..Round::default() })
+        }
+        Err(e) if e.is_permanent() || row.attempts + 1 >= GIVE_UP_AFTER_ATTEMPTS => {
+            store.mark_failed(row.id, &e.to_string(), now)?;
+            tracing::warn!(reply = %row.message_id, to = %row.recipient, error = %e, "reply given up");
+            Ok(Round { failed: 1, ..Round::default() })
+        }
+        Err(e) => {
+            let delay = retry_delay(row.attempts);
+            let next = now + jiff::SignedDuration::try_from(delay).unwrap_or(jiff::SignedDuration::from_secs(30));
+            store.mark_retry(row.id, &e.to_string(), next)?;
+            tracing::warn!(reply = %row.message_id, error = %e, retry_in_s = delay.as_secs(), "reply not sent; will retry");
+            Ok(Round { transient: true, ..Round::default() })
+        }
+    }
+}
+
 impl Outbox {
-    pub fn new(db: PathBuf, opts: StoreOptions, transport: Transport, connections: usize) -> Outbox {
-        Outbox { db, opts, transport, connections: connections.max(1) }
+    pub fn new(transport: Transport, connections: usize) -> Outbox {
+        Outbox { transport, connections: connections.max(1) }
     }
 
     /// Send until stopped. With `once`, return when intake is done and nothing is due.
+    ///
+    /// `store` is the daemon's one database connection, shared with intake (see
+    /// [`SharedStore`]); it is held only for the queries, never while a reply is on the wire.
     pub async fn run(
         self,
+        store: SharedStore,
         wake: Arc<Notify>,
         mut stop: watch::Receiver<bool>,
         intake_done: Arc<AtomicBool>,
         once: bool,
     ) -> Result<OutboxStats, crate::daemon::DaemonError> {
-        let mut store = Store::open(&self.db, self.opts.clone())?;
         let mut stats = OutboxStats::default();
         let mut conns: Vec<Option<SmtpConn>> = (0..self.connections).map(|_| None).collect();
         let mut backoff = crate::net::Backoff::new(Duration::from_secs(64));
@@ -76,8 +119,7 @@ impl Outbox {
                 break;
             }
             let finished_intake = intake_done.load(Ordering::SeqCst);
-            let now = jiff::Timestamp::now();
-            let due = store.due_replies(now, ROUND)?;
+            let due = lock(&store).due_replies(jiff::Timestamp::now(), ROUND)?;
             if due.is_empty() {
                 // In once mode, replies waiting for a later retry are left for the next run.
                 if once && finished_intake {
@@ -90,14 +132,10 @@ impl Outbox {
                 }
                 continue;
             }
-            // Each result is committed as soon as it is known (see `Round`).
-            let round = Mutex::new(Round { store: &mut store, stats: &mut stats, transient: false, error: None });
-            self.send_round(&due, &mut conns, &round).await;
-            let Round { transient, error, .. } = round.into_inner().unwrap_or_else(|p| p.into_inner());
-            if let Some(e) = error {
-                return Err(e.into());
-            }
-            if transient {
+            let round = self.send_round(&store, &due, &mut conns).await?;
+            stats.sent += round.sent;
+            stats.failed += round.failed;
+            if round.transient {
                 if once && finished_intake {
                     break;
                 }
@@ -117,82 +155,43 @@ impl Outbox {
     }
 
     /// Send `due` over up to `connections` connections at once, each reused across rounds,
-    /// recording each result in `round` as it comes.
-    async fn send_round(&self, due: &[OutboxRow], conns: &mut [Option<SmtpConn>], round: &Mutex<Round<'_>>) {
+    /// recording each reply's outcome as soon as the server has answered for it.
+    async fn send_round(
+        &self,
+        store: &SharedStore,
+        due: &[OutboxRow],
+        conns: &mut [Option<SmtpConn>],
+    ) -> Result<Round, StoreError> {
+        let mut total = Round::default();
+        let mut add = |r: Round| {
+            total.sent += r.sent;
+            total.failed += r.failed;
+            total.transient |= r.transient;
+        };
         match &self.transport {
             Transport::Files(sink) => {
-                for r in due {
-                    if lock(round).error.is_some() {
-                        return;
-                    }
-                    lock(round).record(r, sink.write(&r.message_id, &r.recipient, &r.raw).map(|_| ()));
+                for row in due {
+                    add(record(store, row, sink.write(&row.message_id, &row.recipient, &row.raw).map(|_| ()))?);
                 }
             }
             Transport::Smtp(connector) => {
                 let n = conns.len().min(due.len()).max(1);
                 let work = conns.iter_mut().take(n).enumerate().map(|(w, slot)| async move {
+                    let mut mine = Round::default();
                     for row in due.iter().skip(w).step_by(n) {
-                        if lock(round).error.is_some() {
-                            return;
-                        }
-                        let result = send_one(connector, slot, row).await;
-                        // The workers are polled by one task and the lock is never held
-                        // across an await: it is never contended.
-                        lock(round).record(row, result);
+                        let r = record(store, row, send_one(connector, slot, row).await)?;
+                        mine.sent += r.sent;
+                        mine.failed += r.failed;
+                        mine.transient |= r.transient;
                     }
+                    Ok::<Round, StoreError>(mine)
                 });
-                futures::future::join_all(work).await;
+                for r in futures::future::join_all(work).await {
+                    add(r?);
+                }
             }
         }
-    }
-}
-
-/// The round's record; a panic while it was held cannot leave it half-written (each
-/// store call is its own transaction), so a poisoned lock is used as it is.
-fn lock<'m, 'a>(round: &'m Mutex<Round<'a>>) -> MutexGuard<'m, Round<'a>> {
-    round.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The outcomes of one round, written to the store reply by reply.
-///
-/// Why not once the round is over: a round may hold hundreds of replies, and a crash
-/// before the end would leave every reply already accepted by the server unmarked, to be
-/// sent again on restart. Marking each one right after the server's 250 keeps the window
-/// for a duplicate to the one reply in flight on each connection.
-struct Round<'a> {
-    store: &'a mut Store,
-    stats: &'a mut OutboxStats,
-    /// Some reply failed in a way worth retrying.
-    transient: bool,
-    /// The store failed: the round stops and the outbox loop returns this.
-    error: Option<crate::cases::StoreError>,
-}
-
-impl Round<'_> {
-    fn record(&mut self, row: &OutboxRow, result: Result<(), SendError>) {
-        let now = jiff::Timestamp::now();
-        let written = match result {
-            Ok(()) => {
-                tracing::info!(reply = %row.message_id, to = %row.recipient, "reply sent");
-                self.stats.sent += 1;
-                self.store.mark_sent(row.id, now)
-            }
-            Err(e) if e.is_permanent() || row.attempts + 1 >= GIVE_UP_AFTER_ATTEMPTS => {
-                tracing::warn!(reply = %row.message_id, to = %row.recipient, error = %e, "reply given up");
-                self.stats.failed += 1;
-                self.store.mark_failed(row.id, &e.to_string(), now)
-            }
-            Err(e) => {
-                self.transient = true;
-                let delay = retry_delay(row.attempts);
-                let next = now + jiff::SignedDuration::try_from(delay).unwrap_or(jiff::SignedDuration::from_secs(30));
-                tracing::warn!(reply = %row.message_id, error = %e, retry_in_s = delay.as_secs(), "reply not sent; will retry");
-                self.store.mark_retry(row.id, &e.to_string(), next)
-            }
-        };
-        if let Err(e) = written {
-            self.error.get_or_insert(e);
-        }
+        Ok(total)
     }
 }
 

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Backlog benchmark: how fast `delistd run --once` (release build) drains a full delist mailbox,
+# against the mail stack's own limit, on the real Postfix and Dovecot of the test suite.
+#
+#   scripts/bench-backlog.sh [N ...]      default: 2000 10000 (two sizes: memory must not grow with N)
+#
+# For each N, twice over (the better of the two runs counts; the machine is shared):
+#   1. raw pump: N varied requests are APPENDed into a fresh mailbox, then
+#      examples/bench_mail.rs drains it with the daemon's own IMAP and SMTP client code
+#      (fetch 32 at a time, a fixed reply per request over 4 SMTP connections, MOVE), with no
+#      parsing and no database: the stack's limit.
+#   2. daemon: the same N requests into another fresh mailbox; `delistd run --once` drains it
+#      (4 SMTP connections), then the database and mailboxes are checked (bench_mail check).
+# Both are timed from start until the last reply is in its recipient's Maildir (counted on
+# disk). Requests: 14 in 20 acknowledgements (five languages, forwards, HTML, attachments),
+# 2 missing information, 1 portal, 1 tenant, 2 automatic (no reply).
+# Prints messages/s for both, their ratio (target: daemon >= 80 % of the pump) and the
+# daemon's peak RSS (/usr/bin/time -v). Every mailbox is a scratch t-<tag>-... one.
+#
+# Uses the stack in $DELISTD_STACK_DIR when it runs there, else starts one in a temporary
+# directory and stops it at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+sizes=("$@")
+[ ${#sizes[@]} -gt 0 ] || sizes=(2000 10000)
+runs=${BENCH_RUNS:-2}
+connections=${BENCH_SMTP_CONNECTIONS:-4}
+
+cargo build --quiet --release --bin delistd --example bench_mail
+bench=target/release/examples/bench_mail
+delistd=target/release/delistd
+
+own_stack=""
+if [[ -z ${DELISTD_STACK_DIR:-} ]]; then
+    DELISTD_STACK_DIR=$(mktemp -d /tmp/delistd-bench.XXXXXX)
+    own_stack=yes
+fi
+export DELISTD_STACK_DIR
+work=$(mktemp -d /tmp/delistd-backlog.XXXXXX)
+finish() {
+    [[ -n $own_stack ]] && bash scripts/mailstack.sh stop >/dev/null 2>&1 || true
+    [[ -n $own_stack ]] && rm -rf "$DELISTD_STACK_DIR"
+    rm -rf "$work"
+}
+trap finish EXIT
+if ! bash scripts/mailstack.sh status >/dev/null 2>&1; then
+    bash scripts/mailstack.sh start >"$work/stack.log" 2>&1 || { cat "$work/stack.log" >&2; exit 1; }
+fi
+set -a
+# shellcheck disable=SC1091
+. "$DELISTD_STACK_DIR/env"
+set +a
+
+echo "bench-backlog: $(nproc) cores, $(uptime | sed 's/.*load/load/'), $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "bench-backlog: filling by IMAP APPEND (one connection); replies over $connections SMTP connections; plain TCP on loopback"
+printf '%7s  %-6s  %9s  %9s  %6s  %9s  %s\n' N run "pump/s" "daemon/s" ratio "peak RSS" "load"
+
+fail=0
+for n in "${sizes[@]}"; do
+    best_pump=0 best_daemon=0 peak=0
+    for run in $(seq 1 "$runs"); do
+        tag="b$(date +%s)r${run}n$n"
+        # Raw pump.
+        "$bench" fill --user "t-${tag}p-desk@example.test" --tag "${tag}p" --count "$n" --manifest "$work/p.tsv" \
+            >/dev/null 2>>"$work/fill.log"
+        pump_s=$("$bench" pump --user "t-${tag}p-desk@example.test" --tag "${tag}p" --manifest "$work/p.tsv" \
+            --connections "$connections" 2>>"$work/pump.log")
+        # Daemon.
+        expect=$("$bench" fill --user "t-${tag}d-desk@example.test" --tag "${tag}d" --count "$n" \
+            --manifest "$work/d.tsv" 2>>"$work/fill.log")
+        "$bench" config --user "t-${tag}d-desk@example.test" --db "$work/$tag.sqlite" --out "$work/$tag.toml" \
+            --connections "$connections"
+        t0=$(date +%s%N)
+        /usr/bin/time -v -o "$work/time.txt" "$delistd" run --once --config "$work/$tag.toml" 2>"$work/daemon.log" &
+        pid=$!
+        daemon_s=$("$bench" wait --tag "${tag}d" --expect "$expect" --since-ns "$t0")
+        wait "$pid" || { echo "bench-backlog: the daemon failed:" >&2; tail -n 20 "$work/daemon.log" >&2; exit 1; }
+        rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$work/time.txt")
+        if ! "$bench" check --user "t-${tag}d-desk@example.test" --tag "${tag}d" --manifest "$work/d.tsv" \
+            --db "$work/$tag.sqlite" >"$work/check.txt"; then
+            cat "$work/check.txt" >&2
+            fail=1
+        fi
+        rm -f "$work/$tag.sqlite"*
+        read -r pump_rate daemon_rate ratio < <(awk -v n="$n" -v p="$pump_s" -v d="$daemon_s" \
+            'BEGIN { printf "%.0f %.0f %.0f\n", n / p, n / d, 100 * p / d }')
+        printf '%7d  %-6s  %9s  %9s  %5s%%  %6.1f MB  %s\n' "$n" "$run" "$pump_rate" "$daemon_rate" "$ratio" \
+            "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')" "$(cut -d' ' -f1-3 /proc/loadavg)"
+        ((pump_rate > best_pump)) && best_pump=$pump_rate
+        ((daemon_rate > best_daemon)) && best_daemon=$daemon_rate
+        ((rss > peak)) && peak=$rss
+    done
+    awk -v n="$n" -v p="$best_pump" -v d="$best_daemon" -v r="$peak" 'BEGIN {
+        ratio = 100 * d / p
+        printf "%7d  best    %9d  %9d  %5.0f%%  %6.1f MB  target >= 80%%: %s\n", n, p, d, ratio, r / 1024, (ratio >= 80 ? "ok" : "BELOW")
+    }'
+done
+echo "bench-backlog: every daemon run checked: one record per request, cases once, every reply delivered once$([ $fail = 0 ] || echo ' -- FAILED, see above')"
+exit $fail

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Crash loop: while the serving daemon (`delistd run`, release build, IDLE) drains a backlog,
+# kill -9 it at random moments and restart it, then check that nothing was lost or done twice.
+#
+#   scripts/crash-loop.sh [REQUESTS] [KILLS]      default 2000 requests, 50 kills
+#
+# Each incarnation lives a random 50-650 ms (startup, intake, commits, MOVEs and SMTP sends
+# are all hit) before SIGKILL. After the last kill the daemon runs until the mailbox is
+# empty and no reply is queued, then stops on SIGTERM. examples/bench_mail.rs `check` then
+# reads the mailboxes on disk and the database:
+#   * every request has exactly one `messages` row (with the expected action), INBOX is
+#     empty and all of them are in Processed;
+#   * every case was opened once: no IP with two cases, no request that opened two;
+#   * every due reply is sent and is in its recipient's Maildir; a reply delivered twice
+#     (possible only when a kill fell between the server's 250 and the commit that records
+#     it) is counted and named.
+# Exit status: 1 on a lost request, a double case or an undelivered reply; duplicates alone
+# do not fail the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+requests="${1:-2000}"
+kills="${2:-50}"
+
+cargo build --quiet --release --bin delistd --example bench_mail
+bench=target/release/examples/bench_mail
+delistd=target/release/delistd
+
+own_stack=""
+if [[ -z ${DELISTD_STACK_DIR:-} ]]; then
+    DELISTD_STACK_DIR=$(mktemp -d /tmp/delistd-bench.XXXXXX)
+    own_stack=yes
+fi
+export DELISTD_STACK_DIR
+work=$(mktemp -d /tmp/delistd-crash.XXXXXX)
+pid=""
+finish() {
+    [[ -n $pid ]] && kill -KILL "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    [[ -n $own_stack ]] && bash scripts/mailstack.sh stop >/dev/null 2>&1 || true
+    [[ -n $own_stack ]] && rm -rf "$DELISTD_STACK_DIR"
+    if [[ ${keep:-} == yes ]]; then echo "crash-loop: kept $work" >&2; else rm -rf "$work"; fi
+}
+trap finish EXIT
+if ! bash scripts/mailstack.sh status >/dev/null 2>&1; then
+    bash scripts/mailstack.sh start >"$work/stack.log" 2>&1 || { cat "$work/stack.log" >&2; exit 1; }
+fi
+set -a
+# shellcheck disable=SC1091
+. "$DELISTD_STACK_DIR/env"
+set +a
+
+tag="c$(date +%s)"
+desk="t-$tag-desk@example.test"
+db="$work/delistd.sqlite"
+echo "crash-loop: $(nproc) cores, $(uptime | sed 's/.*load/load/'), $(date -u +%Y-%m-%dT%H:%MZ)"
+expect=$("$bench" fill --user "$desk" --tag "$tag" --count "$requests" --manifest "$work/manifest.tsv")
+"$bench" config --user "$desk" --db "$db" --out "$work/delistd.toml" --connections 4
+
+count() { sqlite3 -readonly "$db" "$1" 2>/dev/null || echo "?"; }
+inbox() { find "$DELISTD_TEST_MAIL_DIR/example.test/t-$tag-desk/Maildir/new" "$DELISTD_TEST_MAIL_DIR/example.test/t-$tag-desk/Maildir/cur" -type f 2>/dev/null | wc -l; }
+
+started=$(date +%s)
+for k in $(seq 1 "$kills"); do
+    "$delistd" run --config "$work/delistd.toml" 2>>"$work/daemon.log" &
+    pid=$!
+    sleep "$(awk -v r="$RANDOM" 'BEGIN { printf "%.3f", 0.05 + 0.6 * r / 32767 }')"
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    pid=""
+    if ((k % 10 == 0)); then
+        echo "crash-loop: $k kills; INBOX $(inbox), recorded $(count 'SELECT count(*) FROM messages'), replies sent $(count "SELECT count(*) FROM outbox WHERE state = 'sent'") of $expect"
+    fi
+done
+
+# The last incarnation is left to finish, then stopped cleanly.
+"$delistd" run --config "$work/delistd.toml" 2>>"$work/daemon.log" &
+pid=$!
+deadline=$(($(date +%s) + 300))
+while :; do
+    queued=$(count "SELECT count(*) FROM outbox WHERE state = 'queued'")
+    [[ $(inbox) == 0 && $queued == 0 ]] && break
+    if (($(date +%s) > deadline)); then
+        echo "crash-loop: not drained after 300 s (INBOX $(inbox), queued $queued)" >&2
+        break
+    fi
+    sleep 0.5
+done
+"$bench" wait --tag "$tag" --expect "$expect" --since-ns "$(date +%s%N)" --timeout-s 60 >/dev/null || true
+kill -TERM "$pid"
+wait "$pid" || echo "crash-loop: the daemon's last run ended with status $?" >&2
+pid=""
+echo "crash-loop: $kills kills in $(($(date +%s) - started)) s; the daemon logged $(grep -c 'IMAP connected' "$work/daemon.log") connections"
+
+if "$bench" check --user "$desk" --tag "$tag" --manifest "$work/manifest.tsv" --db "$db"; then
+    echo "crash-loop: OK"
+else
+    keep=yes
+    echo "crash-loop: FAILED" >&2
+    exit 1
+fi
