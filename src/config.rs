@@ -644,4 +644,14 @@ mod tests {
         let Intake::Maildir(m) = c.intake else { panic!() };
         assert_eq!(m.path, PathBuf::from("/srv/demo/mail"));
     }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let src = include_str!("../examples/delistd.toml");
+        let c = Config::parse_with(src, Path::new("/etc/delistd/delistd.toml"), Secrets::Skip).unwrap();
+        assert!(matches!(c.intake, Intake::Imap(_)));
+        assert_eq!(c.smtp.as_ref().map(|s| s.connections), Some(4));
+        // With secrets read, the credential it names must exist: outside systemd it does not.
+        assert!(Config::parse(src, Path::new("/etc/delistd/delistd.toml")).is_err());
+    }
 }

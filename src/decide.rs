@@ -20,7 +20,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::extract::{Evidence, IpProblem};
+use crate::extract::{AutoSign, Evidence, IpProblem};
 use crate::types::{CaseRef, StatusCode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -283,7 +283,10 @@ pub fn decide(ev: &Evidence, ctx: &Context) -> Decision {
     };
 
     if automatic {
-        let complete = code == Some(StatusCode::BANNED_SENDER) && !ips.is_empty();
+        // Only a forwarded request is kept: an auto-reply, a list post or a report that merely
+        // mentions a code and an IP is not a request (see tests/fixtures/ignore-*.eml).
+        let forwarded = ev.auto_signs.iter().any(|s| matches!(s, AutoSign::AutoSubmitted(v) if v == "auto-forwarded"));
+        let complete = forwarded && code == Some(StatusCode::BANNED_SENDER) && !ips.is_empty();
         if complete {
             d.action = Action::Acknowledge;
             d.reason = format!(
@@ -328,7 +331,7 @@ pub fn decide(ev: &Evidence, ctx: &Context) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::extract::{AutoSign, IpFinding, IpSource};
+    use crate::extract::{IpFinding, IpSource};
 
     fn ev(code: Option<&str>, ips: &[&str]) -> Evidence {
         Evidence {
@@ -411,6 +414,14 @@ mod tests {
         e.auto_signs.push(AutoSign::AutoSubmitted("auto-forwarded".into()));
         let d = decide(&e, &Context::default());
         assert_eq!((d.action, d.reply), (Action::Acknowledge, None));
+
+        // An out-of-office reply or a list post that mentions a complete request is not one.
+        for sign in [AutoSign::AutoSubmitted("auto-replied".into()), AutoSign::ListHeader("List-Id".into())] {
+            let mut e = ev(Some("5.7.511"), &["203.0.113.7"]);
+            e.auto_signs.push(sign);
+            let d = decide(&e, &Context::default());
+            assert_eq!((d.action, d.reply), (Action::Ignore, None));
+        }
     }
 
     #[test]

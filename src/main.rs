@@ -22,8 +22,8 @@ use delistd::extract::{extract, ExtractOptions};
 the banned IP in whatever the sender sent, opens a case in SQLite with a 48-hour SLA (or threads a follow-up into its \
 case), and replies from templates in the sender's language. Other codes get the portal (5.7.606-649) or support \
 (5.7.700-750) redirection. Automatic mail (RFC 3834) is never answered.\n\n\
-Exit codes: 0 ok; 1 failure; 2 or 64 bad usage; 3 not found; 66 input unreadable; 75 server unreachable (try later); \
-78 invalid configuration.",
+Exit codes: 0 ok; 1 failure; 2 or 64 bad usage; 3 not found; 4 refused by the case's state; 66 input unreadable; \
+75 server unreachable (try later); 77 login refused; 78 invalid configuration.",
     after_help = "Start with `delistd demo` (no mail server needed), or `delistd inspect message.eml`."
 )]
 struct Cli {
@@ -243,6 +243,9 @@ fn run_daemon(path: &std::path::Path, once: bool) -> Exit {
         Err(e) => {
             eprintln!("delistd: {e}");
             match e {
+                // Retrying will not fix refused credentials: say so, so a timer unit or a
+                // script does not loop on it.
+                daemon::DaemonError::Imap(delistd::intake::imap::ImapError::Login { .. }) => Exit::NoPerm,
                 daemon::DaemonError::Imap(_) | daemon::DaemonError::Send(_) => Exit::TempFail,
                 _ => Exit::Failure,
             }

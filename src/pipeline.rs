@@ -86,6 +86,14 @@ pub fn reply_recipient(ev: &Evidence) -> Option<&str> {
     }
 }
 
+/// The message being recorded: its bytes, their hash, and its row when it is recorded
+/// already (reprocess).
+struct Taken<'a> {
+    fetched: &'a Fetched,
+    sha: &'a str,
+    existing: Option<MessageId>,
+}
+
 /// The result of taking one message through.
 #[derive(Debug, Clone)]
 pub struct Processed {
@@ -194,7 +202,7 @@ impl Pipeline {
         }
 
         let d = self.decide_with_store(store, &ev)?;
-        self.record(store, f, &sha, &ev, &d, None, now)
+        self.record(store, Taken { fetched: f, sha: &sha, existing: None }, &ev, &d, now)
     }
 
     fn decide_with_store(&self, store: &Store, ev: &Evidence) -> Result<Decision, StoreError> {
@@ -238,7 +246,7 @@ impl Pipeline {
             }
         };
         let d = self.decide_with_store(store, &ev)?;
-        self.record(store, &f, &sha, &ev, &d, Some(id), now)
+        self.record(store, Taken { fetched: &f, sha: &sha, existing: Some(id) }, &ev, &d, now)
     }
 
     /// A message already recorded under the same Message-ID from the same sender.
@@ -300,13 +308,12 @@ impl Pipeline {
     fn record(
         &self,
         store: &mut Store,
-        f: &Fetched,
-        sha: &str,
+        taken: Taken<'_>,
         ev: &Evidence,
         d: &Decision,
-        existing: Option<MessageId>,
         now: Timestamp,
     ) -> Result<Processed, PipelineError> {
+        let Taken { fetched: f, sha, existing } = taken;
         let sender = reply_recipient(ev).or(ev.headers.from.as_deref()).unwrap_or("").to_string();
         // Look-ups first (the transaction below is the only write).
         let mut existing_for_ip: Vec<(IpAddr, Option<crate::cases::CaseRow>)> = Vec::new();

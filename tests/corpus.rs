@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use delistd::extract::{extract, ExtractOptions};
+use delistd::decide::{decide, Context};
 
 /// Generous: a debug build on a busy 2-core machine; release runs ~1000× faster.
 const PER_FILE: Duration = Duration::from_secs(2);
@@ -108,4 +109,28 @@ fn every_corpus_file_extracts_quickly_without_inventing_codes() {
     assert!(problems.is_empty(), "{} problem(s):\n{}", problems.len(), problems.join("\n"));
     // A sanity floor: most bounces carry an enhanced status code somewhere.
     assert!(with_code * 2 > all.len(), "only {with_code} of {} files gave a status code", all.len());
+}
+
+/// Real bounces, auto-replies and feedback reports are what a delist mailbox receives most of;
+/// answering them is how responders loop (RFC 3834 §2). Nearly all must be recognised as
+/// automatic. The few that are not (plain-text bounces with no automatic header at all) get
+/// at most one reply a day per address from the loop guard.
+#[test]
+fn almost_no_real_bounce_would_be_answered() {
+    let dir = corpus_dir();
+    let mut all = Vec::new();
+    files(&dir, &mut all);
+    // `maildir/not/` holds messages that are *not* bounces: answering them is right.
+    let bounces: Vec<&PathBuf> = all.iter().filter(|p| !p.to_string_lossy().contains("/maildir/not/")).collect();
+    assert!(bounces.len() > 800, "corpus at {} has only {} bounces", dir.display(), bounces.len());
+    let answered: Vec<String> = bounces
+        .iter()
+        .filter_map(|p| {
+            let raw = std::fs::read(p).ok()?;
+            let ev = extract(&raw, &ExtractOptions::default());
+            let d = decide(&ev, &Context::default());
+            d.reply.map(|_| format!("{}: {}", p.display(), d.reason))
+        })
+        .collect();
+    assert!(answered.len() <= 8, "{} real bounces would be answered:\n{}", answered.len(), answered.join("\n"));
 }

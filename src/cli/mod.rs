@@ -24,6 +24,8 @@ pub enum Exit {
     NoInput,
     /// A server could not be reached; worth trying again later.
     TempFail,
+    /// The server refused our credentials.
+    NoPerm,
     /// The configuration file is invalid.
     Config,
 }
@@ -38,6 +40,7 @@ impl Exit {
             Exit::Usage => 64,
             Exit::NoInput => 66,
             Exit::TempFail => 75,
+            Exit::NoPerm => 77,
             Exit::Config => 78,
         }
     }

@@ -58,11 +58,39 @@ fn normalize_address(a: &str) -> String {
     }
 }
 
-fn first_addr<'a>(a: Option<&'a Address<'a>>) -> (Option<String>, Option<String>) {
-    let Some(first) = a.and_then(|a| a.first()) else { return (None, None) };
-    let address = first.address().filter(|s| !s.trim().is_empty()).map(normalize_address).map(|s| clip(&s));
-    let name = first.name().map(str::trim).filter(|s| !s.is_empty()).map(clip);
+/// The address inside an address field's raw text: `Name <a@b>` or `a@b`.
+pub(crate) fn address_in(value: &str) -> Option<&str> {
+    let v = value.trim();
+    let a = match (v.rfind('<'), v.rfind('>')) {
+        (Some(l), Some(r)) if l < r => &v[l + 1..r],
+        _ => v.split_whitespace().find(|t| t.contains('@')).unwrap_or(v),
+    };
+    let a = a.trim();
+    (!a.is_empty()).then_some(a)
+}
+
+/// First address and display name of an address field; the raw text is read when the
+/// parser could not make an address of it (invalid bytes in the display name, for one).
+fn first_addr(parsed: Option<&Address<'_>>, raw: Option<&str>) -> (Option<String>, Option<String>) {
+    let first = parsed.and_then(|a| a.first());
+    let name = first.and_then(|f| f.name()).map(str::trim).filter(|s| !s.is_empty()).map(clip);
+    let address = first
+        .and_then(|f| f.address())
+        .filter(|a| a.contains('@'))
+        .or_else(|| raw.and_then(address_in).filter(|a| a.contains('@')))
+        .map(|a| clip(&normalize_address(a)));
     (address, name)
+}
+
+/// Fields read by [`read`] and by the automatic-message checks (`auto.rs`).
+fn is_read(name: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "message-id", "return-path", "in-reply-to", "references", "content-language", "from", "sender",
+        "resent-from", "auto-submitted", "precedence", "subject", "x-apple-action",
+    ];
+    const PREFIX: &[&str] = &["list-", "x-auto", "x-mail-autoreply", "x-spam-"];
+    EXACT.iter().any(|e| e.eq_ignore_ascii_case(name))
+        || PREFIX.iter().any(|p| name.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p)))
 }
 
 /// Return-Path as written (RFC 5321 §4.4): `<>` is the null path.
@@ -86,13 +114,18 @@ pub(crate) fn return_path(value: &str) -> ReturnPath {
 pub(crate) fn read(msg: &Message<'_>) -> Top {
     let Some(root) = msg.parts.first() else { return Top::default() };
     let raw = msg.raw_message.as_ref();
-    let fields: Vec<(String, String)> =
-        root.headers.iter().map(|h| (h.name.as_str().to_string(), raw_value(raw, h))).collect();
+    // Only the fields something reads (Received and friends can be dozens per message).
+    let fields: Vec<(String, String)> = root
+        .headers
+        .iter()
+        .filter(|h| is_read(h.name.as_str()))
+        .map(|h| (h.name.as_str().to_string(), raw_value(raw, h)))
+        .collect();
     let field = |name: &str| fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
 
-    let (from, from_name) = first_addr(msg.from());
-    let (reply_to, _) = first_addr(msg.reply_to());
-    let (resent_from, _) = first_addr(msg.resent_from());
+    let (from, from_name) = first_addr(msg.from(), field("from"));
+    let (reply_to, _) = first_addr(msg.reply_to(), field("reply-to"));
+    let (resent_from, _) = first_addr(msg.resent_from(), field("resent-from"));
     let date = msg.date().filter(|d| d.is_valid()).and_then(|d| {
         jiff::Timestamp::from_second(d.to_timestamp()).ok().map(|t| t.to_string())
     });
@@ -139,7 +172,8 @@ mod tests {
         assert_eq!(f.content_language.as_deref(), Some("fr-FR"));
         assert_eq!(f.resent_from.as_deref(), Some("bob@example.org"));
         assert_eq!(top.content_type.as_deref(), Some("text/plain"));
-        assert!(top.fields.iter().any(|(n, v)| n == "Subject" && v == "Re: [DL-000042] delisting"));
+        assert!(top.fields.iter().any(|(n, v)| n == "Return-Path" && v == "<Alice@Example.COM>"));
+        assert!(!top.fields.iter().any(|(n, _)| n == "Date" || n == "Reply-To"), "only fields something reads are kept");
     }
 
     #[test]

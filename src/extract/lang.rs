@@ -1,13 +1,12 @@
 //! The language of a request: the Content-Language header first, else the sender's own words
 //! (Japanese by its script, the others by counting common function words). English when unsure.
 
-use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use crate::types::Lang;
 
 /// Most text looked at: a request's language shows in its first lines.
-const MAX_TEXT: usize = 4 * 1024;
+const MAX_TEXT: usize = 2 * 1024;
 
 /// Function words frequent in one language and rare in the others we tell apart.
 const EN: &[&str] = &[
@@ -31,16 +30,55 @@ const DE: &[&str] = &[
     "freundlichen", "wurde", "werden", "auch", "aber", "oder", "ich", "haben", "wird", "damen", "herren", "seit",
 ];
 
-/// Word → bit set of the languages (en, fr, it, de) it counts for.
-static WORDS: LazyLock<HashMap<&'static str, u8>> = LazyLock::new(|| {
-    let mut m: HashMap<&'static str, u8> = HashMap::new();
+/// Word → bit set of the languages (en, fr, it, de) it counts for: an open-addressed table,
+/// one hash and usually one comparison per word of text.
+const TABLE_SIZE: usize = 512;
+static WORDS: LazyLock<Vec<Option<(&'static str, u8)>>> = LazyLock::new(|| {
+    let mut t: Vec<Option<(&'static str, u8)>> = vec![None; TABLE_SIZE];
     for (bit, list) in [EN, FR, IT, DE].iter().enumerate() {
         for w in *list {
-            *m.entry(w).or_insert(0) |= 1 << bit;
+            let mut i = slot(w);
+            loop {
+                match &mut t[i] {
+                    Some((x, bits)) if x == w => {
+                        *bits |= 1 << bit;
+                        break;
+                    }
+                    Some(_) => i = (i + 1) % TABLE_SIZE,
+                    empty @ None => {
+                        *empty = Some((w, 1 << bit));
+                        break;
+                    }
+                }
+            }
         }
     }
-    m
+    t
 });
+
+fn slot(w: &str) -> usize {
+    let h = w.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193)); // FNV-1a
+    h as usize % TABLE_SIZE
+}
+
+fn word_bits(w: &str) -> u8 {
+    let t = &*WORDS;
+    let mut i = slot(w);
+    loop {
+        match t[i] {
+            Some((x, bits)) if x == w => return bits,
+            Some(_) => i = (i + 1) % TABLE_SIZE,
+            None => return 0,
+        }
+    }
+}
+
+/// The best score and the best of the others.
+fn lead(score: &[usize; 4]) -> (usize, usize) {
+    let mut sorted = *score;
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    (sorted[0], sorted[1])
+}
 
 /// The first supported language of a Content-Language value (`fr-FR`, `de, en`).
 pub(crate) fn from_content_language(value: &str) -> Option<Lang> {
@@ -56,7 +94,9 @@ pub(crate) fn detect(text: &str) -> Lang {
     let text = &text[..cut];
     let mut kana = 0usize;
     let mut kanji = 0usize;
-    for c in text.chars() {
+    // ASCII text has no kana or kanji: skip the character walk.
+    let chars = if text.is_ascii() { "" } else { text };
+    for c in chars.chars() {
         match c {
             '\u{3040}'..='\u{30ff}' => kana += 1,
             '\u{4e00}'..='\u{9fff}' => kanji += 1,
@@ -69,19 +109,48 @@ pub(crate) fn detect(text: &str) -> Lang {
     }
     let mut score = [0usize; 4]; // en, fr, it, de
     let mut lower = String::new();
-    for word in text.split(|c: char| !(c.is_alphabetic() || c == '-')).filter(|w| !w.is_empty() && w.len() <= 20) {
-        let w = if word.chars().any(char::is_uppercase) {
-            lower.clear();
-            lower.extend(word.chars().flat_map(char::to_lowercase));
-            lower.as_str()
-        } else {
-            word
-        };
-        if let Some(bits) = WORDS.get(w) {
+    let mut ascii_word = [0u8; 12];
+    // Words come from prose-like tokens only: base64 or hex runs (a cut attachment, a
+    // message-id) are full of short letter runs such as "e", "di", "il".
+    let tokens = text
+        .split_ascii_whitespace()
+        .filter(|t| t.len() <= 40 && t.bytes().filter(u8::is_ascii_digit).count() < 3 && !t.contains(['/', '+', '=']));
+    'tokens: for t in tokens {
+        let count = |w: &str, score: &mut [usize; 4]| -> bool {
+            let bits = word_bits(w);
+            if bits == 0 {
+                return false;
+            }
             for (i, s) in score.iter_mut().enumerate() {
                 if bits & (1 << i) != 0 {
                     *s += 1;
                 }
+            }
+            // A clear lead will not be overturned: stop reading.
+            let (top, rest) = lead(score);
+            top >= 8 && rest * 3 <= top
+        };
+        if t.is_ascii() {
+            // Fast path: words are runs of ASCII letters (and '-'), lower-cased in place.
+            for w in t.as_bytes().split(|b| !(b.is_ascii_alphabetic() || *b == b'-')) {
+                if w.is_empty() || w.len() > ascii_word.len() {
+                    continue;
+                }
+                let buf = &mut ascii_word[..w.len()];
+                for (d, s) in buf.iter_mut().zip(w) {
+                    *d = s.to_ascii_lowercase();
+                }
+                if count(std::str::from_utf8(buf).unwrap_or(""), &mut score) {
+                    break 'tokens;
+                }
+            }
+            continue;
+        }
+        for word in t.split(|c: char| !(c.is_alphabetic() || c == '-')).filter(|w| !w.is_empty() && w.len() <= 20) {
+            lower.clear();
+            lower.extend(word.chars().flat_map(char::to_lowercase));
+            if lower.len() <= 12 && count(&lower, &mut score) {
+                break 'tokens;
             }
         }
     }
@@ -100,6 +169,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_listed_word_is_found() {
+        for (bit, list) in [EN, FR, IT, DE].iter().enumerate() {
+            for w in *list {
+                assert!(word_bits(w) & (1 << bit) != 0, "{w}");
+            }
+        }
+        assert_eq!(word_bits("zzz"), 0);
+    }
+
+    #[test]
     fn content_language_tags() {
         assert_eq!(from_content_language("fr-FR"), Some(Lang::Fr));
         assert_eq!(from_content_language("es, de-AT"), Some(Lang::De));
@@ -113,6 +192,12 @@ mod tests {
         assert_eq!(detect("Buongiorno, il nostro server è bloccato. Grazie per l'aiuto."), Lang::It);
         assert_eq!(detect("Hallo, unser Server ist gesperrt. Bitte entfernen Sie die Sperre."), Lang::De);
         assert_eq!(detect("お世話になっております。送信がブロックされました。"), Lang::Ja);
+    }
+
+    #[test]
+    fn base64_residue_is_not_a_language() {
+        let b64 = "JVBERi0xLjQKJcfsj6IKNSAwIG9iago8PC9MZW5ndGggNiAwIFIvRmlsdGVyIC9GbGF0ZURlY29kZT4+c3RyZWFtCnic\nK+e/di/il+al+ma/e+di/il/al/ma/ci/e+di/il+al/ma+ci/e+di+il/al+ma+ci+e+di+il+al+ma+ci";
+        assert_eq!(detect(&format!("Hello, blocked with:\n{b64}")), Lang::En);
     }
 
     #[test]

@@ -18,6 +18,10 @@ use super::{html, PartKind};
 const MAX_DEPTH: usize = 20;
 /// Most MIME parts we look at in one message.
 const MAX_PARTS: usize = 2000;
+/// Most structure lines (boundary delimiters, Content-Type fields) handed to the parser: it
+/// builds every part before we can bound anything, so input past this point is only read
+/// as raw text. Also bounds the depth of nested messages the parser builds (and drops).
+const MAX_STRUCTURE_LINES: usize = 2000;
 
 /// One parser for every message: MIME fields (needed to read bodies) and the few fields we
 /// read as structured values; everything else, Received included, is skipped unparsed.
@@ -78,8 +82,10 @@ pub(crate) fn walk(input: &[u8]) -> Walk {
         input
     };
 
+    let cut = structure_cut(bytes);
+    let parse_input = &bytes[..cut.unwrap_or(bytes.len())];
     let parsed = catch_unwind(AssertUnwindSafe(|| {
-        let msg = PARSER.parse(bytes)?;
+        let msg = PARSER.parse(parse_input)?;
         let mut w = Walker { out: Walk { top: headers::read(&msg), ..Walk::default() }, parts_seen: 0 };
         w.out.broken |= declared_multipart_not_found(&msg);
         w.walk_part(&msg, 0, 0, false);
@@ -96,11 +102,38 @@ pub(crate) fn walk(input: &[u8]) -> Walk {
             Walk { top: top.ok().flatten().unwrap_or_default(), broken: true, ..Walk::default() }
         }
     };
-    walk.broken |= bare_cr;
+    walk.broken |= bare_cr || cut.is_some();
+    walk.limited |= cut.is_some();
     if walk.broken {
         walk.pieces.push(Piece { kind: PartKind::RawFallback, text: raw_text(bytes), flowed: false });
     }
     walk
+}
+
+/// Where to stop parsing: the start of the line holding structure line number
+/// `MAX_STRUCTURE_LINES + 1`, or `None` when the message has fewer.
+fn structure_cut(b: &[u8]) -> Option<usize> {
+    // Fewer lines than the limit: nothing to cut (one fast count instead of a line walk).
+    if memchr::memchr_iter(b'\n', b).count() < MAX_STRUCTURE_LINES {
+        return None;
+    }
+    let mut count = 0usize;
+    let mut start = 0usize;
+    loop {
+        let line = &b[start..];
+        let structural = line.starts_with(b"--")
+            || line.get(..13).is_some_and(|h| h.eq_ignore_ascii_case(b"content-type:"));
+        if structural {
+            count += 1;
+            if count > MAX_STRUCTURE_LINES {
+                return Some(start);
+            }
+        }
+        match memchr::memchr(b'\n', line) {
+            Some(i) => start += i + 1,
+            None => return None,
+        }
+    }
 }
 
 fn has_bare_cr(b: &[u8]) -> bool {
@@ -183,6 +216,14 @@ impl Walker {
                     children = choose_alternative(msg, children);
                 }
                 for c in children {
+                    // In a report (RFC 6522) the returned message is context, not evidence:
+                    // its headers identify it (bounces of our replies), its text is not read.
+                    if sub == "report" && msg.parts.get(c).is_some_and(|p| matches!(p.body, PartType::Message(_))) {
+                        if let Some(PartType::Message(m)) = msg.parts.get(c).map(|p| &p.body) {
+                            self.note_original(m);
+                        }
+                        continue;
+                    }
                     self.walk_part(msg, c, depth + 1, attached);
                 }
             }
@@ -191,6 +232,8 @@ impl Walker {
                 ("message", "delivery-status" | "global-delivery-status") => {
                     self.push(PartKind::DeliveryStatus, text.to_string(), false)
                 }
+                // A message/* part the parser could not take apart arrives as text.
+                ("message", _) => self.push(PartKind::AttachedMessage, text.to_string(), false),
                 _ => self.push(kind, text.to_string(), is_flowed(part)),
             },
             PartType::Html(h) => self.push(kind, html::to_text(h), false),
@@ -325,6 +368,14 @@ mod tests {
     }
 
     #[test]
+    fn returned_message_of_a_report_is_not_read() {
+        let raw = b"Content-Type: multipart/report; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nfailed\r\n--b\r\nContent-Type: message/rfc822\r\n\r\nMessage-ID: <DL-000009.a@d.example>\r\n\r\nquoted 550 5.7.511 text\r\n--b--\r\n";
+        let w = walk(raw);
+        assert_eq!(w.pieces.iter().map(|p| p.text.trim()).collect::<Vec<_>>(), vec!["failed"]);
+        assert_eq!(w.originals[0].message_id.as_deref(), Some("DL-000009.a@d.example"));
+    }
+
+    #[test]
     fn report_parts_are_told_apart() {
         let raw = b"From: MAILER-DAEMON@example.com\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nfailed\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; a.example\r\n\r\nStatus: 5.7.511\r\n--b\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <DL-000009.a@d.example>\r\nSubject: [DL-000009] re\r\n--b--\r\n";
         let w = walk(raw);
@@ -373,6 +424,16 @@ mod tests {
         assert_eq!(qp_lenient(b"203.0.=\r\n113.7 =3D =ZZ"), b"203.0.113.7 = =ZZ");
         let t = raw_text(b"Content-Type: text/plain; charset=iso-8859-1\n\nadresse IP d'exp\xe9diteur");
         assert_eq!(t, "adresse IP d'expéditeur");
+    }
+
+    #[test]
+    fn parser_input_stops_after_too_many_structure_lines() {
+        let raw = format!("Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n{}--b--\r\n", "--b\r\n\r\nx\r\n".repeat(5000));
+        let cut = structure_cut(raw.as_bytes()).unwrap();
+        assert_eq!(raw[..cut].matches("--b\r\n").count(), MAX_STRUCTURE_LINES - 1);
+        let w = walk(raw.as_bytes());
+        assert!(w.limited && w.broken);
+        assert_eq!(structure_cut(b"Subject: x\r\n\r\n-- \r\nsig"), None);
     }
 
     #[test]

@@ -5,13 +5,29 @@
 //!
 //! The steps, one module each:
 //!
-//! * [`mime`]    walk the MIME tree → text pieces, each with its [`PartKind`]
-//! * [`text`]    pieces → logical lines (MTA wrapping undone, quotes and forwards marked)
-//! * [`ndr`]     NDR lines and RFC 3463 enhanced status codes, delivery-status fields
-//! * [`ip`]      banned-IP candidates and their classification
-//! * [`scan`]    run the scanners over the pieces and rank the findings
-//! * [`headers`] top-level header facts; [`auto`] RFC 3834 signs; [`refs`] case references;
-//!   [`lang`] the request's language; [`html`] HTML as text
+//! * `mime`    walk the MIME tree → text pieces, each with its [`PartKind`]
+//! * `text`    pieces → logical lines (MTA wrapping undone, quotes and forwards marked)
+//! * `ndr`     NDR lines and RFC 3463 enhanced status codes, delivery-status fields
+//! * `ip`      banned-IP candidates and their classification
+//! * `scan`    run the scanners over the pieces and rank the findings
+//! * `headers` top-level header facts; `auto` RFC 3834 signs; `refs` case references;
+//!   `lang` the request's language; `html` HTML as text
+//!
+//! Readings chosen where the rules leave room (each explained where it is implemented):
+//!
+//! * A code written as a range (`5.7.606-649`, as in the provider's documents) is read as its
+//!   first number, `5.7.606` (`ndr.rs`).
+//! * Best NDR line: the provider's codes (5.7.511, 5.7.606–649, 5.7.700–750) first, then other
+//!   5.7.x, then the rest; among equals, a delivery-status Diagnostic-Code, then an attached
+//!   report, then the body, quoted text, the subject, the raw fallback (`scan.rs`).
+//! * IPs a sender states in prose are kept only when no rejection names a usable IP: the NDR
+//!   is the evidence the desk needs, prose beyond it is unverified (`scan.rs`).
+//! * IPv4-mapped IPv6 (`::ffff:203.0.113.7`) is the IPv4 address it maps; ULA `fc00::/7` is
+//!   `Private` (`ip.rs`).
+//! * A message redirected by a person (Resent-From, RFC 5322 §3.6.6) is not automatic because
+//!   of the original's Auto-Submitted, From or multipart/report (`auto.rs`).
+//! * A report's returned message (the third part of multipart/report) is context: its header
+//!   identifies bounces of our replies, its text is not evidence (`mime.rs`).
 
 mod auto;
 mod headers;
@@ -237,6 +253,9 @@ pub enum AutoSign {
     SpamVerdict(String),
     /// The message itself is a delivery status notification (multipart/report).
     DeliveryReport,
+    /// A subject MTAs and auto-responders write (`Undeliverable:`, `Mail delivery failed`,
+    /// `Automatic reply:`), not forwarded or replied to by a person.
+    AutomaticSubject(String),
 }
 
 /// Extract the evidence from a raw message.
@@ -292,4 +311,84 @@ fn bounce_of(walk: &mime::Walk, facts: &HeaderFacts) -> Option<CaseRef> {
         .or_else(|| walk.originals.iter().find_map(|o| o.subject.as_deref().and_then(refs::from_subject)))
         // Reports that quote the original inline instead of attaching it (qmail, some gateways).
         .or_else(|| walk.pieces.iter().find_map(|p| refs::our_id_in_text(&p.text)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// Debug builds on a shared 2-core machine: generous, yet far below what a quadratic
+    /// scan of these inputs would take.
+    const BOUND: Duration = Duration::from_secs(10);
+
+    fn timed(raw: &[u8]) -> Evidence {
+        let start = Instant::now();
+        let ev = extract(raw, &ExtractOptions::default());
+        assert!(start.elapsed() < BOUND, "took {:?}", start.elapsed());
+        ev
+    }
+
+    #[test]
+    fn input_over_the_cap_is_cut_and_marked() {
+        let raw = b"Subject: x\r\n\r\n550 5.7.511 Access denied, banned sender[203.0.113.7].\r\nOur IP is 198.51.100.9\r\n";
+        let ev = extract(raw, &ExtractOptions { max_bytes: 40 });
+        assert!(ev.truncated);
+        assert_eq!(ev.size, raw.len());
+        assert!(ev.ips.is_empty());
+        let ev = extract(raw, &ExtractOptions::default());
+        assert!(!ev.truncated);
+        assert_eq!(ev.valid_ips(), vec!["203.0.113.7".parse::<IpAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn empty_and_garbage_input_give_empty_evidence() {
+        for raw in [&b""[..], b"\0\0\0", b"\xff\xfe\xfd", b"\r\r\r", b"--\r\n--"] {
+            let ev = timed(raw);
+            assert_eq!(ev.status_code, None);
+            assert!(ev.ips.is_empty());
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_bounded() {
+        let mut raw = "Content-Type: message/rfc822\r\n\r\n".repeat(50_000);
+        raw.push_str("Subject: x\r\n\r\n550 5.7.511 banned sender[203.0.113.7]\r\n");
+        let ev = timed(raw.as_bytes());
+        assert!(ev.mime_fallback);
+        let mut raw = String::new();
+        for i in 0..20_000 {
+            raw.push_str(&format!("Content-Type: multipart/mixed; boundary=\"b{i}\"\r\n\r\n--b{i}\r\n"));
+        }
+        timed(raw.as_bytes());
+    }
+
+    #[test]
+    fn many_parts_ips_and_codes_are_bounded() {
+        let raw = format!("Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n{}--b--\r\n", "--b\r\n\r\nx\r\n".repeat(100_000));
+        timed(raw.as_bytes());
+        let ips: Vec<String> = (0..10_000).map(|i| format!("banned sender[198.51.{}.{}]", i / 256 % 256, i % 256)).collect();
+        let ev = timed(format!("Subject: x\r\n\r\nour IP is 203.0.113.1\r\n{}\r\n", ips.join(" ")).as_bytes());
+        assert!(ev.ips.len() <= 32);
+        let ev = timed(format!("Subject: x\r\n\r\n{}\r\n", "550 5.7.511 ".repeat(200_000)).as_bytes());
+        assert!(ev.ndr_lines.len() <= 32 && ev.other_codes.len() <= 32);
+    }
+
+    #[test]
+    fn long_headers_nul_bytes_and_invalid_utf8_are_read() {
+        let raw = format!("Subject: {}\r\nX-Long: {}\r\n\r\nbody 5.7.511\r\n", "a".repeat(1 << 20), "b ".repeat(1 << 19));
+        let ev = timed(raw.as_bytes());
+        assert_eq!(ev.status_code, Some(StatusCode::BANNED_SENDER));
+        assert!(ev.headers.subject.as_deref().is_some_and(|s| s.chars().count() <= 2000));
+        let ev = timed(b"Subject: a\0b\r\nFrom: \xc3(\xa0 <a@example.com>\r\n\r\n\0\xff 550 5.7.511 banned sender[203.0.113.7]\0\r\n");
+        assert_eq!(ev.status_code, Some(StatusCode::BANNED_SENDER));
+        assert_eq!(ev.valid_ips().len(), 1);
+        assert_eq!(ev.headers.from.as_deref(), Some("a@example.com"));
+    }
+
+    #[test]
+    fn hostile_html_is_linear() {
+        let raw = format!("Content-Type: text/html\r\n\r\n{}", "<a".repeat(500_000));
+        timed(raw.as_bytes());
+    }
 }

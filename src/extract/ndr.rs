@@ -10,13 +10,15 @@
 
 use std::sync::LazyLock;
 
-use regex::{Captures, Regex};
+use regex::Regex;
 
 use super::{NdrLine, PartKind};
 use crate::types::StatusCode;
 
 /// The longest NDR line we keep, in bytes; the provider's lines are about 250.
 const MAX_NDR_TEXT: usize = 1000;
+/// Most replies and loose codes read from one line (hostile input can repeat them endlessly).
+const MAX_PER_LINE: usize = 64;
 
 /// `550 5.7.511`, `550-5.7.1`, `550 #5.7.511`, `5.7.606-649`.
 static NDR_START: LazyLock<Regex> = LazyLock::new(|| {
@@ -50,18 +52,19 @@ fn stands_alone(s: &str, start: usize, end: usize) -> bool {
 
 /// Parse `5.7.511` / `5.7.606-649` (first number) from the start of `s`.
 pub(crate) fn parse_code(s: &str) -> Option<StatusCode> {
-    let caps = CODE.captures(s)?;
-    let m = caps.get(0)?;
+    let m = CODE.find(s)?;
     if m.start() != 0 || !stands_alone(s, m.start(), m.end()) {
         return None;
     }
-    code_of(&caps, 1, 2, 3)
+    code_in(m.as_str())
 }
 
-fn code_of(caps: &Captures<'_>, c: usize, s: usize, d: usize) -> Option<StatusCode> {
-    let class: u8 = caps.get(c)?.as_str().parse().ok()?;
-    let subject: u16 = caps.get(s)?.as_str().parse().ok()?;
-    let detail: u16 = caps.get(d)?.as_str().parse().ok()?;
+/// `5.7.511` or `5.7.606-649` (a CODE match) → the code, reading a range as its first number.
+fn code_in(m: &str) -> Option<StatusCode> {
+    let mut it = m.split(['.', '-']);
+    let class: u8 = it.next()?.parse().ok()?;
+    let subject: u16 = it.next()?.parse().ok()?;
+    let detail: u16 = it.next()?.parse().ok()?;
     Some(StatusCode::new(class, subject, detail))
 }
 
@@ -77,19 +80,24 @@ struct Start {
 
 fn starts(line: &str) -> Vec<Start> {
     let mut v = Vec::new();
-    for caps in NDR_START.captures_iter(line) {
-        let Some(m) = caps.get(0) else { continue };
+    // `find` keeps the regex on its DFA; the match (`550-5.7.1`, `550 #5.7.606-649`) is
+    // simple enough to take apart by hand.
+    for m in NDR_START.find_iter(line) {
+        if v.len() >= MAX_PER_LINE {
+            break;
+        }
         if !stands_alone(line, m.start(), m.end()) {
             continue;
         }
-        let (Some(r1), Some(r23), Some(sep)) = (caps.get(1), caps.get(2), caps.get(3)) else { continue };
+        let t = m.as_str();
+        let (Ok(reply), Some(sep)) = (t[..3].parse::<u16>(), t.as_bytes().get(3)) else { continue };
+        let code_text = t[4..].trim_start_matches('#');
         // RFC 3463 §2: the enhanced code's class repeats the reply code's first digit.
-        if caps.get(4).map(|c| c.as_str()) != Some(r1.as_str()) {
+        if code_text.as_bytes().first() != t.as_bytes().first() {
             continue;
         }
-        let Ok(reply) = format!("{}{}", r1.as_str(), r23.as_str()).parse::<u16>() else { continue };
-        let Some(code) = code_of(&caps, 4, 5, 6) else { continue };
-        v.push(Start { at: m.start(), after_codes: m.end(), reply, hyphen: sep.as_str() == "-", code });
+        let Some(code) = code_in(code_text) else { continue };
+        v.push(Start { at: m.start(), after_codes: m.end(), reply, hyphen: *sep == b'-', code });
     }
     v
 }
@@ -129,11 +137,11 @@ fn tidy(text: &str) -> String {
     }
     loop {
         let before = t;
-        t = t.trim_end_matches(['\'', '"', '’', '”']).trim_end();
+        t = t.trim_end_matches(['\'', '"', '’', '”', '“', '»', '«', '」']).trim_end();
         if t.ends_with('>') && !t.contains('<') {
             t = t[..t.len() - 1].trim_end();
         }
-        if let Some(m) = POSTFIX_NOTE.find(t) {
+        if let Some(m) = t.ends_with([')', '.']).then(|| POSTFIX_NOTE.find(t)).flatten() {
             t = t[..m.start()].trim_end();
         }
         if t == before {
@@ -206,18 +214,27 @@ pub(crate) fn scan_line(line: &str, kind: PartKind) -> LineScan {
         covered.push((h.at, end));
         out.ndr.push(NdrLine { text, reply_code: Some(h.reply), status_code: h.code, found_in: kind });
     }
-    // Loose codes: every code that is not the head code of an NDR line.
-    for caps in CODE.captures_iter(line) {
-        let Some(m) = caps.get(0) else { continue };
+    // Loose codes: every code that is not the head code of an NDR line. Starts and spans are
+    // in line order, so one forward pass over each tells heads and insides apart.
+    let (mut si, mut ci) = (0, 0);
+    for m in CODE.find_iter(line) {
+        if out.loose.len() + out.inner.len() >= MAX_PER_LINE {
+            break;
+        }
         if !stands_alone(line, m.start(), m.end()) {
             continue;
         }
-        let Some(code) = code_of(&caps, 1, 2, 3) else { continue };
-        let is_head = st.iter().any(|s| s.at < m.start() && m.end() <= s.after_codes);
-        if is_head {
-            continue;
+        let Some(code) = code_in(m.as_str()) else { continue };
+        while si < st.len() && st[si].after_codes < m.end() {
+            si += 1;
         }
-        if covered.iter().any(|&(a, b)| a <= m.start() && m.start() < b) {
+        if st.get(si).is_some_and(|s| s.at < m.start() && m.end() <= s.after_codes) {
+            continue; // the code of a reply
+        }
+        while ci < covered.len() && covered[ci].1 <= m.start() {
+            ci += 1;
+        }
+        if covered.get(ci).is_some_and(|&(a, b)| a <= m.start() && m.start() < b) {
             out.inner.push(code);
         } else if code.subject <= 7 {
             // RFC 3463 defines subjects 0–7; anything else in prose is a version number.
@@ -279,20 +296,23 @@ pub(crate) fn scan_delivery_status(text: &str) -> DsScan {
     out
 }
 
-/// Split a delivery-status body into blocks of unfolded `(name, value)` fields.
+/// Split a delivery-status body into blocks of unfolded `(name, value)` fields, keeping only
+/// the fields we read (Status, Diagnostic-Code).
 fn blocks(text: &str) -> Vec<Vec<(String, String)>> {
     let mut out: Vec<Vec<(String, String)>> = Vec::new();
     let mut cur: Vec<(String, String)> = Vec::new();
+    let mut keep_folding = false;
     for raw in text.split('\n') {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
         if line.trim().is_empty() {
             if !cur.is_empty() {
                 out.push(std::mem::take(&mut cur));
             }
+            keep_folding = false;
             continue;
         }
         if line.starts_with([' ', '\t']) {
-            if let Some((_, v)) = cur.last_mut() {
+            if let (true, Some((_, v))) = (keep_folding, cur.last_mut()) {
                 if v.len() < 16 * 1024 {
                     v.push(' ');
                     v.push_str(line.trim());
@@ -300,8 +320,13 @@ fn blocks(text: &str) -> Vec<Vec<(String, String)>> {
             }
             continue;
         }
+        keep_folding = false;
         if let Some((name, value)) = line.split_once(':') {
-            cur.push((name.trim().to_string(), value.trim().to_string()));
+            let name = name.trim();
+            if name.eq_ignore_ascii_case("status") || name.eq_ignore_ascii_case("diagnostic-code") {
+                cur.push((name.to_string(), value.trim().to_string()));
+                keep_folding = true;
+            }
         }
     }
     if !cur.is_empty() {

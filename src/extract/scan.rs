@@ -2,7 +2,7 @@
 //! line is *the* line, which code the request is about, which IPs come first.
 
 use super::mime::Piece;
-use super::text::{logical_lines, LogicalLine};
+use super::text::{for_each_logical_line, LogicalLine};
 use super::{ip, ndr, IpFinding, IpSource, NdrLine, PartKind};
 use crate::types::StatusCode;
 
@@ -10,8 +10,8 @@ use crate::types::StatusCode;
 const MAX_NDR: usize = 32;
 const MAX_CODES: usize = 32;
 const MAX_IPS: usize = 32;
-/// Most of the sender's own text kept for language detection, in bytes.
-const MAX_OWN_TEXT: usize = 64 * 1024;
+/// Most of the sender's own text kept for language detection, in bytes (it reads 2 KiB).
+const MAX_OWN_TEXT: usize = 4 * 1024;
 
 /// What the scanners found, ranked.
 #[derive(Debug, Default)]
@@ -59,7 +59,8 @@ fn is_trace_field(name: &str) -> bool {
         "final-recipient", "original-recipient", "action", "status", "thread-topic", "thread-index",
     ];
     const PREFIX: &[&str] = &["x-", "arc-", "list-", "content-", "resent-"];
-    EXACT.contains(&name) || PREFIX.iter().any(|p| name.starts_with(p))
+    EXACT.iter().any(|e| e.eq_ignore_ascii_case(name))
+        || PREFIX.iter().any(|p| name.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p)))
 }
 
 #[derive(Default)]
@@ -98,9 +99,9 @@ impl Acc {
 
     /// One logical line of a piece; `rejections` says whether the piece may hold a
     /// rejection phrase at all (tested once per piece, it spares most lines the regex).
-    fn line(&mut self, kind: PartKind, l: &LogicalLine, rejections: bool) {
+    fn line(&mut self, kind: PartKind, l: &LogicalLine<'_>, rejections: bool) {
         let rank = source_rank(kind, l.quoted);
-        let s = ndr::scan_line(&l.text, kind);
+        let s = ndr::scan_line(l.text, kind);
         for n in s.ndr {
             self.add_ndr(rank, n);
         }
@@ -111,18 +112,20 @@ impl Acc {
             self.mentioned.extend(s.loose);
         }
         self.mentioned.extend(s.inner);
-        let has_rejection = rejections && self.add_rejection(rank, &l.text);
-        let trace = l.field.as_deref().is_some_and(is_trace_field);
+        let has_rejection = rejections && self.add_rejection(rank, l.text);
+        let trace = l.field.is_some_and(is_trace_field);
         if own && !trace {
-            // The sender's words: what precedes any NDR text on the line (the NDR is the
-            // server's text, not the sender's prose, and is usually English).
+            // Language from the sender's words: what precedes any NDR text on the line (the
+            // NDR is the server's text, usually English).
             let words = match s.first_ndr_at {
                 Some(at) => &l.text[..at],
                 None if has_rejection => "",
-                None => l.text.as_str(),
+                None => l.text,
             };
+            // A sender may type their IP after a pasted NDR on the same line; NDR text itself
+            // rarely says "IP" before an address that is not the sender's.
             if self.stated.len() < MAX_IPS * 4 {
-                ip::stated_ips(words, &mut self.stated);
+                ip::stated_ips(l.text, &mut self.stated);
             }
             let buf = if kind == PartKind::RawFallback { &mut self.raw_own_text } else { &mut self.own_text };
             if buf.len() + words.len() < MAX_OWN_TEXT {
@@ -164,12 +167,11 @@ pub(crate) fn scan(pieces: &[Piece], subject: Option<&str>) -> Scanned {
             continue;
         }
         let rejections = ip::may_hold_rejection(&p.text);
-        for l in logical_lines(&p.text, p.flowed) {
-            acc.line(p.kind, &l, rejections);
-        }
+        for_each_logical_line(&p.text, p.flowed, |l| acc.line(p.kind, l, rejections));
     }
     if let Some(s) = subject {
-        let l = LogicalLine { text: super::text::fold_ws(s), quoted: false, own: true, field: None };
+        let folded = super::text::fold_ws(s);
+        let l = LogicalLine { text: &folded, quoted: false, own: true, field: None };
         acc.line(PartKind::Subject, &l, true);
     }
 

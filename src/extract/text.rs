@@ -12,16 +12,17 @@ use regex::Regex;
 /// every scanner on hostile input such as one 1 MB line).
 const MAX_LOGICAL: usize = 8 * 1024;
 
-/// A line as the writer meant it, whitespace folded to single spaces.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct LogicalLine {
-    pub text: String,
+/// A line as the writer meant it, whitespace folded to single spaces. Borrowed: the
+/// scanners look at each line once, so line text is built in one reused buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LogicalLine<'a> {
+    pub text: &'a str,
     /// Written behind `>` quote markers.
     pub quoted: bool,
     /// The sender's own words: not quoted and before any forward/reply marker.
     pub own: bool,
-    /// Lower-cased field name when the line reads like a header field (`Received: ...`).
-    pub field: Option<String>,
+    /// The field name, as written, when the line reads like a header field (`Received: ...`).
+    pub field: Option<&'a str>,
 }
 
 /// Collapse every run of whitespace (and control characters such as NUL) into one space and trim.
@@ -41,7 +42,9 @@ fn push_folded(out: &mut String, s: &str) {
     while i < b.len() {
         let c = b[i];
         let (is_space, len) = if c < 0x80 {
-            (c <= b' ' || c == 0x7f, 1)
+            // A single space between two words stays inside the run being copied.
+            let lone_space = c == b' ' && i > run && b.get(i + 1).is_some_and(|n| *n > b' ' && *n != 0x7f);
+            (!lone_space && (c <= b' ' || c == 0x7f), 1)
         } else {
             let ch = s[i..].chars().next().unwrap_or(' ');
             (ch.is_whitespace() || ch.is_control(), ch.len_utf8())
@@ -96,14 +99,16 @@ fn physical(line: &str) -> Phys<'_> {
             break;
         }
     }
-    let body = rest.trim_start_matches(|c: char| c == ' ' || c == '\t' || c == '\u{a0}' || c == '\u{3000}');
+    let body = rest.trim_start_matches([' ', '\t', '\u{a0}', '\u{3000}']);
     let indent = rest.len() - body.len();
     Phys { body: body.trim_end_matches(['\r', '\n']), indent, quoted }
 }
 
 /// `Name: value` with a header-syntax name (RFC 5322 §2.2: printable, no spaces).
 fn field_name(body: &str) -> Option<&str> {
-    let colon = body.find(':')?;
+    // A field name is short: look for the colon in the first 61 bytes only.
+    let b = body.as_bytes();
+    let colon = memchr::memchr(b':', &b[..b.len().min(61)])?;
     let name = &body[..colon];
     if name.is_empty() || name.len() > 60 {
         return None;
@@ -169,8 +174,8 @@ static HEADER_BLOCK_NEXT: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// Does this line start what the sender forwards or quotes (so their own words end here)?
-fn is_forward_marker(lines: &[Phys<'_>], i: usize) -> bool {
-    let body = lines[i].body;
+fn is_forward_marker(line: &Phys<'_>, ahead: &std::collections::VecDeque<Phys<'_>>) -> bool {
+    let body = line.body;
     // Byte tests first: most lines cannot be markers, and regexes cost more than a glance.
     let first = body.as_bytes().first().copied().unwrap_or(b' ').to_ascii_lowercase();
     if matches!(first, b'-' | b'_' | b'=' | b'*' | b'b' | b'd' | b'i' | b'a' | 0xe8) && FORWARD_MARKER.is_match(body) {
@@ -178,7 +183,7 @@ fn is_forward_marker(lines: &[Phys<'_>], i: usize) -> bool {
     }
     // "... wrote:" lines are short; a long line ending in "wrote:" is prose.
     if body.len() < 300
-        && (body.ends_with([':', '：', 'e', 'E', 'ジ', 't', 'T', 'b', 'B']))
+        && (body.ends_with([':', '：', 'e', 'E', 'ジ', 't', 'T', 'b', 'B', 'o', 'O']))
         && WROTE_MARKER.is_match(body)
         && (body.contains('@') || body.bytes().any(|c| c.is_ascii_digit()))
     {
@@ -186,7 +191,7 @@ fn is_forward_marker(lines: &[Phys<'_>], i: usize) -> bool {
     }
     // An Outlook-style "From: / Sent: / To: / Subject:" block.
     if matches!(first, b'f' | b'd' | b'v' | 0xe5) && HEADER_BLOCK_START.is_match(body) {
-        return lines[i + 1..].iter().take(3).any(|l| HEADER_BLOCK_NEXT.is_match(l.body));
+        return ahead.iter().take(3).any(|l| HEADER_BLOCK_NEXT.is_match(l.body));
     }
     false
 }
@@ -253,7 +258,7 @@ fn continues(prev: &Phys<'_>, next: &Phys<'_>, next_ends_paragraph: bool, flowed
     }
     // Greedy wrapping at a usual width (72–80 columns): the line is full, and the next word
     // would not have fit on it.
-    let marker = next.body.starts_with(['-', '*', '•', '>', '[']) && !next.body.starts_with("[IPv6");
+    let marker = next.body.starts_with(['-', '*', '•', '>']) || is_numbered_item(next.body);
     if next.indent == 0
         && !next_is_field
         && !marker
@@ -267,6 +272,12 @@ fn continues(prev: &Phys<'_>, next: &Phys<'_>, next_ends_paragraph: bool, flowed
     false
 }
 
+/// `1. text`, `2) text`: an item of a numbered list starts a line of its own.
+fn is_numbered_item(body: &str) -> bool {
+    let digits = body.bytes().take_while(u8::is_ascii_digit).count();
+    (1..=3).contains(&digits) && matches!(body.as_bytes().get(digits..digits + 2), Some([b'.' | b')', b' ']))
+}
+
 /// A short last line after a finished sentence ("Thanks", "Regards, Alice") is a line of its
 /// own even when the sentence before it filled the line.
 fn is_closing_line(prev: &Phys<'_>, next: &Phys<'_>, next_ends_paragraph: bool) -> bool {
@@ -277,25 +288,61 @@ fn is_closing_line(prev: &Phys<'_>, next: &Phys<'_>, next_ends_paragraph: bool) 
 }
 
 /// Split text into logical lines. `flowed` is true for `format=flowed` parts.
-pub(crate) fn logical_lines(text: &str, flowed: bool) -> Vec<LogicalLine> {
-    let phys = split_lines(text);
-    let mut out: Vec<LogicalLine> = Vec::new();
+/// Owned copy of a logical line, for tests.
+#[cfg(test)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OwnedLine {
+    pub text: String,
+    pub quoted: bool,
+    pub own: bool,
+    pub field: Option<String>,
+}
+
+#[cfg(test)]
+pub(crate) fn logical_lines(text: &str, flowed: bool) -> Vec<OwnedLine> {
+    let mut out = Vec::new();
+    for_each_logical_line(text, flowed, |l| {
+        out.push(OwnedLine { text: l.text.to_string(), quoted: l.quoted, own: l.own, field: l.field.map(str::to_string) })
+    });
+    out
+}
+
+/// Split text into logical lines, handing each to `f` as soon as it is complete: memory
+/// stays bounded by one line and a few lines of look-ahead, whatever the size of the text.
+pub(crate) fn for_each_logical_line<'t>(text: &'t str, flowed: bool, mut f: impl FnMut(&LogicalLine<'_>)) {
+    let mut lines = split_lines(text);
+    // The current line, the one before it, and up to three after it (forward markers look
+    // ahead for an Outlook header block).
+    let mut ahead: std::collections::VecDeque<Phys<'t>> = lines.by_ref().take(4).collect();
+    let mut prev: Option<Phys<'t>> = None;
     let mut own_region = true;
-    // (folded text, quoted, field name, own)
-    let mut cur: Option<(String, bool, Option<String>, bool)> = None;
-    for i in 0..phys.len() {
-        let line = &phys[i];
-        if own_region && !line.quoted && is_forward_marker(&phys, i) {
+    // The logical line being built: folded text, quoted, field name, own.
+    let mut buf = String::new();
+    // A physical line lent as the whole logical line, while nothing has been joined to it.
+    let mut lent: Option<&'t str> = None;
+    let mut cur: Option<(bool, Option<&'t str>, bool)> = None;
+    while let Some(line) = ahead.pop_front() {
+        if let Some(next) = lines.next() {
+            ahead.push_back(next);
+        }
+        if own_region && !line.quoted && is_forward_marker(&line, &ahead) {
             own_region = false;
         }
-        let joined = match (&mut cur, i.checked_sub(1).map(|j| &phys[j])) {
-            (Some((buf, _, _, _)), Some(prev)) if buf.len() < MAX_LOGICAL => {
+        let joined = match (&cur, &prev) {
+            (Some(_), Some(prev)) if buf.len() < MAX_LOGICAL => {
+                let mut take_lent = |buf: &mut String| {
+                    if let Some(l) = lent.take() {
+                        buf.push_str(l);
+                    }
+                };
                 if let Some((skip, head)) = multiline_continuation(prev.body, line.body).filter(|_| prev.quoted == line.quoted) {
-                    unhyphen_head(buf, &head);
-                    push_folded(buf, line.body.get(skip..).unwrap_or(""));
+                    take_lent(&mut buf);
+                    unhyphen_head(&mut buf, &head);
+                    push_folded(&mut buf, line.body.get(skip..).unwrap_or(""));
                     true
-                } else if continues(prev, line, phys.get(i + 1).is_none_or(|n| n.body.is_empty()), flowed) {
-                    push_folded(buf, line.body);
+                } else if continues(prev, &line, ahead.front().is_none_or(|n| n.body.is_empty()), flowed) {
+                    take_lent(&mut buf);
+                    push_folded(&mut buf, line.body);
                     true
                 } else {
                     false
@@ -303,47 +350,68 @@ pub(crate) fn logical_lines(text: &str, flowed: bool) -> Vec<LogicalLine> {
             }
             _ => false,
         };
-        if joined {
-            continue;
-        }
-        if let Some((text, quoted, field, own)) = cur.take() {
-            if !text.is_empty() {
-                out.push(LogicalLine { text, quoted, own, field });
+        if !joined {
+            emit_line(&buf, lent.take(), cur.take(), &mut f);
+            buf.clear();
+            if !line.body.is_empty() {
+                // Most lines stand alone and are already folded: lend them as they are and
+                // copy into the buffer only when a continuation is joined.
+                if is_folded(line.body) {
+                    lent = Some(line.body);
+                } else {
+                    push_folded(&mut buf, line.body);
+                }
+                cur = Some((line.quoted, field_name(line.body), own_region && !line.quoted));
             }
         }
-        if !line.body.is_empty() {
-            let field = field_name(line.body).map(|n| n.to_ascii_lowercase());
-            cur = Some((fold_ws(line.body), line.quoted, field, own_region && !line.quoted));
-        }
+        prev = Some(line);
     }
-    if let Some((text, quoted, field, own)) = cur {
+    emit_line(&buf, lent, cur, &mut f);
+}
+
+/// Hand a finished logical line to the scanner: the lent physical line, or the buffer.
+fn emit_line(buf: &str, lent: Option<&str>, cur: Option<(bool, Option<&str>, bool)>, f: &mut dyn FnMut(&LogicalLine<'_>)) {
+    if let Some((quoted, field, own)) = cur {
+        let text = lent.unwrap_or(buf);
         if !text.is_empty() {
-            out.push(LogicalLine { text, quoted, own, field });
+            f(&LogicalLine { text, quoted, own, field });
         }
     }
-    out
+}
+
+/// Already folded: printable ASCII words separated by single spaces, nothing to trim.
+fn is_folded(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b[0] != b' '
+        && b[b.len() - 1] != b' '
+        && b.iter().zip(b.iter().skip(1)).all(|(&c, &n)| (c > b' ' && c < 0x7f) || (c == b' ' && n != b' '))
+        && b[b.len() - 1] < 0x7f
 }
 
 /// CRLF, LF and a bare CR (old Mac mail, broken gateways) are each one line break.
-fn split_lines(text: &str) -> Vec<Phys<'_>> {
-    let mut out = Vec::new();
+fn split_lines(text: &str) -> impl Iterator<Item = Phys<'_>> {
     let bytes = text.as_bytes();
     let mut start = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\r' || bytes[i] == b'\n' {
-            out.push(physical(&text[start..i]));
-            if bytes[i] == b'\r' && bytes.get(i + 1) == Some(&b'\n') {
-                i += 1;
-            }
-            start = i + 1;
+    std::iter::from_fn(move || {
+        if start > bytes.len() {
+            return None;
         }
-        i += 1;
-    }
-    if start < text.len() {
-        out.push(physical(&text[start..]));
-    }
-    out
+        let rest = &bytes[start..];
+        match memchr::memchr2(b'\r', b'\n', rest) {
+            Some(i) => {
+                let line = &text[start..start + i];
+                let crlf = rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n');
+                start += i + 1 + usize::from(crlf);
+                Some(physical(line))
+            }
+            None => {
+                let line = &text[start..];
+                start = bytes.len() + 1;
+                (!line.is_empty()).then(|| physical(line))
+            }
+        }
+    })
 }
 
 #[cfg(test)]
@@ -357,6 +425,7 @@ mod tests {
     #[test]
     fn folds_whitespace_and_controls() {
         assert_eq!(fold_ws("  a \t b\r\n c\0d  "), "a b c d");
+        assert!(is_folded("a b c") && !is_folded("a  b") && !is_folded("a\tb") && !is_folded("a ") && !is_folded("é"));
     }
 
     #[test]
@@ -378,6 +447,14 @@ mod tests {
         assert_eq!(t.len(), 2, "{t:?}");
         assert!(t[0].ends_with("delist@messaging.microsoft.com."));
         assert_eq!(texts("Hello,\nour IP is 203.0.113.7\nRegards"), vec!["Hello,", "our IP is 203.0.113.7", "Regards"]);
+    }
+
+    #[test]
+    fn numbered_items_are_not_wrapping() {
+        assert_eq!(
+            texts("1. Why do I get 550 5.7.511 Access denied, banned sender[203.0.113.7]?\n2. IPv6 reverse DNS."),
+            vec!["1. Why do I get 550 5.7.511 Access denied, banned sender[203.0.113.7]?", "2. IPv6 reverse DNS."]
+        );
     }
 
     #[test]
@@ -406,7 +483,7 @@ mod tests {
     fn header_fields_and_folding_are_recognised() {
         let l = logical_lines("Received: from a.example (a.example\n [203.0.113.50]) by b\nhttps://x.example/ y", false);
         assert_eq!(l.len(), 2);
-        assert_eq!(l[0].field.as_deref(), Some("received"));
+        assert_eq!(l[0].field.as_deref(), Some("Received"));
         assert!(l[0].text.contains("[203.0.113.50]"));
         assert_eq!(l[1].field, None);
     }

@@ -116,7 +116,7 @@ mod tests {
         assert_eq!(p.iter().map(|e| e.unique.as_str()).collect::<Vec<_>>(), ["1700000000.B.host", "1700000001.A.host"]);
 
         let f = md.read(&p[0], 3).unwrap();
-        assert_eq!((f.raw.as_slice(), f.size), (&b"Sub"[..], 22));
+        assert_eq!((f.raw.as_slice(), f.size), (&b"Sub"[..], 20));
 
         md.file(&p[0], Disposition::Processed).unwrap();
         md.file(&p[1], Disposition::Quarantine).unwrap();

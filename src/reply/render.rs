@@ -675,7 +675,7 @@ mod tests {
                         "5.7.1",
                         "10.9.8.7",
                         "5.7.511",
-                        "550 5.7.511 Access denied, banned sender[203.0.113.7]",
+                        "550 5.7.511 Access denied, banned sender[a.b.c.d]",
                         "[DL-000042]",
                     ]
                 }

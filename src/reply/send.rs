@@ -74,7 +74,7 @@ impl SmtpConnector {
             None => None,
         };
         let hello = ClientId::Domain(
-            std::env::var("DELISTD_HELO").ok().unwrap_or_else(|| hostname_or_localhost()),
+            std::env::var("DELISTD_HELO").ok().unwrap_or_else(hostname_or_localhost),
         );
         Ok(SmtpConnector { cfg, tls, ca_pem, hello })
     }
