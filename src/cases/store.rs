@@ -54,6 +54,10 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// The rate limit's count (see `Store::replies_sent_to_since`).
+const REPLIES_TO_SINCE: &str =
+    "SELECT count(*) FROM outbox WHERE recipient = ?1 AND queued_at >= ?2 AND state IN ('queued', 'sent')";
+
 impl Store {
     /// Open (creating it if needed) and migrate the database at `path`.
     pub fn open(path: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
@@ -155,12 +159,13 @@ impl Store {
 
     /// Replies to `recipient` queued or sent since `since` (for the per-sender rate limit;
     /// failed ones do not count, they never reached anyone). Address compared without case.
+    ///
+    /// Runs for every message that would get a reply, so it is answered from the
+    /// `outbox_by_recipient` index alone (schema version 2), without a table row per reply.
     pub fn replies_sent_to_since(&self, recipient: &str, since: Timestamp) -> Result<u32, StoreError> {
         let n: i64 = self
             .conn
-            .prepare_cached(
-                "SELECT count(*) FROM outbox WHERE recipient = ?1 AND queued_at >= ?2 AND state IN ('queued', 'sent')",
-            )?
+            .prepare_cached(REPLIES_TO_SINCE)?
             .query_row(params![recipient, since.as_second()], |r| r.get(0))?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
@@ -759,6 +764,21 @@ pub(crate) mod tests {
         let id = s.case_detail(c3).unwrap().unwrap().replies[0].id;
         s.mark_failed(id, "550 no such user", t("2025-03-01T12:01:00Z")).unwrap();
         assert_eq!(s.replies_sent_to_since("alice@example.com", t0).unwrap(), 2, "failed ones do not count");
+    }
+
+    #[test]
+    fn rate_limit_is_counted_from_the_index_alone() {
+        let s = store();
+        let plan: Vec<String> = s
+            .connection()
+            .prepare(&format!("EXPLAIN QUERY PLAN {REPLIES_TO_SINCE}"))
+            .unwrap()
+            .query_map(params!["a@example.com", 0], |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let plan = plan.join(" / ");
+        assert!(plan.contains("COVERING INDEX outbox_by_recipient"), "{plan}");
     }
 
     #[test]
