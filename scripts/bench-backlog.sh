@@ -26,30 +26,7 @@ sizes=("$@")
 runs=${BENCH_RUNS:-2}
 connections=${BENCH_SMTP_CONNECTIONS:-4}
 
-cargo build --quiet --release --bin delistd --example bench_mail
-bench=target/release/examples/bench_mail
-delistd=target/release/delistd
-
-own_stack=""
-if [[ -z ${DELISTD_STACK_DIR:-} ]]; then
-    DELISTD_STACK_DIR=$(mktemp -d /tmp/delistd-bench.XXXXXX)
-    own_stack=yes
-fi
-export DELISTD_STACK_DIR
-work=$(mktemp -d /tmp/delistd-backlog.XXXXXX)
-finish() {
-    [[ -n $own_stack ]] && bash scripts/mailstack.sh stop >/dev/null 2>&1 || true
-    [[ -n $own_stack ]] && rm -rf "$DELISTD_STACK_DIR"
-    rm -rf "$work"
-}
-trap finish EXIT
-if ! bash scripts/mailstack.sh status >/dev/null 2>&1; then
-    bash scripts/mailstack.sh start >"$work/stack.log" 2>&1 || { cat "$work/stack.log" >&2; exit 1; }
-fi
-set -a
-# shellcheck disable=SC1091
-. "$DELISTD_STACK_DIR/env"
-set +a
+. scripts/bench-common.sh bench-backlog
 
 echo "bench-backlog: $(nproc) cores, $(uptime | sed 's/.*load/load/'), $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "bench-backlog: filling by IMAP APPEND (one connection); replies over $connections SMTP connections; plain TCP on loopback"
@@ -78,6 +55,7 @@ for n in "${sizes[@]}"; do
         # all along the drain it took 6 % of the two cores from the stack at N = 10,000,
         # growing with N. `run --once` exits once its last reply is accepted.
         wait "$pid" || { echo "bench-backlog: the daemon failed:" >&2; tail -n 20 "$work/daemon.log" >&2; exit 1; }
+        pid=""
         daemon_s=$("$bench" wait --tag "${tag}d" --expect "$expect" --since-ns "$t0")
         rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$work/time.txt")
         if ! "$bench" check --user "t-${tag}d-desk@example.test" --tag "${tag}d" --manifest "$work/d.tsv" \

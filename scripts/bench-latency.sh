@@ -34,32 +34,7 @@ poll=*) poll=(--poll "${mode#poll=}") ;;
 *) echo "usage: $0 [N] [idle|poll=INTERVAL]" >&2; exit 2 ;;
 esac
 
-cargo build --quiet --release --bin delistd --example bench_mail
-bench=target/release/examples/bench_mail
-delistd=target/release/delistd
-
-own_stack=""
-if [[ -z ${DELISTD_STACK_DIR:-} ]]; then
-    DELISTD_STACK_DIR=$(mktemp -d /tmp/delistd-bench.XXXXXX)
-    own_stack=yes
-fi
-export DELISTD_STACK_DIR
-work=$(mktemp -d /tmp/delistd-latency.XXXXXX)
-pid=""
-finish() {
-    [[ -n $pid ]] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-    [[ -n $own_stack ]] && bash scripts/mailstack.sh stop >/dev/null 2>&1 || true
-    [[ -n $own_stack ]] && rm -rf "$DELISTD_STACK_DIR"
-    rm -rf "$work"
-}
-trap finish EXIT
-if ! bash scripts/mailstack.sh status >/dev/null 2>&1; then
-    bash scripts/mailstack.sh start >"$work/stack.log" 2>&1 || { cat "$work/stack.log" >&2; exit 1; }
-fi
-set -a
-# shellcheck disable=SC1091
-. "$DELISTD_STACK_DIR/env"
-set +a
+. scripts/bench-common.sh bench-latency
 
 tag="l$(date +%s)"
 desk="t-$tag-desk@example.test"

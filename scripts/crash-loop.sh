@@ -25,32 +25,8 @@ kills="${2:-50}"
 # Postfix but not yet recorded as sent (see src/reply/outbox.rs).
 connections=${CRASH_SMTP_CONNECTIONS:-4}
 
-cargo build --quiet --release --bin delistd --example bench_mail
-bench=target/release/examples/bench_mail
-delistd=target/release/delistd
-
-own_stack=""
-if [[ -z ${DELISTD_STACK_DIR:-} ]]; then
-    DELISTD_STACK_DIR=$(mktemp -d /tmp/delistd-bench.XXXXXX)
-    own_stack=yes
-fi
-export DELISTD_STACK_DIR
-work=$(mktemp -d /tmp/delistd-crash.XXXXXX)
-pid=""
-finish() {
-    [[ -n $pid ]] && kill -KILL "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-    [[ -n $own_stack ]] && bash scripts/mailstack.sh stop >/dev/null 2>&1 || true
-    [[ -n $own_stack ]] && rm -rf "$DELISTD_STACK_DIR"
-    if [[ ${keep:-} == yes ]]; then echo "crash-loop: kept $work" >&2; else rm -rf "$work"; fi
-}
-trap finish EXIT
-if ! bash scripts/mailstack.sh status >/dev/null 2>&1; then
-    bash scripts/mailstack.sh start >"$work/stack.log" 2>&1 || { cat "$work/stack.log" >&2; exit 1; }
-fi
-set -a
-# shellcheck disable=SC1091
-. "$DELISTD_STACK_DIR/env"
-set +a
+stop_signal=KILL
+. scripts/bench-common.sh crash-loop
 
 tag="c$(date +%s)"
 desk="t-$tag-desk@example.test"
