@@ -71,18 +71,32 @@ fn requests(d: &Delistd) -> Vec<Request> {
     let a = |role: &str| d.account(role);
     let to = d.delist.address.as_str();
     let mid = |role: &str| format!("{role}-1@senders.example.test");
+    // A plain-text request from the account named `role`, also its envelope sender; the
+    // action and the reply are set by each request below.
+    let typed = |role: &'static str, name: &str, subject: &str, extra: &[(&str, &str)], body: &str| {
+        let from = a(role);
+        Request {
+            role,
+            raw: text_message(&format!("{name} <{}>", from.address), to, subject, &mid(role), extra, body),
+            mail_from: Some(from),
+            message_id: mid(role),
+            action: "ignore",
+            reply: None,
+        }
+    };
     let mut v = Vec::new();
 
     // English, with an envelope sender other than From: the reply follows Return-Path
     // (RFC 3834 §4), so it goes to en-rp and never to en.
-    let (en, en_rp) = (a("en"), a("en-rp"));
+    let en_rp = a("en-rp");
     v.push(Request {
-        role: "en",
-        raw: text_message(
-            &format!("Alice Martin <{}>", en.address),
-            to,
+        mail_from: Some(en_rp.clone()),
+        action: "acknowledge",
+        reply: Some((en_rp, "en", "Delisting request received", "203.0.113.7".into())),
+        ..typed(
+            "en",
+            "Alice Martin",
             "Delisting request for our mail server",
-            &mid("en"),
             &[],
             &format!(
                 "Hello,\n\nOur outgoing server is rejected since this morning. Here is the bounce:\n\n\
@@ -90,32 +104,23 @@ fn requests(d: &Delistd) -> Vec<Request> {
                  Please remove us.\n\nAlice\n",
                 ndr("5.7.511", "203.0.113.7")
             ),
-        ),
-        mail_from: Some(en_rp.clone()),
-        message_id: mid("en"),
-        action: "acknowledge",
-        reply: Some((en_rp, "en", "Delisting request received", "203.0.113.7".into())),
+        )
     });
 
-    let fr = a("fr");
     v.push(Request {
-        role: "fr",
-        raw: text_message(
-            &format!("=?utf-8?q?J=C3=A9r=C3=B4me_Dupont?= <{}>", fr.address),
-            to,
+        action: "acknowledge",
+        reply: Some((a("fr"), "fr", "Demande de retrait de la liste de blocage bien reçue", "198.51.100.44".into())),
+        ..typed(
+            "fr",
+            "=?utf-8?q?J=C3=A9r=C3=B4me_Dupont?=",
             "Demande de retrait de la liste des expéditeurs bloqués",
-            &mid("fr"),
             &[],
             &format!(
                 "Bonjour,\n\nNos messages sont refusés depuis hier. Voici le message d'erreur complet que\n\
                  nous avons reçu :\n\n{}\n\nMerci de bien vouloir nous retirer de la liste.\n\nCordialement,\nJérôme\n",
                 ndr("5.7.511", "198.51.100.44")
             ),
-        ),
-        mail_from: Some(fr.clone()),
-        message_id: mid("fr"),
-        action: "acknowledge",
-        reply: Some((fr, "fr", "Demande de retrait de la liste de blocage bien reçue", "198.51.100.44".into())),
+        )
     });
 
     let ja = a("ja");
@@ -129,115 +134,73 @@ fn requests(d: &Delistd) -> Vec<Request> {
     });
 
     // 5.7.606: the portal, in German.
-    let de = a("de");
     v.push(Request {
-        role: "de",
-        raw: text_message(
-            &format!("Petra Schulz <{}>", de.address),
-            to,
+        action: "redirect_portal",
+        reply: Some((a("de"), "de", "Self-Service-Portal", PORTAL_URL.into())),
+        ..typed(
+            "de",
+            "Petra Schulz",
             "Bitte um Entsperrung unserer IP",
-            &mid("de"),
             &[],
             "Guten Tag,\n\nunsere E-Mails werden mit folgender Fehlermeldung abgewiesen:\n\n\
              550 5.7.606 Access denied, banned sending IP [198.51.100.61]. To request removal from this list please visit \
              https://sender.office.com/ and follow the directions.\n\n\
              Bitte entsperren Sie unsere IP-Adresse. Vielen Dank!\n\nMit freundlichen Grüßen\nPetra Schulz\n",
-        ),
-        mail_from: Some(de.clone()),
-        message_id: mid("de"),
-        action: "redirect_portal",
-        reply: Some((de, "de", "Self-Service-Portal", PORTAL_URL.into())),
+        )
     });
 
     // 5.7.705: a tenant block, in Italian.
-    let it = a("it");
     v.push(Request {
-        role: "it",
-        raw: text_message(
-            &format!("Marco Rossi <{}>", it.address),
-            to,
+        action: "tenant_support",
+        reply: Some((a("it"), "it", "Blocco del tenant", SUPPORT_URL.into())),
+        ..typed(
+            "it",
+            "Marco Rossi",
             "Tutti i nostri utenti sono bloccati",
-            &mid("it"),
             &[],
             "Buongiorno,\n\nda un'ora nessuno dei nostri utenti riesce a inviare messaggi. Ogni messaggio\n\
              viene rifiutato con questo errore:\n\n\
              Remote Server returned '550 5.7.705 Access denied, tenant has exceeded threshold'\n\n\
              Potete sbloccarci? Grazie mille.\n\nCordiali saluti,\nMarco Rossi\n",
-        ),
-        mail_from: Some(it.clone()),
-        message_id: mid("it"),
-        action: "tenant_support",
-        reply: Some((it, "it", "Blocco del tenant", SUPPORT_URL.into())),
+        )
     });
 
     // The code but no IP: we ask for it.
-    let miss = a("miss");
     v.push(Request {
-        role: "miss",
-        raw: text_message(
-            &format!("Noc Team <{}>", miss.address),
-            to,
+        action: "missing_info",
+        reply: Some((a("miss"), "en", "information missing", "IP".into())),
+        ..typed(
+            "miss",
+            "Noc Team",
             "please delist our server",
-            &mid("miss"),
             &[],
             "Hello,\n\nsince this morning our mail is rejected with 5.7.511. Please remove us from\nyour block list.\n\nThanks,\nNoc Team\n",
-        ),
-        mail_from: Some(miss.clone()),
-        message_id: mid("miss"),
-        action: "missing_info",
-        reply: Some((miss, "en", "information missing", "IP".into())),
+        )
     });
 
     // RFC 3834 §2: automatic mail is never answered, whatever it carries.
-    let ooo = a("ooo");
-    v.push(Request {
-        role: "ooo",
-        raw: text_message(
-            &format!("Bob <{}>", ooo.address),
-            to,
-            "Automatic reply: Out of office",
-            &mid("ooo"),
-            &[("Auto-Submitted", "auto-replied")],
-            "I am out of the office until December 1st with limited access to e-mail.\n",
-        ),
-        mail_from: Some(ooo),
-        message_id: mid("ooo"),
-        action: "ignore",
-        reply: None,
-    });
-    let list = a("list");
-    v.push(Request {
-        role: "list",
-        raw: text_message(
-            &format!("Ops list <{}>", list.address),
-            to,
-            "[ops] please delist",
-            &mid("list"),
-            &[("List-Id", "Ops team <ops.example.test>"), ("Precedence", "list")],
-            &format!("{}\n", ndr("5.7.511", "198.51.100.90")),
-        ),
-        mail_from: Some(list),
-        message_id: mid("list"),
-        // A list post that quotes a complete request is not a request (decide.rs).
-        action: "ignore",
-        reply: None,
-    });
-    let spam = a("spam");
-    v.push(Request {
-        role: "spam",
-        raw: text_message(
-            &format!("Someone <{}>", spam.address),
-            to,
-            "please delist",
-            &mid("spam"),
-            &[("X-Spam-Flag", "YES")],
-            &format!("{}\n", ndr("5.7.511", "198.51.100.91")),
-        ),
-        mail_from: Some(spam),
-        message_id: mid("spam"),
-        action: "ignore",
-        reply: None,
-    });
+    v.push(typed(
+        "ooo",
+        "Bob",
+        "Automatic reply: Out of office",
+        &[("Auto-Submitted", "auto-replied")],
+        "I am out of the office until December 1st with limited access to e-mail.\n",
+    ));
+    // A list post that quotes a complete request is not a request (decide.rs).
+    v.push(typed(
+        "list",
+        "Ops list",
+        "[ops] please delist",
+        &[("List-Id", "Ops team <ops.example.test>"), ("Precedence", "list")],
+        &format!("{}\n", ndr("5.7.511", "198.51.100.90")),
+    ));
+    v.push(typed(
+        "spam",
+        "Someone",
+        "please delist",
+        &[("X-Spam-Flag", "YES")],
+        &format!("{}\n", ndr("5.7.511", "198.51.100.91")),
+    ));
     let bounce = format!(
         "From: Mail Delivery System <MAILER-DAEMON@example.test>\nTo: {to}\nSubject: Undelivered Mail Returned to Sender\n\
          Message-ID: <{}>\nAuto-Submitted: auto-replied\nMIME-Version: 1.0\n\
