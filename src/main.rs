@@ -23,7 +23,8 @@ the banned IP in whatever the sender sent, opens a case in SQLite with a 48-hour
 case), and replies from templates in the sender's language. Other codes get the portal (5.7.606-649) or support \
 (5.7.700-750) redirection. Automatic mail (RFC 3834) is never answered.\n\n\
 Exit codes: 0 ok; 1 failure; 2 or 64 bad usage; 3 not found; 4 refused by the case's state; 66 input unreadable; \
-75 server unreachable (try later); 77 login refused; 78 invalid configuration.",
+73 another delistd holds the database (run, reprocess); 75 server unreachable (try later); 77 login refused; \
+78 invalid configuration.",
     after_help = "Start with `delistd demo` (no mail server needed), or `delistd inspect message.eml`."
 )]
 struct Cli {
@@ -83,6 +84,21 @@ enum Command {
         db: Option<PathBuf>,
         /// Message ids (see `cases show`); without any, every quarantined message.
         ids: Vec<i64>,
+        /// Also run messages that were handled already. Their record is updated, but no
+        /// second reply is queued for what was answered, and no second case is opened for an
+        /// IP that has one (open or closed).
+        #[arg(long)]
+        force: bool,
+    },
+    /// See the replies (queued, sent, failed) and queue failed ones again (safe while the daemon runs).
+    Outbox {
+        #[arg(long, short, env = "DELISTD_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// The database, instead of the one named in the config.
+        #[arg(long, global = true, env = "DELISTD_DB")]
+        db: Option<PathBuf>,
+        #[command(subcommand)]
+        command: delistd::cli::outbox::OutboxCmd,
     },
     /// Staff commands over the case database (safe while the daemon runs).
     Cases {
@@ -126,7 +142,8 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(&config),
         Command::Run { config, once } => run_daemon(&config, once),
         Command::Demo { dir } => run_demo(&dir),
-        Command::Reprocess { config, db, ids } => reprocess(&config, db, &ids),
+        Command::Reprocess { config, db, ids, force } => reprocess(&config, db, &ids, force),
+        Command::Outbox { config, db, command } => outbox(&config, db, command),
         Command::Cases { config, db, command } => cases(&config, db, command),
     };
     exit.into()
@@ -246,6 +263,9 @@ fn run_daemon(path: &std::path::Path, once: bool) -> Exit {
                 // Retrying will not fix refused credentials: say so, so a timer unit or a
                 // script does not loop on it.
                 daemon::DaemonError::Imap(delistd::intake::imap::ImapError::Login { .. }) => Exit::NoPerm,
+                daemon::DaemonError::Instance(daemon::instance::InstanceError::Held { .. }) => {
+                    Exit::Code(daemon::instance::INSTANCE_LOCKED_EXIT)
+                }
                 daemon::DaemonError::Imap(_) | daemon::DaemonError::Send(_) => Exit::TempFail,
                 _ => Exit::Failure,
             }
@@ -335,7 +355,7 @@ fn cases(config: &std::path::Path, db: Option<PathBuf>, command: CasesCmd) -> Ex
     }
 }
 
-fn reprocess(config: &std::path::Path, db: Option<PathBuf>, ids: &[i64]) -> Exit {
+fn reprocess(config: &std::path::Path, db: Option<PathBuf>, ids: &[i64], force: bool) -> Exit {
     let cfg = match Config::load_with(config, delistd::config::Secrets::Skip) {
         Ok(c) => c,
         Err(e) => {
@@ -351,7 +371,18 @@ fn reprocess(config: &std::path::Path, db: Option<PathBuf>, ids: &[i64]) -> Exit
             return Exit::Config;
         }
     };
-    let mut store = match delistd::cases::Store::open(&db, pipeline.store_options()) {
+    // Same lock as `run`: a daemon on this database would race us for the same messages.
+    let _instance = match daemon::instance::acquire(&db) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("delistd: {e}");
+            return match e {
+                daemon::instance::InstanceError::Held { .. } => Exit::Code(daemon::instance::INSTANCE_LOCKED_EXIT),
+                _ => Exit::Failure,
+            };
+        }
+    };
+    let mut store = match delistd::cases::Store::open_checked(&db, pipeline.store_options()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("delistd: {}: {e}", db.display());
@@ -375,15 +406,22 @@ fn reprocess(config: &std::path::Path, db: Option<PathBuf>, ids: &[i64]) -> Exit
     }
     let mut exit = Exit::Ok;
     for (n, id) in ids.iter().enumerate() {
-        match pipeline.reprocess(&mut store, *id, jiff::Timestamp::now()) {
+        match pipeline.reprocess(&mut store, *id, jiff::Timestamp::now(), force) {
             Ok(p) => println!(
-                "[{}/{}] message {}: {} {}",
+                "[{}/{}] message {}: {} {}{}",
                 n + 1,
                 ids.len(),
                 id.0,
                 p.action.map(|a| a.to_string()).unwrap_or_else(|| "quarantined again".into()),
-                p.cases.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" ")
+                p.cases.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" "),
+                if p.queued_reply { " (reply queued)" } else { "" }
             ),
+            Err(e @ delistd::pipeline::PipelineError::Refused(_)) => {
+                eprintln!("delistd: message {}: {e}", id.0);
+                if exit == Exit::Ok {
+                    exit = Exit::Code(delistd::cli::cases::EXIT_REFUSED);
+                }
+            }
             Err(e) => {
                 eprintln!("delistd: message {}: {e}", id.0);
                 exit = Exit::Failure;
@@ -391,4 +429,19 @@ fn reprocess(config: &std::path::Path, db: Option<PathBuf>, ids: &[i64]) -> Exit
         }
     }
     exit
+}
+
+fn outbox(config: &std::path::Path, db: Option<PathBuf>, command: delistd::cli::outbox::OutboxCmd) -> Exit {
+    let (db, _) = match staff_db(config, db) {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    let stdout = std::io::stdout();
+    match delistd::cli::outbox::run(command, &db, jiff::Timestamp::now(), &mut stdout.lock()) {
+        Ok(()) => Exit::Ok,
+        Err(e) => {
+            eprintln!("delistd: {e}");
+            Exit::Code(e.exit_code())
+        }
+    }
 }

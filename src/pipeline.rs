@@ -33,6 +33,9 @@ pub enum PipelineError {
     Store(#[from] StoreError),
     #[error("templates: {0}")]
     Templates(#[from] crate::reply::RenderError),
+    /// Asked to do what would repeat an action (reprocessing a handled message without --force).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// What replies need from the configuration.
@@ -92,6 +95,9 @@ struct Taken<'a> {
     fetched: &'a Fetched,
     sha: &'a str,
     existing: Option<MessageId>,
+    /// `existing` was handled before (not quarantined): it may have a case and a reply
+    /// already, which must not be made twice.
+    handled_before: bool,
 }
 
 /// The result of taking one message through.
@@ -186,7 +192,7 @@ impl Pipeline {
         // Extraction is written never to panic; if it does anyway, the message is kept
         // aside with the reason rather than taking the daemon down.
         let ev = match catch_unwind(AssertUnwindSafe(|| extract(&f.raw, &self.extract))) {
-            Ok(ev) => ev,
+            Ok(ev) => with_source_size(ev, f),
             Err(panic) => {
                 let why = panic
                     .downcast_ref::<&str>()
@@ -202,7 +208,7 @@ impl Pipeline {
         }
 
         let d = self.decide_with_store(store, &ev)?;
-        self.record(store, Taken { fetched: f, sha: &sha, existing: None }, &ev, &d, now)
+        self.record(store, Taken { fetched: f, sha: &sha, existing: None, handled_before: false }, &ev, &d, now)
     }
 
     fn decide_with_store(&self, store: &Store, ev: &Evidence) -> Result<Decision, StoreError> {
@@ -223,8 +229,30 @@ impl Pipeline {
 
     /// Run a recorded message (a quarantined one, usually) through again, updating its record
     /// in place: `delistd reprocess`. Its place in the source does not change.
-    pub fn reprocess(&self, store: &mut Store, id: MessageId, now: Timestamp) -> Result<Processed, PipelineError> {
+    ///
+    /// Only a quarantined message, unless `force`: a handled one would be answered again.
+    /// With `force`, its record is updated, but no reply is queued if one was queued for it
+    /// before, and no case is opened where it opened one, or where its IP has one in any state.
+    ///
+    /// One transaction, look-ups included, so a daemon (or another staff command) cannot
+    /// change their answer before the commit.
+    pub fn reprocess(&self, store: &mut Store, id: MessageId, now: Timestamp, force: bool) -> Result<Processed, PipelineError> {
+        let mut batch = store.batch()?;
+        let done = self.reprocess_in(&mut batch, id, now, force)?;
+        batch.commit()?;
+        Ok(done)
+    }
+
+    fn reprocess_in(&self, store: &mut Store, id: MessageId, now: Timestamp, force: bool) -> Result<Processed, PipelineError> {
         let row = store.message(id)?.ok_or_else(|| StoreError::Invalid(format!("no message {}", id.0)))?;
+        let handled_before = row.outcome != Outcome::Quarantined.as_str();
+        if handled_before && !force {
+            return Err(PipelineError::Refused(format!(
+                "message {} was handled already ({}), not quarantined; `delistd reprocess --force {}` runs it \
+                 again without a second reply or case",
+                id.0, row.outcome, id.0
+            )));
+        }
         let raw = store
             .message_raw(id)?
             .ok_or_else(|| StoreError::Invalid(format!("message {} has no stored copy to reprocess", id.0)))?;
@@ -237,7 +265,7 @@ impl Pipeline {
         let f = Fetched { key, size: row.size, raw };
         let sha = sha256_hex(&f.raw);
         let ev = match catch_unwind(AssertUnwindSafe(|| extract(&f.raw, &self.extract))) {
-            Ok(ev) => ev,
+            Ok(ev) => with_source_size(ev, &f),
             Err(_) => {
                 let tx = store.transaction()?;
                 tx.set_outcome(id, Outcome::Quarantined, Some("extraction failed again on reprocess"))?;
@@ -246,7 +274,7 @@ impl Pipeline {
             }
         };
         let d = self.decide_with_store(store, &ev)?;
-        self.record(store, Taken { fetched: &f, sha: &sha, existing: Some(id) }, &ev, &d, now)
+        self.record(store, Taken { fetched: &f, sha: &sha, existing: Some(id), handled_before }, &ev, &d, now)
     }
 
     /// A message already recorded under the same Message-ID from the same sender.
@@ -313,23 +341,41 @@ impl Pipeline {
         d: &Decision,
         now: Timestamp,
     ) -> Result<Processed, PipelineError> {
-        let Taken { fetched: f, sha, existing } = taken;
+        let Taken { fetched: f, sha, existing, handled_before } = taken;
         let sender = reply_recipient(ev).or(ev.headers.from.as_deref()).unwrap_or("").to_string();
         // Look-ups first (the transaction below is the only write).
         let mut existing_for_ip: Vec<(IpAddr, Option<crate::cases::CaseRow>)> = Vec::new();
         if d.action == Action::Acknowledge || (d.action == Action::FollowUp && d.reply == Some(crate::decide::ReplyKind::Acknowledge)) {
             for ip in &d.banned_ips {
-                existing_for_ip.push((*ip, store.open_case_for_ip(*ip)?));
+                let case = match store.open_case_for_ip(*ip)? {
+                    // Run again by force: a case the IP had, closed since, is still the answer
+                    // to this same request; a second one would be a second case for it.
+                    None if handled_before => store.latest_case_for_ip(*ip)?,
+                    c => c,
+                };
+                existing_for_ip.push((*ip, case));
             }
         }
+        // The case(s) this message opened when it was handled before, to use again.
+        let opened_before = match (existing, handled_before) {
+            (Some(id), true) => store.cases_opened_by(id)?,
+            _ => Vec::new(),
+        };
+        let answered_before = match (existing, handled_before) {
+            (Some(id), true) => store.replies_caused_by(id)? > 0,
+            _ => false,
+        };
         let recipient = reply_recipient(ev).map(str::to_string);
         let suppressed = match (&d.reply, &recipient) {
             (None, _) => None,
+            (Some(_), _) if answered_before => Some("answered already (message run again)".to_string()),
             (Some(_), None) => Some("no address to reply to (null or missing Return-Path and From)".to_string()),
             (Some(_), Some(to)) if self.is_ourselves(to) => Some(format!("{to} is our own address")),
             (Some(_), Some(to)) => {
                 let since = now - SignedDuration::from_hours(24);
-                let n = store.replies_sent_to_since(to, since)?;
+                // Bounded on both sides: replies queued "later" than now were queued while
+                // the clock was ahead, and must not hold this sender back until it catches up.
+                let n = store.replies_sent_to_between(to, since, now)?;
                 (n >= self.max_per_day).then(|| format!("{n} replies to {to} in 24 h already (limit {})", self.max_per_day))
             }
         };
@@ -399,7 +445,13 @@ impl Pipeline {
                     }
                 }
             }
-            Action::MissingInfo => cases.push(tx.open_case(&new_case(None, true), now)?),
+            Action::MissingInfo => match opened_before.first() {
+                Some(r) => {
+                    tx.add_event(&event(*r, EventKind::Message, "message run again".into()))?;
+                    cases.push(*r);
+                }
+                None => cases.push(tx.open_case(&new_case(None, true), now)?),
+            },
             Action::RedirectPortal | Action::TenantSupport => {}
             Action::Ignore => {
                 if let Some(r) = d.case_ref {
@@ -505,4 +557,15 @@ impl crate::cases::ReplyComposer for Composer {
         let raw = compose(&envelope, req.reply).map_err(|e| crate::cases::ComposeError(e.to_string()))?;
         Ok(crate::cases::ComposedReply { message_id, raw })
     }
+}
+
+/// The evidence of a message as the source had it: a message larger than the cap was read
+/// only up to the cap (the reader stops there), so `extract`, which sees exactly the cap,
+/// cannot tell by itself; the size the source reports can.
+fn with_source_size(mut ev: Evidence, f: &Fetched) -> Evidence {
+    if f.size > f.raw.len() as u64 {
+        ev.truncated = true;
+        ev.size = ev.size.max(usize::try_from(f.size).unwrap_or(usize::MAX));
+    }
+    ev
 }

@@ -12,9 +12,12 @@
 //! [`jiff::Timestamp`] in Rust. No method reads the clock: every one that depends on time
 //! takes `now`, so tests and replays control it.
 
+pub mod integrity;
 pub mod model;
 pub mod outbox;
+pub mod rerun;
 pub mod schema;
+pub mod shared;
 pub mod sla;
 pub mod staff;
 pub mod store;
@@ -28,6 +31,7 @@ pub use model::{
     NewReply, OutboxId, OutboxRow, OutboxState, Outcome, RawMessage,
 };
 pub use outbox::{ComposeError, ComposeRequest, ComposedReply, ReplyComposer};
+pub use shared::{lock, SharedStore};
 pub use sla::{SlaStatus, Stats};
 pub use staff::{CaseDetail, CaseFilter, Resolution, Resolve};
 pub use store::{Store, StoreOptions, Tx};
@@ -60,6 +64,30 @@ pub enum StoreError {
     BadSchema(String),
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// `PRAGMA quick_check` found the file damaged: nothing is written to it.
+    #[error("the database {path} is damaged ({detail}); restore it from a backup, or move it aside to start a new one")]
+    Corrupt { path: String, detail: String },
+    /// The file the store opened is no longer the one at its path (deleted, or replaced).
+    #[error("the database {path} {what} while delistd was using it; stopping rather than writing into a file nobody will read")]
+    FileChanged { path: String, what: &'static str },
+    /// A reply is not in the state an outbox step expects (another process moved it).
+    #[error("reply {id} is {state}, not queued")]
+    ReplyState { id: OutboxId, state: String },
+}
+
+impl StoreError {
+    /// Another connection holds the lock beyond the busy timeout: the same step can succeed
+    /// later. Everything else is about the data or the file, and a retry would not help.
+    pub fn is_transient(&self) -> bool {
+        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+        match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(e.code, DatabaseBusy | DatabaseLocked),
+            StoreError::Migration { source: rusqlite::Error::SqliteFailure(e, _), .. } => {
+                matches!(e.code, DatabaseBusy | DatabaseLocked)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Lower-case hex SHA-256 of a raw message: the content key of `messages.sha256`.

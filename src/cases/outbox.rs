@@ -7,7 +7,7 @@
 use jiff::Timestamp;
 use rusqlite::{params, Connection};
 
-use super::model::{EventKind, NewEvent, NewReply, OutboxId, OutboxRow};
+use super::model::{EventKind, NewEvent, NewReply, OutboxId, OutboxRow, OutboxState};
 use super::store::add_event;
 use super::{Store, StoreError, DAEMON_ACTOR};
 use crate::reply::RenderedReply;
@@ -90,6 +90,81 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Move retry targets that lie further ahead than `max` back to `now + max`.
+    ///
+    /// A target can only lie that far ahead if it was computed while the clock was ahead
+    /// (a year, say): without this, a reply that failed then would wait until the clock
+    /// catches up. Cheap: a range of the `outbox_due` index, empty in normal operation.
+    pub fn clamp_retry_targets(&self, now: Timestamp, max: std::time::Duration) -> Result<(), StoreError> {
+        let limit = now.as_second().saturating_add(i64::try_from(max.as_secs()).unwrap_or(i64::MAX));
+        let n = self
+            .conn
+            .prepare_cached("UPDATE outbox SET next_attempt_at = ?1 WHERE state = 'queued' AND next_attempt_at > ?1")?
+            .execute(params![limit])?;
+        if n > 0 {
+            tracing::warn!(replies = n, "retry times lay beyond the longest backoff (the clock was ahead); brought forward");
+        }
+        Ok(())
+    }
+
+    /// Replies for `delistd outbox list`: the newest first, of one state or all.
+    pub fn outbox_rows(&self, state: Option<OutboxState>, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM outbox WHERE (?1 IS NULL OR state = ?1) ORDER BY id DESC LIMIT ?2",
+            OutboxRow::COLUMNS
+        );
+        let mut st = self.conn.prepare(&sql)?;
+        let rows = st.query_map(params![state.map(|s| s.as_str()), limit], OutboxRow::from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Put failed replies back in the queue, due now, with their attempts counted afresh
+    /// (`delistd outbox retry`). The bytes are not touched: the reply keeps its Message-ID,
+    /// so a recipient who got an earlier copy after all sees the same message. `ids` empty:
+    /// every failed reply. Returns the ids requeued; an id that is not failed is an error
+    /// naming its state, and nothing is requeued.
+    pub fn requeue_failed(&mut self, ids: &[OutboxId], actor: &str, now: Timestamp) -> Result<Vec<OutboxId>, StoreError> {
+        let tx = self.transaction()?;
+        let ids: Vec<OutboxId> = if ids.is_empty() {
+            let mut st = tx.tx.prepare("SELECT id FROM outbox WHERE state = 'failed' ORDER BY id")?;
+            let rows = st.query_map([], |r| r.get(0).map(OutboxId))?;
+            rows.collect::<Result<_, _>>()?
+        } else {
+            ids.to_vec()
+        };
+        for id in &ids {
+            use rusqlite::OptionalExtension;
+            let row: Option<(String, Option<i64>, Option<i64>)> = tx
+                .tx
+                .query_row("SELECT state, case_id, caused_by FROM outbox WHERE id = ?1", [id.0], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()?;
+            let (state, case, caused_by) = row.ok_or_else(|| StoreError::Invalid(format!("no reply {id}")))?;
+            if state != "failed" {
+                return Err(StoreError::ReplyState { id: *id, state });
+            }
+            tx.tx
+                .prepare_cached(
+                    "UPDATE outbox SET state = 'queued', attempts = 0, next_attempt_at = ?2 WHERE id = ?1",
+                )?
+                .execute(params![id.0, now.as_second()])?;
+            if let Some(case) = case {
+                tx.add_event(&NewEvent {
+                    case: CaseRef(case),
+                    kind: EventKind::ReplyQueued,
+                    actor: actor.to_string(),
+                    text: Some(format!("failed reply {id} queued again")),
+                    message: caused_by.map(super::MessageId),
+                    outbox: Some(*id),
+                    at: now,
+                })?;
+            }
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
     pub fn outbox_row(&self, id: OutboxId) -> Result<Option<OutboxRow>, StoreError> {
         use rusqlite::OptionalExtension;
         let sql = format!("SELECT {} FROM outbox WHERE id = ?1", OutboxRow::COLUMNS);
@@ -119,9 +194,20 @@ impl Store {
             )?
             .execute(params![id.0, error, next_at.as_second()])?;
         if n == 0 {
-            return Err(StoreError::Invalid(format!("no queued reply {id}")));
+            return Err(self.not_queued(id)?);
         }
         Ok(())
+    }
+
+    /// Why a step that expects a queued reply found none: the reply's current state.
+    fn not_queued(&self, id: OutboxId) -> Result<StoreError, StoreError> {
+        use rusqlite::OptionalExtension;
+        let state: Option<String> =
+            self.conn.query_row("SELECT state FROM outbox WHERE id = ?1", [id.0], |r| r.get(0)).optional()?;
+        Ok(match state {
+            Some(state) => StoreError::ReplyState { id, state },
+            None => StoreError::Invalid(format!("no reply {id}")),
+        })
     }
 
     /// A permanent failure, or too many attempts: give up.
@@ -149,7 +235,16 @@ impl Store {
         let tx = self.transaction()?;
         let n = tx.tx.prepare_cached(sql)?.execute(p)?;
         if n == 0 {
-            return Err(StoreError::Invalid(format!("no queued reply {id}")));
+            drop(tx);
+            return match self.not_queued(id)? {
+                // Marked so already (by an earlier attempt whose commit we did not see, or by
+                // another process): nothing to do, and no second history entry.
+                StoreError::ReplyState { state, .. } if state == kind_target(kind) => {
+                    tracing::debug!(reply = %id, state, "reply already marked");
+                    Ok(())
+                }
+                e => Err(e),
+            };
         }
         let (case, caused_by): (Option<i64>, Option<i64>) =
             tx.tx.query_row("SELECT case_id, caused_by FROM outbox WHERE id = ?1", [id.0], |r| {
@@ -167,5 +262,14 @@ impl Store {
             })?;
         }
         tx.commit()
+    }
+}
+
+/// The outbox state an outbox history entry records.
+fn kind_target(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::ReplySent => "sent",
+        EventKind::ReplyFailed => "failed",
+        _ => "queued",
     }
 }

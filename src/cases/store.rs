@@ -46,6 +46,8 @@ pub struct Store {
     pub(crate) sla: SignedDuration,
     /// A transaction inside the open [`Batch`] was dropped without committing.
     batch_failed: Cell<bool>,
+    /// Device and inode of the file when it was opened (see [`Store::check_file`]).
+    pub(crate) file: Option<super::integrity::FileId>,
 }
 
 impl std::fmt::Debug for Store {
@@ -56,7 +58,8 @@ impl std::fmt::Debug for Store {
 
 /// The rate limit's count (see `Store::replies_sent_to_since`).
 const REPLIES_TO_SINCE: &str =
-    "SELECT count(*) FROM outbox WHERE recipient = ?1 AND queued_at >= ?2 AND state IN ('queued', 'sent')";
+    "SELECT count(*) FROM outbox WHERE recipient = ?1 AND queued_at >= ?2 AND queued_at <= ?3 \
+     AND state IN ('queued', 'sent')";
 
 impl Store {
     /// Open (creating it if needed) and migrate the database at `path`.
@@ -75,7 +78,8 @@ impl Store {
         }
         schema::configure(&conn, opts.busy_timeout)?;
         schema::migrate(&mut conn, &schema::migrations()?)?;
-        Ok(Store { conn, sla: opts.sla, batch_failed: Cell::new(false) })
+        let file = super::integrity::FileId::of_connection(&conn);
+        Ok(Store { conn, sla: opts.sla, batch_failed: Cell::new(false), file })
     }
 
     pub fn sla(&self) -> SignedDuration {
@@ -163,10 +167,16 @@ impl Store {
     /// Runs for every message that would get a reply, so it is answered from the
     /// `outbox_by_recipient` index alone (schema version 2), without a table row per reply.
     pub fn replies_sent_to_since(&self, recipient: &str, since: Timestamp) -> Result<u32, StoreError> {
+        self.replies_sent_to_between(recipient, since, Timestamp::MAX)
+    }
+
+    /// [`Store::replies_sent_to_since`], and not after `until` (the window ends now: replies
+    /// stamped later were queued while the clock ran ahead).
+    pub fn replies_sent_to_between(&self, recipient: &str, since: Timestamp, until: Timestamp) -> Result<u32, StoreError> {
         let n: i64 = self
             .conn
             .prepare_cached(REPLIES_TO_SINCE)?
-            .query_row(params![recipient, since.as_second()], |r| r.get(0))?;
+            .query_row(params![recipient, since.as_second(), until.as_second()], |r| r.get(0))?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
@@ -773,7 +783,7 @@ pub(crate) mod tests {
             .connection()
             .prepare(&format!("EXPLAIN QUERY PLAN {REPLIES_TO_SINCE}"))
             .unwrap()
-            .query_map(params!["a@example.com", 0], |r| r.get(3))
+            .query_map(params!["a@example.com", 0, 1], |r| r.get(3))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
@@ -800,8 +810,13 @@ pub(crate) mod tests {
         assert_eq!(again[0].last_error.as_deref(), Some("421 try later"));
         s.mark_failed(again[0].id, "550 mailbox unavailable", t("2025-03-01T10:05:01Z")).unwrap();
         assert!(s.due_replies(t("2030-01-01T00:00:00Z"), 10).unwrap().is_empty());
-        // A reply is marked once.
-        assert!(s.mark_sent(due[0].id, t0).is_err());
+        // Marked the same way again (an earlier commit we did not see, another process):
+        // nothing happens, and the history keeps one entry. Marked otherwise: an error that
+        // names the state.
+        s.mark_sent(due[0].id, t0).unwrap();
+        assert!(matches!(s.mark_failed(due[0].id, "late", t0), Err(StoreError::ReplyState { ref state, .. }) if state == "sent"));
+        assert!(matches!(s.mark_retry(due[0].id, "late", t0), Err(StoreError::ReplyState { .. })));
+        s.mark_failed(again[0].id, "550 again", t("2025-03-01T10:05:02Z")).unwrap();
 
         let sent = s.outbox_row(due[0].id).unwrap().unwrap();
         assert_eq!((sent.state, sent.sent_at), (OutboxState::Sent, Some(t("2025-03-01T10:00:05Z"))));
@@ -913,7 +928,7 @@ pub(crate) mod tests {
         let other = Store::open(&path, StoreOptions::default()).unwrap();
         assert_eq!(other.outbox_row(id).unwrap().unwrap().state, OutboxState::Sent);
         // And FULL again after a failure inside.
-        assert!(s.without_sync(|s| s.mark_sent(id, now)).is_err());
+        assert!(s.without_sync(|s| s.mark_failed(id, "late", now)).is_err());
         assert_eq!(sync(&s), 2);
     }
 }

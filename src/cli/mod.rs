@@ -3,6 +3,7 @@
 
 pub mod cases;
 pub mod inspect;
+pub mod outbox;
 
 use std::process::ExitCode;
 

@@ -15,8 +15,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 use super::send::{FileSink, SendError, SmtpConn, SmtpConnector};
-use crate::cases::{OutboxRow, StoreError};
-use crate::daemon::{lock, SharedStore};
+use crate::cases::{lock, OutboxRow, SharedStore, StoreError};
 
 /// How long a reply is retried before it is given up (and staff see it as failed).
 const GIVE_UP_AFTER_ATTEMPTS: u32 = 25;
@@ -44,12 +43,14 @@ pub struct OutboxStats {
 }
 
 /// What one round did.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default)]
 struct Round {
     sent: u64,
     failed: u64,
     /// Some reply failed for now and waits for a retry.
     transient: bool,
+    /// The server could not be used at all (first such error).
+    server_down: Option<SendError>,
 }
 
 pub struct Outbox {
@@ -57,10 +58,41 @@ pub struct Outbox {
     connections: usize,
 }
 
+/// The longest a reply waits between two attempts.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
+
 /// Delay before attempt `n + 1` after `n` failures: 30 s doubling, at most an hour.
 pub fn retry_delay(attempts: u32) -> Duration {
     let exp = attempts.min(7);
-    Duration::from_secs((30u64 << exp).min(3600))
+    Duration::from_secs(30u64 << exp).min(MAX_RETRY_DELAY)
+}
+
+/// The longest the loop stays without telling its heartbeat it is alive while it waits.
+const BEAT_EVERY: Duration = Duration::from_secs(5);
+
+/// Wait `d` (or until stopped, or woken), telling `beat` every few seconds that this is a
+/// healthy idle, not a stuck loop.
+async fn pause(d: Duration, wake: Option<&Notify>, stop: &mut watch::Receiver<bool>, beat: &(dyn Fn() + Send + Sync)) {
+    let until = tokio::time::Instant::now() + d;
+    loop {
+        beat();
+        let now = tokio::time::Instant::now();
+        if now >= until || *stop.borrow() {
+            return;
+        }
+        let slice = (until - now).min(BEAT_EVERY);
+        let woken = async {
+            match wake {
+                Some(w) => w.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(slice) => {}
+            _ = woken => return,
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// Record the outcome of one attempt, right after the server answered for it. Returns what
@@ -75,15 +107,46 @@ pub fn retry_delay(attempts: u32) -> Duration {
 /// intake) or checkpoint takes it along. A power cut before that forgets the mark and the
 /// reply is sent again after the restart, with the same Message-ID; a kill of the daemon
 /// loses nothing.
-fn record(store: &SharedStore, row: &OutboxRow, result: Result<(), SendError>) -> Result<Round, StoreError> {
-    let now = jiff::Timestamp::now();
-    lock(store).without_sync(|store| record_now(store, row, result, now))
+///
+/// The server's answer is the one thing that cannot be asked again, so a busy database does
+/// not lose it: the mark is retried with backoff until it is written (a reply accepted but
+/// left `queued` would be sent a second time). A reply that another process marked in the
+/// meantime is left as it is.
+async fn record(
+    store: &SharedStore,
+    row: &OutboxRow,
+    result: Result<(), SendError>,
+    beat: &(dyn Fn() + Send + Sync),
+) -> Result<Round, StoreError> {
+    let mut backoff = crate::net::Backoff::new(Duration::from_secs(16));
+    let mut never = watch::channel(false).1;
+    loop {
+        let now = jiff::Timestamp::now();
+        let recorded = lock(store).without_sync(|store| record_now(store, row, &result, now));
+        match recorded {
+            Ok(r) => return Ok(r),
+            Err(StoreError::ReplyState { id, state }) => {
+                tracing::warn!(reply = %row.message_id, outbox_id = %id, state, "reply changed by another process; left as it is");
+                return Ok(Round::default());
+            }
+            Err(e) if e.is_transient() => {
+                let wait = backoff.step();
+                tracing::error!(
+                    reply = %row.message_id, to = %row.recipient, error = %e, retry_in_s = wait.as_secs(),
+                    outcome = if result.is_ok() { "sent" } else { "not sent" },
+                    "cannot record the reply's outcome (database busy); keeping it and retrying"
+                );
+                pause(wait, None, &mut never, beat).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn record_now(
     store: &mut crate::cases::Store,
     row: &OutboxRow,
-    result: Result<(), SendError>,
+    result: &Result<(), SendError>,
     now: jiff::Timestamp,
 ) -> Result<Round, StoreError> {
     match result {
@@ -116,6 +179,11 @@ impl Outbox {
     ///
     /// `store` is the daemon's one database connection, shared with intake (see
     /// [`SharedStore`]); it is held only for the queries, never while a reply is on the wire.
+    /// `beat` is called whenever the loop made progress or waits in good health (the
+    /// daemon's watchdog listens to it).
+    ///
+    /// Returns only on stop, or with an error the loop cannot get past (a damaged or vanished
+    /// database): a busy database and an unreachable server are waited out here.
     pub async fn run(
         self,
         store: SharedStore,
@@ -123,40 +191,55 @@ impl Outbox {
         mut stop: watch::Receiver<bool>,
         intake_done: Arc<AtomicBool>,
         once: bool,
-    ) -> Result<OutboxStats, crate::daemon::DaemonError> {
+        beat: &(dyn Fn() + Send + Sync),
+    ) -> Result<OutboxStats, StoreError> {
         let mut stats = OutboxStats::default();
         let mut conns: Vec<Option<SmtpConn>> = (0..self.connections).map(|_| None).collect();
         let mut backoff = crate::net::Backoff::new(Duration::from_secs(64));
         loop {
+            beat();
             if *stop.borrow() {
                 break;
             }
             let finished_intake = intake_done.load(Ordering::SeqCst);
-            let due = lock(&store).due_replies(jiff::Timestamp::now(), ROUND)?;
+            let now = jiff::Timestamp::now();
+            let due = {
+                let store = lock(&store);
+                store.check_file().and_then(|()| store.clamp_retry_targets(now, MAX_RETRY_DELAY)).and_then(|()| store.due_replies(now, ROUND))
+            };
+            let due = match due {
+                Ok(d) => d,
+                Err(e) if e.is_transient() => {
+                    let wait = backoff.step();
+                    tracing::warn!(error = %e, retry_in_s = wait.as_secs(), "outbox: database busy; replies wait");
+                    pause(wait, None, &mut stop, beat).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if due.is_empty() {
                 // In once mode, replies waiting for a later retry are left for the next run.
                 if once && finished_intake {
                     break;
                 }
-                tokio::select! {
-                    _ = wake.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(15)) => {}
-                    _ = stop.changed() => {}
-                }
+                pause(Duration::from_secs(15), Some(&wake), &mut stop, beat).await;
                 continue;
             }
-            let round = self.send_round(&store, &due, &mut conns).await?;
+            let round = self.send_round(&store, &due, &mut conns, beat).await?;
             stats.sent += round.sent;
             stats.failed += round.failed;
-            if round.transient {
+            if round.transient || round.server_down.is_some() {
+                let wait = backoff.step();
+                if let Some(e) = &round.server_down {
+                    tracing::error!(
+                        error = %e, retry_in_s = wait.as_secs(),
+                        "SMTP server unusable (connection, TLS, greeting or login); replies stay queued"
+                    );
+                }
                 if once && finished_intake {
                     break;
                 }
-                let wait = backoff.step();
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = stop.changed() => {}
-                }
+                pause(wait, None, &mut stop, beat).await;
             } else {
                 backoff.reset();
             }
@@ -168,23 +251,31 @@ impl Outbox {
     }
 
     /// Send `due` over up to `connections` connections at once, each reused across rounds,
-    /// recording each reply's outcome as soon as the server has answered for it.
+    /// recording each reply's outcome as soon as the server has answered for it. A worker
+    /// that cannot get a usable connection (the server is down, refuses TLS or our login)
+    /// stops: that is about the server, not the reply, and the reply is not charged an attempt.
     async fn send_round(
         &self,
         store: &SharedStore,
         due: &[OutboxRow],
         conns: &mut [Option<SmtpConn>],
+        beat: &(dyn Fn() + Send + Sync),
     ) -> Result<Round, StoreError> {
         let mut total = Round::default();
         let mut add = |r: Round| {
             total.sent += r.sent;
             total.failed += r.failed;
             total.transient |= r.transient;
+            if total.server_down.is_none() {
+                total.server_down = r.server_down;
+            }
         };
         match &self.transport {
             Transport::Files(sink) => {
                 for row in due {
-                    add(record(store, row, sink.write(&row.message_id, &row.recipient, &row.raw).map(|_| ()))?);
+                    let written = sink.write(&row.message_id, &row.recipient, &row.raw).map(|_| ());
+                    add(record(store, row, written, beat).await?);
+                    beat();
                 }
             }
             Transport::Smtp(connector) => {
@@ -192,7 +283,16 @@ impl Outbox {
                 let work = conns.iter_mut().take(n).enumerate().map(|(w, slot)| async move {
                     let mut mine = Round::default();
                     for row in due.iter().skip(w).step_by(n) {
-                        let r = record(store, row, send_one(connector, slot, row).await)?;
+                        let attempt = match send_one(connector, slot, row).await {
+                            Ok(()) => Ok(()),
+                            Err(Failure::Reply(e)) => Err(e),
+                            Err(Failure::Server(e)) => {
+                                mine.server_down = Some(e);
+                                break;
+                            }
+                        };
+                        let r = record(store, row, attempt, beat).await?;
+                        beat();
                         mine.sent += r.sent;
                         mine.failed += r.failed;
                         mine.transient |= r.transient;
@@ -208,21 +308,30 @@ impl Outbox {
     }
 }
 
+/// Why a reply was not sent.
+enum Failure {
+    /// Connecting, TLS, the greeting or AUTH failed: the server is at fault, not the reply.
+    Server(SendError),
+    /// The server answered for this reply (a per-message or per-recipient refusal, or the
+    /// connection broke while it was on the wire).
+    Reply(SendError),
+}
+
 /// Send one reply on the connection in `slot`, opening (or re-opening) it as needed.
-async fn send_one(connector: &SmtpConnector, slot: &mut Option<SmtpConn>, row: &OutboxRow) -> Result<(), SendError> {
+async fn send_one(connector: &SmtpConnector, slot: &mut Option<SmtpConn>, row: &OutboxRow) -> Result<(), Failure> {
     if slot.as_ref().is_some_and(|c| c.is_broken()) {
         *slot = None;
     }
     if slot.is_none() {
-        *slot = Some(connector.connect().await?);
+        *slot = Some(connector.connect().await.map_err(Failure::Server)?);
     }
-    let Some(conn) = slot.as_mut() else { return Err(SendError::Transient("no connection".into())) };
+    let Some(conn) = slot.as_mut() else { return Err(Failure::Server(SendError::Transient("no connection".into()))) };
     let r = conn.send(&row.recipient, &row.raw).await;
     if matches!(r, Err(SendError::Transient(_))) {
         // The connection may be in any state now; start the next message on a fresh one.
         *slot = None;
     }
-    r
+    r.map_err(Failure::Reply)
 }
 
 #[cfg(test)]
