@@ -26,6 +26,7 @@
 //! * [`net`]      TCP + TLS (rustls) connections and backoff, shared by IMAP and SMTP.
 //! * [`demo`]     the embedded example Maildir behind `delistd demo`.
 //! * [`config`]   the TOML file, validated once with line-precise errors.
+//! * [`redact`]   keeps passwords out of every log line, the protocol libraries' included.
 //! * [`cli`]      the commands of the binary (`inspect`, `run`, `cases ...`).
 //! * [`types`]    small domain values shared by every step (status codes, case references, languages).
 
@@ -39,5 +40,6 @@ pub mod extract;
 pub mod intake;
 pub mod net;
 pub mod pipeline;
+pub mod redact;
 pub mod reply;
 pub mod types;

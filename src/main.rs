@@ -117,7 +117,10 @@ fn init_logs(format: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("DELISTD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Every line passes the redactor: the protocol libraries trace their wire (see `redact`).
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(delistd::redact::Redacting(std::io::stderr));
     if format == "json" {
         builder.json().init();
     } else if under_journald {
@@ -240,6 +243,12 @@ fn run_daemon(path: &std::path::Path, once: bool) -> Exit {
             return Exit::Config;
         }
     };
+    if let delistd::config::Intake::Imap(i) = &cfg.intake {
+        delistd::redact::register(i.password.expose(), Some(&i.user));
+    }
+    if let Some((user, password)) = cfg.smtp.as_ref().and_then(|s| s.auth.as_ref()) {
+        delistd::redact::register(password.expose(), Some(user));
+    }
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {

@@ -85,6 +85,9 @@ fn shipped_unit_has_what_the_daemon_relies_on() {
         "LoadCredential=smtp-password:/etc/delistd/smtp-password",
         "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
         "Restart=on-failure",
+        // A bad config or refused credentials are not cured by restarting (issue 9).
+        "RestartPreventExitStatus=73 77 78 243",
+        "StartLimitBurst=5",
     ] {
         assert!(unit.lines().any(|l| l.trim() == line), "unit lacks `{line}`");
     }

@@ -222,14 +222,15 @@ impl Store {
     pub fn resolve(&mut self, r: CaseRef, res: &Resolve, now: Timestamp) -> Result<Option<OutboxId>, StoreError> {
         let tx = self.transaction()?;
         let case = active_case(&tx, r, "resolve")?;
+        warn_if_before_opening(&case, now);
         let (state, kind) = match res.resolution {
             Resolution::Delisted => (CaseState::Resolved, EventKind::Resolved),
             Resolution::Rejected => (CaseState::Rejected, EventKind::Rejected),
         };
         tx.tx
             .prepare_cached(
-                "UPDATE cases SET state = ?2, resolved_at = ?3, first_response_at = coalesce(first_response_at, ?3) \
-                 WHERE id = ?1",
+                "UPDATE cases SET state = ?2, resolved_at = max(?3, opened_at), \
+                 first_response_at = coalesce(first_response_at, max(?3, opened_at)) WHERE id = ?1",
             )?
             .execute(params![case.case_ref.0, state, now.as_second()])?;
         let outbox = match &res.reply {
@@ -265,7 +266,7 @@ impl Store {
         tx.tx
             .prepare_cached(
                 "UPDATE cases SET state = 'open', resolved_at = NULL, sla_started_at = ?2, due_at = ?3, \
-                 first_response_at = coalesce(first_response_at, ?2) WHERE id = ?1",
+                 first_response_at = coalesce(first_response_at, max(?2, opened_at)) WHERE id = ?1",
             )?
             .execute(params![r.0, now.as_second(), due.as_second()])?;
         let text = match note {
@@ -339,14 +340,27 @@ impl Store {
         f: impl FnOnce(&Tx<'_>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let tx = self.transaction()?;
-        if case_row(&tx.tx, r)?.is_none() {
-            return Err(StoreError::NotFound(r));
-        }
+        let case = case_row(&tx.tx, r)?.ok_or(StoreError::NotFound(r))?;
+        warn_if_before_opening(&case, now);
         f(&tx)?;
         tx.tx
-            .prepare_cached("UPDATE cases SET first_response_at = coalesce(first_response_at, ?2) WHERE id = ?1")?
+            .prepare_cached(
+                "UPDATE cases SET first_response_at = coalesce(first_response_at, max(?2, opened_at)) WHERE id = ?1",
+            )?
             .execute(params![r.0, now.as_second()])?;
         tx.commit()
+    }
+}
+
+/// A response or resolution is never recorded before the case opened: if the clock says
+/// otherwise, it went backwards (or was ahead when the case opened), and the SLA figures
+/// would show a negative time. The time is clamped to the opening (in the SQL) and logged.
+fn warn_if_before_opening(case: &CaseRow, now: Timestamp) {
+    if now < case.opened_at {
+        tracing::warn!(
+            case = %case.case_ref, opened_at = %case.opened_at, now = %now,
+            "the clock is before the case's opening (it went backwards); recording the opening time instead"
+        );
     }
 }
 

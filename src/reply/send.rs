@@ -33,6 +33,10 @@ pub enum SendError {
     /// Try again later (4xx, connection lost, timeout).
     #[error("SMTP failed, will retry: {0}")]
     Transient(String),
+    /// The server refused our credentials (AUTH). About the server and the config, never
+    /// about a reply: the outbox keeps replies queued and tries again with backoff.
+    #[error("SMTP login refused: {0} (check [smtp] user and password_file)")]
+    Login(String),
     #[error("recipient {0:?} is not a valid address")]
     BadRecipient(String),
     #[error("writing {path}: {source}")]
@@ -107,7 +111,10 @@ impl SmtpConnector {
         }
         if let Some((user, password)) = &c.auth {
             let creds = Credentials::new(user.clone(), password.expose().to_string());
-            inner.auth(&[Mechanism::Plain, Mechanism::Login], &creds).await.map_err(classify)?;
+            inner
+                .auth(&[Mechanism::Plain, Mechanism::Login], &creds)
+                .await
+                .map_err(|e| SendError::Login(format!("as {user}: {e}")))?;
         }
         Ok(SmtpConn { inner })
     }
