@@ -276,6 +276,8 @@ fn run_daemon(path: &std::path::Path, once: bool) -> Exit {
                     Exit::Code(daemon::instance::INSTANCE_LOCKED_EXIT)
                 }
                 daemon::DaemonError::Imap(_) | daemon::DaemonError::Send(_) => Exit::TempFail,
+                // `run --once` meeting a database locked beyond the busy timeout.
+                ref e if e.is_transient() => Exit::TempFail,
                 _ => Exit::Failure,
             }
         }
