@@ -166,7 +166,7 @@ kill "$listener" 2>/dev/null || true
 watchdogs=$(grep -c 'WATCHDOG=1' "$work/notify.log" || true)
 gap=$(awk '/WATCHDOG=1/ { if (last) { g = $1 - last; if (g > max) max = g } last = $1 } END { printf "%.1f", max }' "$work/notify.log")
 echo "crash-loop: faults: $pauses pauses of 4 s and $locks write locks of 8 s in $(($(date +%s) - fstarted)) s;" \
-    "daemon ${survived:+survived without a restart}${survived:-DID NOT SURVIVE}; WATCHDOG=1 sent $watchdogs times," \
+    "daemon $([[ -n $survived ]] && echo "survived without a restart" || echo "DID NOT SURVIVE"); WATCHDOG=1 sent $watchdogs times," \
     "longest gap $gap s; busy waits logged $(grep -c 'database busy' "$work/faults.log" || true)," \
     "stuck-loop alarms $(grep -c 'a loop is stuck' "$work/faults.log" || true)"
 if ! "$bench" check --user "$fdesk" --tag "$ftag" --manifest "$work/faults.tsv" --db "$fdb"; then

@@ -178,7 +178,23 @@ impl Pipeline {
     }
 
     /// Take one message through extract → decide → one transaction.
+    ///
+    /// The look-ups (already recorded? a duplicate? the open case for the IP? the rate limit?)
+    /// run inside that transaction, under the write lock: another writer (a second process,
+    /// a staff command) cannot change their answer before the commit, so a message can never
+    /// fail on `UNIQUE messages.sha256` nor open a second case. Inside a [`Store::batch`] the
+    /// batch is that transaction.
     pub fn process(&self, store: &mut Store, f: &Fetched, now: Timestamp) -> Result<Processed, PipelineError> {
+        if !store.connection().is_autocommit() {
+            return self.process_in(store, f, now);
+        }
+        let mut batch = store.batch()?;
+        let done = self.process_in(&mut batch, f, now)?;
+        batch.commit()?;
+        Ok(done)
+    }
+
+    fn process_in(&self, store: &mut Store, f: &Fetched, now: Timestamp) -> Result<Processed, PipelineError> {
         let sha = sha256_hex(&f.raw);
         let seen = match self.recorded_disposition(store, &f.key)? {
             Some(d) => Some(d),

@@ -31,7 +31,7 @@ pub use model::{
     NewReply, OutboxId, OutboxRow, OutboxState, Outcome, RawMessage,
 };
 pub use outbox::{ComposeError, ComposeRequest, ComposedReply, ReplyComposer};
-pub use shared::{lock, SharedStore};
+pub use shared::{lock, with_store, SharedStore};
 pub use sla::{SlaStatus, Stats};
 pub use staff::{CaseDetail, CaseFilter, Resolution, Resolve};
 pub use store::{Store, StoreOptions, Tx};

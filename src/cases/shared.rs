@@ -20,3 +20,21 @@ pub type SharedStore = Arc<Mutex<Store>>;
 pub fn lock(store: &SharedStore) -> MutexGuard<'_, Store> {
     store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// Run `f` on the locked store from async code without starving the runtime.
+///
+/// A query can wait up to the busy timeout for another process's write lock, and the
+/// mutex can wait for the other task's query. Done on a runtime worker as is, both workers
+/// of the daemon's runtime may sit in such a wait at once, and every other task (signals,
+/// the watchdog) waits with them: a lock held by `sqlite3` for 8 s silenced the watchdog
+/// for 8 s in `scripts/crash-loop.sh`. `block_in_place` hands the worker's other tasks to
+/// another thread first. On a current-thread runtime (tests) it cannot, and `f` just runs.
+pub fn with_store<T>(store: &SharedStore, f: impl FnOnce(&mut Store) -> T) -> T {
+    let multi = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi {
+        tokio::task::block_in_place(|| f(&mut lock(store)))
+    } else {
+        f(&mut lock(store))
+    }
+}

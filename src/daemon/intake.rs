@@ -19,7 +19,7 @@ use tokio::sync::{watch, Notify};
 
 use super::health::Heartbeat;
 use super::{DaemonError, Mode, RunStats};
-use crate::cases::{lock, SharedStore};
+use crate::cases::{lock, with_store, SharedStore};
 use crate::config::{self, Config};
 use crate::intake::imap::{ImapSource, Pending, Woke};
 use crate::intake::maildir::{Maildir, MaildirError};
@@ -73,15 +73,10 @@ impl Intake {
         stopped || *self.stop.borrow()
     }
 
-    /// Take one message through the pipeline in a transaction of its own. The look-ups
-    /// (already recorded? duplicate? open case for the IP? rate limit?) run inside it, under
-    /// the write lock, so no other writer can change their answer before the commit.
+    /// Take one message through the pipeline, in a transaction of its own (look-ups
+    /// included, see `Pipeline::process`).
     fn process_one(&self, fetched: &Fetched) -> Result<Processed, PipelineError> {
-        let mut store = lock(&self.store);
-        let mut batch = store.batch()?;
-        let done = self.pipeline.process(&mut batch, fetched, jiff::Timestamp::now())?;
-        batch.commit()?;
-        Ok(done)
+        with_store(&self.store, |store| self.pipeline.process(store, fetched, jiff::Timestamp::now()))
     }
 
     async fn maildir_loop(mut self, root: &std::path::Path, poll: Duration) -> Result<RunStats, DaemonError> {
@@ -292,13 +287,12 @@ async fn drain_imap(src: &mut ImapSource, intake: &Intake, stats: &mut RunStats,
     // Messages already recorded (a crash came between commit and MOVE) are filed without
     // being fetched again.
     let mut plans: Vec<Plan> = Vec::new();
-    {
-        let guard = lock(store);
+    with_store(store, |guard| -> Result<(), DaemonError> {
         for batch in batches(&pending, cap) {
             let mut plan = Plan::default();
             for p in batch {
                 let key = SourceKey::Imap { mailbox: mailbox.clone(), uidvalidity, uid: p.uid };
-                match pipeline.recorded_disposition(&guard, &key)? {
+                match pipeline.recorded_disposition(guard, &key)? {
                     Some(d) => {
                         stats.already_recorded += 1;
                         plan.filed[(d == Disposition::Quarantine) as usize].push(p.uid);
@@ -308,7 +302,8 @@ async fn drain_imap(src: &mut ImapSource, intake: &Intake, stats: &mut RunStats,
             }
             plans.push(plan);
         }
-    }
+        Ok(())
+    })?;
 
     let mut fetched = hb.idle(BEAT_EVERY, src.fetch(&plans[0].to_fetch)).await?;
     // Committed, not yet filed.

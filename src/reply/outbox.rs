@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 use super::send::{FileSink, SendError, SmtpConn, SmtpConnector};
-use crate::cases::{lock, OutboxRow, SharedStore, StoreError};
+use crate::cases::{with_store, OutboxRow, SharedStore, StoreError};
 
 /// How long a reply is retried before it is given up (and staff see it as failed).
 const GIVE_UP_AFTER_ATTEMPTS: u32 = 25;
@@ -122,7 +122,7 @@ async fn record(
     let mut never = watch::channel(false).1;
     loop {
         let now = jiff::Timestamp::now();
-        let recorded = lock(store).without_sync(|store| record_now(store, row, &result, now));
+        let recorded = with_store(store, |store| store.without_sync(|store| record_now(store, row, &result, now)));
         match recorded {
             Ok(r) => return Ok(r),
             Err(StoreError::ReplyState { id, state }) => {
@@ -203,13 +203,15 @@ impl Outbox {
             }
             let finished_intake = intake_done.load(Ordering::SeqCst);
             let now = jiff::Timestamp::now();
-            let due = {
-                let store = lock(&store);
-                store.check_file().and_then(|()| store.clamp_retry_targets(now, MAX_RETRY_DELAY)).and_then(|()| store.due_replies(now, ROUND))
-            };
+            let due = with_store(&store, |store| {
+                store.check_file()?;
+                store.clamp_retry_targets(now, MAX_RETRY_DELAY)?;
+                store.due_replies(now, ROUND)
+            });
             let due = match due {
                 Ok(d) => d,
-                Err(e) if e.is_transient() => {
+                // `run --once` reports it (exit 75) rather than wait for the lock's holder.
+                Err(e) if e.is_transient() && !once => {
                     let wait = backoff.step();
                     tracing::warn!(error = %e, retry_in_s = wait.as_secs(), "outbox: database busy; replies wait");
                     pause(wait, None, &mut stop, beat).await;
