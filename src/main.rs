@@ -101,7 +101,8 @@ fn init_logs(format: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("DELISTD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Redacted: no OAuth token reaches the log, even in a library's trace output.
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(delistd::redact::Redacted(std::io::stderr));
     if format == "json" {
         builder.json().init();
     } else if under_journald {

@@ -203,6 +203,7 @@ mod tests {
             tls_name: "localhost".into(),
             ca_file: None,
             auth: None,
+            oauth: None,
             connections: 1,
         };
         let e = SmtpConnector::new(cfg).unwrap().connect().await.err().unwrap();
