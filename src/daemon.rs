@@ -254,6 +254,11 @@ async fn imap_loop(
         if *stop.borrow() {
             break;
         }
+        if src.needs_new_login() {
+            // OAuth2: a session does not outlive its token (see ImapSource::needs_new_login).
+            tracing::info!("IMAP token due for renewal; logging in again");
+            src.logout().await;
+        }
         if !src.is_connected() {
             if let Err(e) = src.connect().await {
                 if mode == Mode::Once {

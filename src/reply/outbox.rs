@@ -192,7 +192,14 @@ impl Outbox {
                 let work = conns.iter_mut().take(n).enumerate().map(|(w, slot)| async move {
                     let mut mine = Round::default();
                     for row in due.iter().skip(w).step_by(n) {
-                        let r = record(store, row, send_one(connector, slot, row).await)?;
+                        let result = send_one(connector, slot, row).await;
+                        if let Some(e) = result.as_ref().err().filter(|e| e.is_login_failure()) {
+                            // No token: the replies are not at fault and are not marked.
+                            tracing::warn!(error = %e, "SMTP login failed; replies stay queued, retrying with backoff");
+                            mine.transient = true;
+                            break;
+                        }
+                        let r = record(store, row, result)?;
                         mine.sent += r.sent;
                         mine.failed += r.failed;
                         mine.transient |= r.transient;

@@ -13,4 +13,5 @@ mod common;
 mod crash;
 mod flow;
 mod hostile;
+mod oauth;
 mod tls;
