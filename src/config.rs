@@ -27,6 +27,7 @@ pub struct Config {
 }
 
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one per run: boxing would buy nothing
 pub enum Intake {
     Imap(Imap),
     Maildir(MaildirSource),

@@ -74,7 +74,7 @@ pub struct SmtpConnector {
     ca_pem: Option<Vec<u8>>,
     hello: ClientId,
     /// The user and the tokens of an OAuth2 login (`auth = "xoauth2" | "oauthbearer"`).
-    oauth: Option<(String, TokenSource)>,
+    oauth: Option<Box<(String, TokenSource)>>,
 }
 
 /// One open SMTP connection; reused for many messages.
@@ -92,7 +92,7 @@ impl SmtpConnector {
         let hello = ClientId::Domain(
             std::env::var("DELISTD_HELO").ok().unwrap_or_else(hostname_or_localhost),
         );
-        let oauth = cfg.oauth.clone().map(|(user, o)| (user, TokenSource::new("smtp", o)));
+        let oauth = cfg.oauth.clone().map(|(user, o)| Box::new((user, TokenSource::new("smtp", o))));
         Ok(SmtpConnector { cfg, tls, ca_pem, hello, oauth })
     }
 
@@ -122,7 +122,8 @@ impl SmtpConnector {
             }
             inner.starttls(self.tls_parameters()?, &self.hello).await.map_err(classify)?;
         }
-        if let Some((user, tokens)) = &self.oauth {
+        if let Some(oauth) = &self.oauth {
+            let (user, tokens) = &**oauth;
             self.oauth_auth(&mut inner, user, tokens).await?;
         } else if let Some((user, password)) = &c.auth {
             let creds = Credentials::new(user.clone(), password.expose().to_string());
