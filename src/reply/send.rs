@@ -80,6 +80,9 @@ pub struct SmtpConnector {
 /// One open SMTP connection; reused for many messages.
 pub struct SmtpConn {
     inner: AsyncSmtpConnection,
+    /// OAuth2: when its token is due for renewal. The connection is not used past it: a
+    /// server may end a session whose token expired, and the reply in flight would pay.
+    until: Option<std::time::Instant>,
 }
 
 impl SmtpConnector {
@@ -122,21 +125,23 @@ impl SmtpConnector {
             }
             inner.starttls(self.tls_parameters()?, &self.hello).await.map_err(classify)?;
         }
+        let mut until = None;
         if let Some(oauth) = &self.oauth {
             let (user, tokens) = &**oauth;
-            self.oauth_auth(&mut inner, user, tokens).await?;
+            until = Some(self.oauth_auth(&mut inner, user, tokens).await?);
         } else if let Some((user, password)) = &c.auth {
             let creds = Credentials::new(user.clone(), password.expose().to_string());
             inner.auth(&[Mechanism::Plain, Mechanism::Login], &creds).await.map_err(classify)?;
         }
-        Ok(SmtpConn { inner })
+        Ok(SmtpConn { inner, until })
     }
 
     /// SMTP AUTH with a token (RFC 4954), by hand: lettre knows XOAUTH2 but not OAUTHBEARER,
     /// and would not show the error challenge. A refused token from the cache is given up
     /// and AUTH tried once more with a fresh one. A refusal is transient: a later token (or
     /// the fixed command) may be accepted, and the replies must wait for it, not fail.
-    async fn oauth_auth(&self, inner: &mut AsyncSmtpConnection, user: &str, tokens: &TokenSource) -> Result<(), SendError> {
+    /// Returns when the token used is due for renewal.
+    async fn oauth_auth(&self, inner: &mut AsyncSmtpConnection, user: &str, tokens: &TokenSource) -> Result<std::time::Instant, SendError> {
         // What the server offers: lettre keeps no OAUTHBEARER in its view of the EHLO answer,
         // so ask again (RFC 5321 §4.1.4 allows a repeated EHLO; it changes no state here).
         let ehlo = tokio::time::timeout(TIMEOUT, inner.command(lettre::transport::smtp::commands::Ehlo::new(self.hello.clone())))
@@ -163,7 +168,7 @@ impl SmtpConnector {
             let refused = match answer {
                 Ok(r) if r.has_code(235) => {
                     tracing::debug!(mechanism = mechanism.name(), user, "SMTP authenticated with a token");
-                    return Ok(());
+                    return Ok(token.renew_at);
                 }
                 // The error challenge (RFC 7628 §3.2.2): acknowledge it, then the server fails AUTH.
                 Ok(r) if r.has_code(334) => {
@@ -229,8 +234,9 @@ impl SmtpConn {
         Ok(())
     }
 
+    /// Not to be used again: broken, or (OAuth2) its token is due for renewal.
     pub fn is_broken(&self) -> bool {
-        self.inner.has_broken()
+        self.inner.has_broken() || self.until.is_some_and(|u| std::time::Instant::now() >= u)
     }
 
     pub async fn quit(mut self) {

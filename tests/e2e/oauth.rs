@@ -297,6 +297,10 @@ fn a_failing_token_command_backs_off_and_fails_no_reply() {
     assert!(line.contains("AADSTS7000215"), "{line}");
     assert_eq!(desk.outbox(), vec![vec!["queued".to_string(), "0".into(), String::new()]], "the reply was charged for the login");
 
+    // SMTP works again, with tokens of 12 s too: a connection is not used past its token.
+    desk.set("smtp", "life", Some("12"));
+    desk.set("smtp", "json", Some("1"));
+    let smtp_calls = desk.calls("smtp");
     desk.set("smtp", "fail", None);
     let replies = wait_for_mail(&sender, "INBOX", 1);
     wait_until(PATIENCE, || format!("{:?}", desk.outbox()), || desk.outbox().iter().any(|r| r[0] == "sent"));
@@ -311,6 +315,8 @@ fn a_failing_token_command_backs_off_and_fails_no_reply() {
     wait_until(PATIENCE, || format!("{:?}", desk.outbox()), || desk.outbox().iter().filter(|r| r[0] == "sent").count() == 2);
     let log = daemon.terminate();
     assert!(!log.contains("IMAP connection lost"), "a session outlived its token:\n{log}");
+    assert!(desk.calls("smtp") >= smtp_calls + 2, "the second reply went out on the first reply's expired login:\n{log}");
+    assert!(!log.contains("will retry"), "a reply paid for an expired login:\n{log}");
     let all = wait_for_mail(&sender, "INBOX", 2);
     assert_eq!(all.len(), 2, "{}", summary(&all));
     assert_eq!(replies.len(), 1);
