@@ -229,7 +229,7 @@ impl ImapSource {
             };
             let said = failure.lock().unwrap_or_else(|p| p.into_inner()).take().map(|c| sasl::describe_error(&c));
             let said = said.unwrap_or_else(|| "(no details)".into());
-            tokens.invalidate();
+            tokens.invalidate(&token);
             if from_cache && !retried {
                 tracing::warn!(mechanism = mechanism.name(), server_said = %said, "IMAP refused the cached token; trying a fresh one");
                 retried = true;

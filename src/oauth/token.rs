@@ -107,11 +107,13 @@ pub struct TokenSource {
     server: &'static str,
     cfg: OAuth,
     cached: Mutex<Option<Token>>,
+    /// Held while the command runs, so that connections asking at once share one run.
+    fetching: tokio::sync::Mutex<()>,
 }
 
 impl TokenSource {
     pub fn new(server: &'static str, cfg: OAuth) -> TokenSource {
-        TokenSource { server, cfg, cached: Mutex::new(None) }
+        TokenSource { server, cfg, cached: Mutex::new(None), fetching: tokio::sync::Mutex::new(()) }
     }
 
     pub fn mechanism(&self) -> crate::config::OAuthMechanism {
@@ -127,16 +129,23 @@ impl TokenSource {
         self.cache().as_ref().filter(|t| now < t.renew_at).cloned()
     }
 
-    /// Forget the token in hand (the server refused it): the next [`TokenSource::token`]
-    /// runs the command again.
-    pub fn invalidate(&self) {
-        if self.cache().take().is_some() {
+    /// The server refused `token`: forget it, so that the next [`TokenSource::token`] runs
+    /// the command again. (If another connection has already replaced it, the newer token
+    /// stays.)
+    pub fn invalidate(&self, token: &Token) {
+        let mut cache = self.cache();
+        if cache.as_ref().is_some_and(|t| t.value.expose() == token.value.expose()) {
+            *cache = None;
             tracing::info!(server = self.server, "token refused; the token command will be run again");
         }
     }
 
     /// A good token: the one in hand, or a fresh one from the command.
     pub async fn token(&self) -> Result<Token, TokenError> {
+        if let Some(t) = self.cached_at(Instant::now()) {
+            return Ok(t);
+        }
+        let _one_at_a_time = self.fetching.lock().await;
         if let Some(t) = self.cached_at(Instant::now()) {
             return Ok(t);
         }
@@ -263,10 +272,26 @@ mod tests {
         // Past its renewal time it is not handed out again.
         assert!(src.cached_at(a.renew_at + Duration::from_millis(1)).is_none());
         assert!(src.cached_at(a.renew_at - Duration::from_secs(1)).is_some());
-        src.invalidate();
+        src.invalidate(&b);
         let c = src.token().await.unwrap();
+        // A refusal of a token already replaced does not drop the new one.
+        src.invalidate(&a);
+        assert_eq!(src.token().await.unwrap().value.expose(), c.value.expose());
         assert!(c.value.expose().ends_with('2'), "{}", c.value.expose());
         assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 2);
+    }
+
+    #[tokio::test]
+    async fn connections_asking_at_once_share_one_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let count = dir.path().join("count");
+        let script = dir.path().join("tok");
+        std::fs::write(&script, format!("#!/bin/sh\necho run >> {}\nsleep 0.2\necho tok-shared\n", count.display())).unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let src = source(&[script.to_str().unwrap()], Duration::from_secs(3000));
+        let got = futures::future::join_all((0..4).map(|_| src.token())).await;
+        assert!(got.iter().all(|t| t.as_ref().map(|t| t.value.expose() == "tok-shared").unwrap_or(false)));
+        assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 1);
     }
 
     #[tokio::test]

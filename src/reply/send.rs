@@ -185,7 +185,7 @@ impl SmtpConnector {
                 Err(e) if e.status().is_some() => e.to_string(),
                 Err(e) => return Err(SendError::Transient(e.to_string())),
             };
-            tokens.invalidate();
+            tokens.invalidate(&token);
             if from_cache && !retried {
                 tracing::warn!(mechanism = mechanism.name(), reason = %refused, "SMTP refused the cached token; trying a fresh one");
                 retried = true;
