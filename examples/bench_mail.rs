@@ -168,6 +168,7 @@ impl Stack {
             quarantine_folder: "Quarantine".into(),
             idle: false,
             poll_interval: Duration::from_secs(60),
+            oauth: None,
         }
     }
 
@@ -179,6 +180,7 @@ impl Stack {
             tls_name: "localhost".into(),
             ca_file: None,
             auth: None,
+            oauth: None,
             connections,
         }
     }

@@ -9,12 +9,20 @@
 3. Mail from loopback to another domain lands in catchall@example.test; an unknown
    example.test user is refused at RCPT; a scratch mailbox t-<unique>@example.test takes mail
    and logs in with the scratch password.
+4. OAuth2 (unless the stack was started with DELISTD_STACK_OAUTH2=no): an OAuth-only mailbox
+   o-<unique>@example.test takes mail, which is read back after an IMAP XOAUTH2 login with a JWT
+   minted here with the stack's key; SMTP AUTH OAUTHBEARER is accepted; an expired token and a
+   password are refused.
 
 Reads the DELISTD_TEST_* variables from the environment, or from $DELISTD_STACK_DIR/env, or from
 the stack last started (/tmp/delistd-mailstack.last). Exits 1 with a message on any failure.
 """
 
+import base64
 import email.message
+import hashlib
+import hmac
+import json
 import email.utils
 import imaplib
 import os
@@ -248,7 +256,52 @@ def main():
         else:
             raise SmokeFailure(f"{scratch} logged in with a wrong password")
     print(f"smoke: scratch mailbox {scratch} received mail; wrong password refused")
+
+    # 4. OAuth2: an OAuth-only mailbox, tokens checked by Dovecot for IMAP and Postfix.
+    key = env.get("DELISTD_TEST_OAUTH2_KEY", "")
+    if key:
+        oauth_user = f"{env['DELISTD_TEST_OAUTH2_PREFIX']}smoke-{run}@example.test"
+        token5 = f"smoke-oauth-{run}"
+        with smtplib.SMTP(host, smtp_port, timeout=20) as smtp:
+            smtp.sendmail(sender, [oauth_user], make_message(sender, oauth_user, token5, f"{token5}\n").as_bytes())
+        good, expired = jwt(key, oauth_user, 300), jwt(key, oauth_user, -60)
+        with imaplib.IMAP4_SSL(host, imaps_port, ssl_context=ctx, timeout=20) as imap:
+            sasl = f"user={oauth_user}\x01auth=Bearer {good}\x01\x01".encode()
+            imap_ok(imap.authenticate("XOAUTH2", lambda _: sasl), f"AUTHENTICATE XOAUTH2 {oauth_user}")
+            find_message(imap, token5)
+            imap.logout()
+        for what, attempt in [
+            ("an expired token", lambda imap: imap.authenticate(
+                "XOAUTH2", lambda c: b"" if c else f"user={oauth_user}\x01auth=Bearer {expired}\x01\x01".encode())),
+            ("a password", lambda imap: imap.login(oauth_user, env["DELISTD_TEST_SCRATCH_PASSWORD"])),
+        ]:
+            with imaplib.IMAP4_SSL(host, imaps_port, ssl_context=ctx, timeout=20) as imap:
+                try:
+                    attempt(imap)
+                except imaplib.IMAP4.error:
+                    pass
+                else:
+                    raise SmokeFailure(f"{oauth_user} logged in with {what}")
+        with smtplib.SMTP_SSL(host, smtps_port, context=ctx, timeout=20) as smtp:
+            smtp.ehlo()
+            ir = base64.b64encode(f"n,a={oauth_user},\x01auth=Bearer {good}\x01\x01".encode()).decode()
+            code, text = smtp.docmd("AUTH", f"OAUTHBEARER {ir}")
+            if code != 235:
+                raise SmokeFailure(f"SMTP AUTH OAUTHBEARER refused: {code} {text!r}")
+        print(f"smoke: OAuth-only mailbox {oauth_user}: IMAP XOAUTH2 and SMTP OAUTHBEARER with a JWT; "
+              "expired token and password refused")
     print("smoke: OK")
+
+
+def jwt(key_b64, user, lifetime):
+    """An HS256 JWT for `user` that Dovecot's oauth2 passdb accepts (or, expired, refuses)."""
+    def b64url(data):
+        return base64.urlsafe_b64encode(data).rstrip(b"=")
+    now = int(time.time())
+    head = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64url(json.dumps({"sub": user, "email": user, "iat": now - 120, "exp": now + lifetime}).encode())
+    sig = b64url(hmac.new(base64.b64decode(key_b64), head + b"." + body, hashlib.sha256).digest())
+    return (head + b"." + body + b"." + sig).decode()
 
 
 if __name__ == "__main__":

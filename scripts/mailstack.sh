@@ -12,6 +12,12 @@
 # State directory: $DELISTD_STACK_DIR, else a fresh `mktemp -d` at start (its path is remembered
 # in $POINTER so the other commands find it). Ports: free ones are picked at first start, or set
 # DELISTD_TEST_{IMAP,IMAPS,SMTP,SMTPS}_PORT before it; they are kept in $STACK_DIR/env.
+#
+# OAuth2 (on unless DELISTD_STACK_OAUTH2=no at start): Dovecot also takes XOAUTH2 and OAUTHBEARER
+# (RFC 7628) for IMAP and, through Dovecot SASL, for Postfix's SMTP AUTH on the SMTPS port. Its
+# oauth2 passdb validates JWTs locally (introspection_mode = local) against an HS256 key this
+# script writes; tests mint tokens with the same key ($DELISTD_TEST_OAUTH2_KEY, base64). Every
+# o-<anything>@example.test is a mailbox that has no password at all: it takes only OAuth2.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -34,6 +40,8 @@ USERS=(
 # Besides those, every t-<anything>@example.test is a mailbox with this password, created on
 # first use: a test that wants a mailbox of its own picks a unique name.
 SCRATCH_PASSWORD=scratch-secret
+# OAuth-only mailboxes: o-<anything>@example.test, created on first use like the scratch ones.
+OAUTH_PREFIX=o-
 
 die() {
     echo "mailstack: $*" >&2
@@ -73,6 +81,7 @@ resolve_dir() {
     USERS_FILE=$STACK_DIR/users.txt
     ENV_FILE=$STACK_DIR/env
     INSTANCE=$(printf '%s' "$STACK_DIR" | sha256sum | cut -c1-8)
+    OAUTH2_KEY_DIR=$STACK_DIR/dovecot/oauth2-keys
 }
 
 # --- ports -----------------------------------------------------------------------------------
@@ -199,6 +208,9 @@ export DELISTD_TEST_MAIL_DIR='$MAIL_DIR'
 export DELISTD_TEST_DOVECOT_LOG='$LOG_DIR/dovecot.log'
 export DELISTD_TEST_POSTFIX_LOG='$LOG_DIR/postfix.log'
 export DELISTD_TEST_MAILSTACK='$HERE/mailstack.sh'
+export DELISTD_TEST_DOVECOT_CONF='$DOVECOT_CONF'
+export DELISTD_TEST_OAUTH2_KEY='$(oauth2_key)'
+export DELISTD_TEST_OAUTH2_PREFIX='$OAUTH_PREFIX'
 EOF
     mv "$ENV_FILE.tmp" "$ENV_FILE"
     chmod 644 "$ENV_FILE"
@@ -227,13 +239,58 @@ prepare() {
     chmod 640 "$PASSWD_FILE"
     awk 'NF == 2 {print $1 " " $1}' "$USERS_FILE" >"$CONF_DIR/vmailbox"
     printf '%s\n' '!/@example\.test$/ catchall@example.test' >"$CONF_DIR/catchall.regexp"
-    printf '%s\n' '/^t-[^@]+@example\.test$/ scratch' >"$CONF_DIR/scratch.regexp"
+    printf '%s\n' '/^t-[^@]+@example\.test$/ scratch' '/^o-[^@]+@example\.test$/ oauth' >"$CONF_DIR/scratch.regexp"
 
     fill "$TEMPLATES/dovecot.conf.in" "$DOVECOT_CONF"
+    prepare_oauth2
     fill "$TEMPLATES/main.cf.in" "$CONF_DIR/main.cf"
     fill "$TEMPLATES/master.cf.in" "$CONF_DIR/master.cf"
     touch "$LOG_DIR/postfix.log" "$LOG_DIR/dovecot.log"
     write_env
+}
+
+# --- OAuth2 ----------------------------------------------------------------------------------
+
+# The HS256 key of the test "identity provider", base64, or nothing when OAuth2 is off.
+oauth2_key() {
+    cat "$OAUTH2_KEY_DIR/default/HS256/default" 2>/dev/null || true
+}
+
+# Dovecot's oauth2 passdb, validating JWTs locally (2.3.16+; Debian 12 has 2.3.19). Its key
+# dict is a folder: a token without "kid" and "azp" is checked with the key at
+# shared/default/<alg>/default, which the fs dict reads from <prefix>default/<alg>/default, as
+# base64 (src/lib-oauth2/oauth2-jwt.c). The user is the token's "email", matched against the
+# login name. dovecot.conf includes oauth2.conf if it exists. An o-* mailbox has no password,
+# so a PLAIN or LOGIN attempt is checked as a token, and fails.
+prepare_oauth2() {
+    local conf=$STACK_DIR/dovecot/oauth2.conf
+    if [[ ${DELISTD_STACK_OAUTH2:-yes} == no ]]; then
+        rm -rf "$conf" "$OAUTH2_KEY_DIR"
+        return
+    fi
+    if [[ ! -s $OAUTH2_KEY_DIR/default/HS256/default ]]; then
+        mkdir -p "$OAUTH2_KEY_DIR/default/HS256"
+        head -c 32 /dev/urandom | base64 -w0 >"$OAUTH2_KEY_DIR/default/HS256/default"
+    fi
+    chown -R root:dovecot "$OAUTH2_KEY_DIR"
+    chmod -R u=rwX,g=rX,o= "$OAUTH2_KEY_DIR"
+    cat >"$STACK_DIR/dovecot/oauth2.conf.ext" <<EOF
+# Written by scripts/mailstack.sh: JWTs signed with the test key, validated with no network.
+introspection_mode = local
+local_validation_key_dict = fs:posix:prefix=$OAUTH2_KEY_DIR/
+username_attribute = email
+EOF
+    cat >"$conf" <<EOF
+# Written by scripts/mailstack.sh (DELISTD_STACK_OAUTH2=no leaves it out).
+auth_mechanisms = \$auth_mechanisms xoauth2 oauthbearer
+# Only for the o-* mailboxes, and with no "mechanisms" filter: in Dovecot 2.3.19 a passdb that
+# a mechanism filter skips crashes the auth process (signal 11) for Postfix's SASL requests.
+passdb {
+  driver = oauth2
+  username_filter = $OAUTH_PREFIX*@example.test
+  args = $STACK_DIR/dovecot/oauth2.conf.ext
+}
+EOF
 }
 
 # --- Dovecot ---------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ pub struct Config {
 }
 
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one per run: boxing would buy nothing
 pub enum Intake {
     Imap(Imap),
     Maildir(MaildirSource),
@@ -67,6 +68,9 @@ pub struct Imap {
     pub idle: bool,
     /// Polling interval when IDLE is not offered, and the longest IDLE before a re-check.
     pub poll_interval: Duration,
+    /// `auth = "xoauth2" | "oauthbearer"`: log in with a token instead of `password`
+    /// (which is then empty).
+    pub oauth: Option<OAuth>,
 }
 
 impl fmt::Debug for Imap {
@@ -78,6 +82,7 @@ impl fmt::Debug for Imap {
             .field("user", &self.user)
             .field("password", &self.password)
             .field("mailbox", &self.mailbox)
+            .field("oauth", &self.oauth)
             .finish_non_exhaustive()
     }
 }
@@ -91,8 +96,30 @@ pub struct Smtp {
     pub ca_file: Option<PathBuf>,
     /// `None`: no AUTH (a relay that trusts our address).
     pub auth: Option<(String, Secret)>,
+    /// `auth = "xoauth2" | "oauthbearer"`: AUTH as this user with a token (then `auth` is `None`).
+    pub oauth: Option<(String, OAuth)>,
     /// Parallel connections used by the outbox.
     pub connections: usize,
+}
+
+/// The SASL mechanism of an OAuth 2.0 login (`auth = ...` under `[imap]` or `[smtp]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OAuthMechanism {
+    /// Google's and Microsoft's `XOAUTH2`.
+    Xoauth2,
+    /// `OAUTHBEARER`, RFC 7628.
+    Oauthbearer,
+}
+
+/// An OAuth 2.0 login: the token comes from an operator's command (the convention of
+/// mbsync's `PassCmd` and msmtp's `passwordeval`); delistd speaks no provider's protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuth {
+    pub mechanism: OAuthMechanism,
+    /// argv, run without a shell; its stdout is the token, or JSON with `access_token`.
+    pub token_command: Vec<String>,
+    /// How long a token is used when the command does not say (`expires_in`).
+    pub token_lifetime: Duration,
 }
 
 /// A password: where it came from and its value. `Debug` shows only the source.
@@ -197,6 +224,9 @@ struct RawImap {
     quarantine_folder: Option<String>,
     idle: Option<bool>,
     poll_interval: Option<String>,
+    auth: Option<String>,
+    token_command: Option<Vec<String>>,
+    token_lifetime: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -220,6 +250,9 @@ struct RawSmtp {
     connections: Option<usize>,
     /// Write replies as files here instead of sending them.
     reply_dir: Option<PathBuf>,
+    auth: Option<String>,
+    token_command: Option<Vec<String>>,
+    token_lifetime: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -368,11 +401,78 @@ impl Check<'_> {
         }
     }
 
+    /// `auth`, `token_command`, `token_lifetime` of `section`: `None` for a password login.
+    /// The command's program must exist and be executable (when secrets are read: the
+    /// staff commands never run it).
+    fn oauth(&mut self, section: &str, auth: &Option<String>, command: &Option<Vec<String>>, lifetime: &Option<String>, base: &Path) -> Option<OAuth> {
+        let mechanism = match auth.as_deref() {
+            None | Some("password") => None,
+            Some("xoauth2") => Some(OAuthMechanism::Xoauth2),
+            Some("oauthbearer") => Some(OAuthMechanism::Oauthbearer),
+            Some(other) => {
+                self.problem(&format!("{section}.auth"), format!("{other:?} is not a login method (\"password\", \"xoauth2\" or \"oauthbearer\")"));
+                return None;
+            }
+        };
+        let Some(mechanism) = mechanism else {
+            for (key, given) in [("token_command", command.is_some()), ("token_lifetime", lifetime.is_some())] {
+                if given {
+                    self.problem(&format!("{section}.{key}"), "only used with auth = \"xoauth2\" or \"oauthbearer\"");
+                }
+            }
+            return None;
+        };
+        let token_lifetime = self.duration(&format!("{section}.token_lifetime"), lifetime, Duration::from_secs(50 * 60));
+        let key = format!("{section}.token_command");
+        let mut argv = match command {
+            None => {
+                self.problem(&key, "is required with an OAuth2 login (e.g. [\"/usr/local/bin/delist-token\", \"imap\"])");
+                return None;
+            }
+            Some(argv) if argv.first().is_none_or(|p| p.trim().is_empty()) => {
+                self.problem(&key, "names no program (write e.g. [\"/usr/local/bin/delist-token\", \"imap\"])");
+                return None;
+            }
+            Some(argv) => argv.clone(),
+        };
+        // A relative path is taken from the config file's folder, like every other path.
+        if argv[0].contains('/') && !Path::new(&argv[0]).is_absolute() {
+            argv[0] = base.join(&argv[0]).display().to_string();
+        }
+        if self.secrets == Secrets::Read {
+            if let Err(why) = find_program(&argv[0]) {
+                self.problem(&key, why);
+            }
+        }
+        Some(OAuth { mechanism, token_command: argv, token_lifetime })
+    }
+
     fn security(&mut self, key: &str, host: &str, security: Security) {
         if security == Security::Plain && !is_loopback_host(host) {
             self.problem(key, format!("\"plain\" sends the password in clear; only allowed to a loopback host, not {host:?}"));
         }
     }
+}
+
+/// Where `program` is, as `execvp` would find it: a path as given, else the first match in
+/// `$PATH`. The error says what is wrong and how to fix it.
+pub fn find_program(program: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let runnable = |p: &Path| std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false);
+    if program.contains('/') {
+        let p = Path::new(program);
+        return match std::fs::metadata(p) {
+            Err(e) => Err(format!("{program}: {e}")),
+            Ok(m) if !m.is_file() => Err(format!("{program} is not a file")),
+            Ok(_) if !runnable(p) => Err(format!("{program} is not executable (chmod +x it)")),
+            Ok(_) => Ok(p.to_path_buf()),
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| runnable(p))
+        .ok_or_else(|| format!("{program:?} is not an executable in $PATH (give its full path)"))
 }
 
 fn is_loopback_host(host: &str) -> bool {
@@ -427,7 +527,16 @@ impl Config {
                             _ => 143,
                         });
                         let user = c.required("imap.user", &i.user).unwrap_or_default();
-                        let password = c.secret("imap", &i.password_file.as_deref().map(rel), &i.password_credential);
+                        let oauth = c.oauth("imap", &i.auth, &i.token_command, &i.token_lifetime, &base);
+                        let password = match &oauth {
+                            None => c.secret("imap", &i.password_file.as_deref().map(rel), &i.password_credential),
+                            Some(_) => {
+                                if i.password_file.is_some() || i.password_credential.is_some() {
+                                    c.problem("imap.password_file", "not used with an OAuth2 login (auth); remove it");
+                                }
+                                Some(Secret::new("(OAuth2: no password)", ""))
+                            }
+                        };
                         let ca_file = i.ca_file.as_deref().map(rel);
                         if let Some(ca) = &ca_file {
                             if !ca.is_file() {
@@ -455,6 +564,7 @@ impl Config {
                                 quarantine_folder: quarantine,
                                 idle: i.idle.unwrap_or(true),
                                 poll_interval,
+                                oauth,
                             })
                         })
                     }
@@ -496,9 +606,24 @@ impl Config {
                     Security::Tls => 465,
                     _ => 587,
                 });
-                let auth = match &s.user {
-                    Some(u) => c.secret("smtp", &s.password_file.as_deref().map(rel), &s.password_credential).map(|p| (u.clone(), p)),
-                    None => None,
+                let oauth = c.oauth("smtp", &s.auth, &s.token_command, &s.token_lifetime, &base);
+                let auth = match (&s.user, &oauth) {
+                    (Some(u), None) => c.secret("smtp", &s.password_file.as_deref().map(rel), &s.password_credential).map(|p| (u.clone(), p)),
+                    (_, Some(_)) => {
+                        if s.password_file.is_some() || s.password_credential.is_some() {
+                            c.problem("smtp.password_file", "not used with an OAuth2 login (auth); remove it");
+                        }
+                        None
+                    }
+                    (None, None) => None,
+                };
+                let oauth = match (oauth, &s.user) {
+                    (Some(o), Some(u)) => Some((u.clone(), o)),
+                    (Some(_), None) => {
+                        c.problem("smtp.user", "is required with an OAuth2 login (auth)");
+                        None
+                    }
+                    (None, _) => None,
                 };
                 let connections = s.connections.unwrap_or(4);
                 if !(1..=64).contains(&connections) {
@@ -511,6 +636,7 @@ impl Config {
                     security,
                     ca_file: s.ca_file.as_deref().map(rel),
                     auth,
+                    oauth,
                     connections: connections.clamp(1, 64),
                 })
             }
@@ -643,6 +769,48 @@ mod tests {
         assert_eq!(c.reply_dir, Some(PathBuf::from("/srv/demo/out")));
         let Intake::Maildir(m) = c.intake else { panic!() };
         assert_eq!(m.path, PathBuf::from("/srv/demo/mail"));
+    }
+
+    #[test]
+    fn an_oauth2_login_needs_a_runnable_token_command_and_no_password() {
+        let src = "[imap]\nhost = \"outlook.office365.com\"\nuser = \"delist@example.net\"\nauth = \"xoauth2\"\n\
+                   token_command = [\"/bin/echo\", \"imap\"]\n\n[smtp]\nhost = \"smtp.office365.com\"\nuser = \"delist@example.net\"\n\
+                   auth = \"oauthbearer\"\ntoken_command = [\"echo\", \"smtp\"]\ntoken_lifetime = \"30m\"\n\n[replies]\nfrom = \"d@example.net\"\n";
+        let c = Config::parse(src, Path::new("/etc/delistd/delistd.toml")).unwrap();
+        let Intake::Imap(i) = &c.intake else { panic!() };
+        let o = i.oauth.as_ref().unwrap();
+        assert_eq!((o.mechanism, o.token_lifetime), (OAuthMechanism::Xoauth2, Duration::from_secs(50 * 60)));
+        assert_eq!(o.token_command, vec!["/bin/echo", "imap"]);
+        let s = c.smtp.as_ref().unwrap();
+        let (user, o) = s.oauth.as_ref().unwrap();
+        assert_eq!((user.as_str(), o.mechanism, o.token_lifetime), ("delist@example.net", OAuthMechanism::Oauthbearer, Duration::from_secs(1800)));
+        assert!(s.auth.is_none());
+
+        let pw = password_file();
+        let bad = format!(
+            "[imap]\nhost = \"h\"\nuser = \"u\"\nauth = \"oauth\"\n\n[smtp]\nhost = \"h\"\nauth = \"xoauth2\"\n\
+             token_command = [\"/nonexistent/delist-token\"]\npassword_file = {:?}\n\n[replies]\nfrom = \"d@example.net\"\n",
+            pw.path()
+        );
+        let p = problems(&bad);
+        let keys: Vec<(&str, Option<usize>)> = p.iter().map(|p| (p.key.as_str(), p.line)).collect();
+        assert!(keys.contains(&("imap.auth", Some(4))), "{p:?}");
+        assert!(keys.contains(&("smtp.token_command", Some(9))), "{p:?}");
+        assert!(keys.contains(&("smtp.password_file", Some(10))), "{p:?}");
+        assert!(keys.iter().any(|(k, _)| *k == "smtp.user"), "{p:?}");
+
+        let p = problems(&format!(
+            "[imap]\nhost = \"h\"\nuser = \"u\"\npassword_file = {:?}\ntoken_lifetime = \"1h\"\n\n[smtp]\nreply_dir = \"o\"\n\
+             [replies]\nfrom = \"d@example.net\"\n[maildir]\n\n[intake]\nsource = \"imap\"\n",
+            pw.path()
+        ));
+        assert!(p.iter().any(|p| p.key == "imap.token_lifetime" && p.message.contains("only used")), "{p:?}");
+        let p = problems("[imap]\nhost = \"h\"\nuser = \"u\"\nauth = \"xoauth2\"\n[smtp]\nreply_dir = \"o\"\n[replies]\nfrom = \"d@example.net\"\n");
+        assert!(p.iter().any(|p| p.key == "imap.token_command" && p.message.contains("required")), "{p:?}");
+        let not_exec = tempfile::NamedTempFile::new().unwrap();
+        assert!(find_program(not_exec.path().to_str().unwrap()).unwrap_err().contains("not executable"));
+        assert!(find_program("sh").is_ok());
+        assert!(find_program("no-such-program-delistd").unwrap_err().contains("$PATH"));
     }
 
     #[test]

@@ -24,6 +24,8 @@
 //! * [`intake`]   where messages come from: IMAP (TLS, IDLE, UIDs) and Maildir.
 //! * [`daemon`]   the long-running loop, shutdown, sd_notify.
 //! * [`net`]      TCP + TLS (rustls) connections and backoff, shared by IMAP and SMTP.
+//! * [`oauth`]    OAuth2 logins (XOAUTH2, OAUTHBEARER) with tokens from the operator's command.
+//! * [`redact`]   secrets (tokens) masked in every log line, whatever library printed it.
 //! * [`demo`]     the embedded example Maildir behind `delistd demo`.
 //! * [`config`]   the TOML file, validated once with line-precise errors.
 //! * [`redact`]   keeps passwords out of every log line, the protocol libraries' included.
@@ -39,6 +41,7 @@ pub mod demo;
 pub mod extract;
 pub mod intake;
 pub mod net;
+pub mod oauth;
 pub mod pipeline;
 pub mod redact;
 pub mod reply;

@@ -165,6 +165,11 @@ impl Intake {
             if *self.stop.borrow() {
                 break;
             }
+            if src.needs_new_login() {
+                // OAuth2: a session does not outlive its token (see ImapSource::needs_new_login).
+                tracing::info!("IMAP token due for renewal; logging in again");
+                src.logout().await;
+            }
             if !src.is_connected() {
                 let connected = self.heartbeat.idle(BEAT_EVERY, src.connect()).await;
                 if let Err(e) = connected {

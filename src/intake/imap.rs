@@ -5,8 +5,8 @@
 //! command runs under a timeout, so a dead connection surfaces as an error the daemon
 //! answers by reconnecting with backoff.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_imap::extensions::idle::IdleResponse;
 use async_imap::types::UnsolicitedResponse;
@@ -17,6 +17,7 @@ use tokio_rustls::rustls::ClientConfig;
 use super::{Disposition, Fetched, SourceKey};
 use crate::config::{Imap, Security};
 use crate::net::{self, MaybeTls, NetError};
+use crate::oauth::{sasl, TokenError, TokenSource};
 
 /// How long one IMAP command may take before the connection is declared dead.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
@@ -38,6 +39,9 @@ pub enum ImapError {
     NoUidValidity(String),
     #[error("not connected")]
     NotConnected,
+    /// No token to log in with: a temporary failure, like an unreachable server.
+    #[error("IMAP login: {0}")]
+    Token(#[from] TokenError),
 }
 
 type ImapSession = Session<MaybeTls>;
@@ -71,6 +75,12 @@ pub struct ImapSource {
     /// since the last [`ImapSource::pending`]. It will not announce it again: IDLE now would
     /// sleep on a waiting message until the poll interval.
     new_mail: bool,
+    /// Tokens for an OAuth2 login (`auth = "xoauth2" | "oauthbearer"`).
+    tokens: Option<TokenSource>,
+    /// When the session's token is due for renewal: a session is not kept past it, so that
+    /// a server which ends sessions when their token expires (Exchange Online does) never
+    /// finds one to end, and a long IDLE logs in again with a fresh token.
+    session_until: Option<Instant>,
 }
 
 async fn timed<T, E>(
@@ -90,7 +100,20 @@ where
 impl ImapSource {
     pub fn new(cfg: Imap, max_bytes: usize) -> Result<ImapSource, ImapError> {
         let tls = net::tls_config(cfg.ca_file.as_deref())?;
-        Ok(ImapSource { cfg, tls, max_bytes, session: None, uidvalidity: 0, can_idle: false, can_move: false, can_uidplus: false, new_mail: false })
+        let tokens = cfg.oauth.clone().map(|o| TokenSource::new("imap", o));
+        Ok(ImapSource {
+            cfg,
+            tls,
+            max_bytes,
+            session: None,
+            uidvalidity: 0,
+            can_idle: false,
+            can_move: false,
+            can_uidplus: false,
+            new_mail: false,
+            tokens,
+            session_until: None,
+        })
     }
 
     pub fn mailbox(&self) -> &str {
@@ -133,12 +156,18 @@ impl ImapSource {
             let tls = net::tls_wrap(self.tls.clone(), &c.tls_name, tcp, CONNECT_TIMEOUT).await?;
             client = async_imap::Client::new(MaybeTls::Tls(Box::new(tls)));
         }
-        let login = tokio::time::timeout(COMMAND_TIMEOUT, client.login(&c.user, c.password.expose())).await;
-        let mut session = match login {
-            Ok(Ok(s)) => s,
-            Ok(Err((e, _))) => return Err(ImapError::Login { user: c.user.clone(), reason: e.to_string() }),
-            Err(_) => return Err(ImapError::Timeout { during: "LOGIN" }),
+        self.session_until = None;
+        let mut session = if self.tokens.is_some() {
+            self.oauth_login(client).await?
+        } else {
+            let login = tokio::time::timeout(COMMAND_TIMEOUT, client.login(&c.user, c.password.expose())).await;
+            match login {
+                Ok(Ok(s)) => s,
+                Ok(Err((e, _))) => return Err(ImapError::Login { user: c.user.clone(), reason: e.to_string() }),
+                Err(_) => return Err(ImapError::Timeout { during: "LOGIN" }),
+            }
         };
+        let c = &self.cfg;
         let caps = timed("CAPABILITY", session.capabilities()).await?;
         self.can_idle = c.idle && caps.has_str("IDLE");
         self.can_move = caps.has_str("MOVE");
@@ -162,6 +191,57 @@ impl ImapSource {
         );
         self.session = Some(session);
         Ok(())
+    }
+
+    /// `AUTHENTICATE` with a token (RFC 3501 §6.2.2). A refused token that came from the
+    /// cache is given up and the login tried once more, at once, with a fresh one from the
+    /// command: an expired or revoked token costs one round trip, not a backoff.
+    async fn oauth_login(&mut self, mut client: async_imap::Client<MaybeTls>) -> Result<ImapSession, ImapError> {
+        let Some(tokens) = self.tokens.as_ref() else { return Err(ImapError::NotConnected) };
+        let user = self.cfg.user.clone();
+        let offered = sasl::oauth_mechanisms(auth_mechanisms(&mut client).await?.iter().map(String::as_str));
+        let mechanism = sasl::choose(tokens.mechanism(), &offered);
+        if mechanism != tokens.mechanism() {
+            tracing::info!(configured = tokens.mechanism().name(), using = mechanism.name(), "IMAP server does not offer the configured mechanism");
+        }
+        let mut retried = false;
+        loop {
+            let from_cache = tokens.cached_at(Instant::now()).is_some();
+            let token = tokens.token().await?;
+            let failure = Arc::new(Mutex::new(None));
+            let login = SaslLogin {
+                first: Some(mechanism.initial_response(&user, token.value.expose())),
+                acknowledge: mechanism.acknowledge_error(),
+                failure: failure.clone(),
+            };
+            let refused = match tokio::time::timeout(COMMAND_TIMEOUT, client.authenticate(mechanism.name(), login)).await {
+                Ok(Ok(session)) => {
+                    self.session_until = Some(token.renew_at);
+                    tracing::debug!(mechanism = mechanism.name(), user = %user, "IMAP logged in with a token");
+                    return Ok(session);
+                }
+                Ok(Err((e @ (async_imap::error::Error::No(_) | async_imap::error::Error::Bad(_)), c))) => {
+                    client = c;
+                    e
+                }
+                Ok(Err((e, _))) => return Err(ImapError::Protocol { during: "AUTHENTICATE", source: e }),
+                Err(_) => return Err(ImapError::Timeout { during: "AUTHENTICATE" }),
+            };
+            let said = failure.lock().unwrap_or_else(|p| p.into_inner()).take().map(|c| sasl::describe_error(&c));
+            let said = said.unwrap_or_else(|| "(no details)".into());
+            tokens.invalidate(&token);
+            if from_cache && !retried {
+                tracing::warn!(mechanism = mechanism.name(), server_said = %said, "IMAP refused the cached token; trying a fresh one");
+                retried = true;
+                continue;
+            }
+            return Err(ImapError::Login { user, reason: format!("{} refused: {refused}; server said: {said}", mechanism.name()) });
+        }
+    }
+
+    /// The session's token is due for renewal: log out and connect again.
+    pub fn needs_new_login(&self) -> bool {
+        self.session.is_some() && self.session_until.is_some_and(|u| Instant::now() >= u)
     }
 
     /// async-imap queues unsolicited responses in a bounded channel that blocks the session
@@ -286,6 +366,14 @@ impl ImapSource {
         if self.new_mail {
             return Ok(Woke::Check);
         }
+        // Never past the session's token: the caller logs in again when woken.
+        let max = match self.session_until {
+            Some(until) => max.min(until.saturating_duration_since(Instant::now())),
+            None => max,
+        };
+        if max.is_zero() {
+            return Ok(Woke::Check);
+        }
         if !self.can_idle {
             return Ok(tokio::select! {
                 _ = tokio::time::sleep(max) => Woke::Check,
@@ -321,6 +409,49 @@ impl ImapSource {
         Self::drain_unsolicited(&mut session);
         self.session = Some(session);
         Ok(woke)
+    }
+}
+
+/// The SASL mechanisms the server offers before login (`AUTH=` capabilities, RFC 3501 §6.1.1).
+async fn auth_mechanisms(client: &mut async_imap::Client<MaybeTls>) -> Result<Vec<String>, ImapError> {
+    use async_imap::imap_proto::{Capability, Response};
+    use async_imap::types::UnsolicitedResponse;
+    // The untagged CAPABILITY answer comes back on the channel for what a command did not ask.
+    let (tx, rx) = async_channel::bounded(16);
+    timed("CAPABILITY", client.run_command_and_check_ok("CAPABILITY", Some(tx))).await?;
+    let mut out = Vec::new();
+    while let Ok(r) = rx.try_recv() {
+        if let UnsolicitedResponse::Other(data) = r {
+            if let Response::Capabilities(caps) = data.parsed() {
+                out.extend(caps.iter().filter_map(|c| match c {
+                    Capability::Auth(m) => Some(m.to_string()),
+                    _ => None,
+                }));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Answers the server's challenges of one `AUTHENTICATE`: the initial response to the first,
+/// and to an error challenge (RFC 7628 §3.2.2), the acknowledgement, keeping the error.
+struct SaslLogin {
+    first: Option<Vec<u8>>,
+    acknowledge: &'static [u8],
+    failure: Arc<Mutex<Option<Vec<u8>>>>,
+}
+
+impl async_imap::Authenticator for SaslLogin {
+    type Response = Vec<u8>;
+
+    fn process(&mut self, challenge: &[u8]) -> Vec<u8> {
+        match self.first.take() {
+            Some(first) => first,
+            None => {
+                *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(challenge.to_vec());
+                self.acknowledge.to_vec()
+            }
+        }
     }
 }
 

@@ -22,6 +22,7 @@ const GIVE_UP_AFTER_ATTEMPTS: u32 = 25;
 /// Replies taken from the table per round.
 const ROUND: u32 = 256;
 
+#[allow(clippy::large_enum_variant)] // one per run: boxing would buy nothing
 pub enum Transport {
     Smtp(SmtpConnector),
     Files(FileSink),

@@ -20,6 +20,7 @@ use tokio_rustls::rustls::ClientConfig;
 
 use crate::config::{Security, Smtp};
 use crate::net::{self, MaybeTls, NetError};
+use crate::oauth::{sasl, TokenError, TokenSource};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -41,11 +42,24 @@ pub enum SendError {
     BadRecipient(String),
     #[error("writing {path}: {source}")]
     File { path: PathBuf, source: std::io::Error },
+    /// No token for SMTP AUTH: about the server, never about the reply (the outbox leaves
+    /// replies queued and backs off).
+    #[error("SMTP AUTH: {0}")]
+    Token(#[from] TokenError),
+    /// The server refused our token (after one fresh try): the login's fault, not the reply's.
+    #[error("{0}")]
+    TokenRefused(String),
 }
 
 impl SendError {
     pub fn is_permanent(&self) -> bool {
         matches!(self, SendError::Permanent(_) | SendError::BadRecipient(_))
+    }
+
+    /// No reply could have been sent, whichever: the outbox keeps them all queued, counts no
+    /// attempt against them, and backs off.
+    pub fn is_login_failure(&self) -> bool {
+        matches!(self, SendError::Token(_) | SendError::TokenRefused(_))
     }
 }
 
@@ -63,11 +77,16 @@ pub struct SmtpConnector {
     tls: Arc<ClientConfig>,
     ca_pem: Option<Vec<u8>>,
     hello: ClientId,
+    /// The user and the tokens of an OAuth2 login (`auth = "xoauth2" | "oauthbearer"`).
+    oauth: Option<Box<(String, TokenSource)>>,
 }
 
 /// One open SMTP connection; reused for many messages.
 pub struct SmtpConn {
     inner: AsyncSmtpConnection,
+    /// OAuth2: when its token is due for renewal. The connection is not used past it: a
+    /// server may end a session whose token expired, and the reply in flight would pay.
+    until: Option<std::time::Instant>,
 }
 
 impl SmtpConnector {
@@ -80,7 +99,8 @@ impl SmtpConnector {
         let hello = ClientId::Domain(
             std::env::var("DELISTD_HELO").ok().unwrap_or_else(hostname_or_localhost),
         );
-        Ok(SmtpConnector { cfg, tls, ca_pem, hello })
+        let oauth = cfg.oauth.clone().map(|(user, o)| Box::new((user, TokenSource::new("smtp", o))));
+        Ok(SmtpConnector { cfg, tls, ca_pem, hello, oauth })
     }
 
     fn tls_parameters(&self) -> Result<TlsParameters, SendError> {
@@ -109,14 +129,86 @@ impl SmtpConnector {
             }
             inner.starttls(self.tls_parameters()?, &self.hello).await.map_err(classify)?;
         }
-        if let Some((user, password)) = &c.auth {
+        let mut until = None;
+        if let Some(oauth) = &self.oauth {
+            let (user, tokens) = &**oauth;
+            until = Some(self.oauth_auth(&mut inner, user, tokens).await?);
+        } else if let Some((user, password)) = &c.auth {
             let creds = Credentials::new(user.clone(), password.expose().to_string());
             inner
                 .auth(&[Mechanism::Plain, Mechanism::Login], &creds)
                 .await
                 .map_err(|e| SendError::Login(format!("as {user}: {e}")))?;
         }
-        Ok(SmtpConn { inner })
+        Ok(SmtpConn { inner, until })
+    }
+
+    /// SMTP AUTH with a token (RFC 4954), by hand: lettre knows XOAUTH2 but not OAUTHBEARER,
+    /// and would not show the error challenge. A refused token from the cache is given up
+    /// and AUTH tried once more with a fresh one. A refusal is transient: a later token (or
+    /// the fixed command) may be accepted, and the replies must wait for it, not fail.
+    /// Returns when the token used is due for renewal.
+    async fn oauth_auth(&self, inner: &mut AsyncSmtpConnection, user: &str, tokens: &TokenSource) -> Result<std::time::Instant, SendError> {
+        // What the server offers: lettre keeps no OAUTHBEARER in its view of the EHLO answer,
+        // so ask again (RFC 5321 §4.1.4 allows a repeated EHLO; it changes no state here).
+        let ehlo = tokio::time::timeout(TIMEOUT, inner.command(lettre::transport::smtp::commands::Ehlo::new(self.hello.clone())))
+            .await
+            .map_err(|_| SendError::Transient("EHLO timed out".into()))?
+            .map_err(classify)?;
+        let offered = sasl::oauth_mechanisms(
+            ehlo.message()
+                .filter_map(|line| line.strip_prefix("AUTH ").or_else(|| line.strip_prefix("AUTH=")))
+                .flat_map(str::split_whitespace),
+        );
+        let mechanism = sasl::choose(tokens.mechanism(), &offered);
+        if mechanism != tokens.mechanism() {
+            tracing::info!(configured = tokens.mechanism().name(), using = mechanism.name(), "SMTP server does not offer the configured mechanism");
+        }
+        let mut retried = false;
+        loop {
+            let from_cache = tokens.cached_at(std::time::Instant::now()).is_some();
+            let token = tokens.token().await?;
+            let first = Line(format!("AUTH {} {}", mechanism.name(), mechanism.initial_response_base64(user, token.value.expose())));
+            let answer = tokio::time::timeout(TIMEOUT, inner.command(first))
+                .await
+                .map_err(|_| SendError::Transient("SMTP AUTH timed out".into()))?;
+            let refused = match answer {
+                Ok(r) if r.has_code(235) => {
+                    tracing::debug!(mechanism = mechanism.name(), user, "SMTP authenticated with a token");
+                    return Ok(token.renew_at);
+                }
+                // The error challenge (RFC 7628 §3.2.2): acknowledge it, then the server fails AUTH.
+                Ok(r) if r.has_code(334) => {
+                    let said = sasl::describe_base64_error(&r.message().collect::<Vec<_>>().join(""));
+                    let last = tokio::time::timeout(TIMEOUT, inner.command(Line(sasl::base64(mechanism.acknowledge_error())))).await;
+                    match last {
+                        Ok(Err(e)) => format!("{e}; server said: {said}"),
+                        Ok(Ok(r)) => format!("{} after the error challenge; server said: {said}", r.code()),
+                        Err(_) => return Err(SendError::Transient("SMTP AUTH timed out".into())),
+                    }
+                }
+                Ok(r) => format!("unexpected answer {} {}", r.code(), r.message().collect::<Vec<_>>().join(" ")),
+                // 4xx/5xx: the server said no; anything else is the connection.
+                Err(e) if e.status().is_some() => e.to_string(),
+                Err(e) => return Err(SendError::Transient(e.to_string())),
+            };
+            tokens.invalidate(&token);
+            if from_cache && !retried {
+                tracing::warn!(mechanism = mechanism.name(), reason = %refused, "SMTP refused the cached token; trying a fresh one");
+                retried = true;
+                continue;
+            }
+            return Err(SendError::TokenRefused(format!("SMTP AUTH {} as {user} refused: {refused}", mechanism.name())));
+        }
+    }
+}
+
+/// One command line as written (lettre's `command` takes anything displayable).
+struct Line(String);
+
+impl std::fmt::Display for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\r\n", self.0)
     }
 }
 
@@ -149,8 +241,9 @@ impl SmtpConn {
         Ok(())
     }
 
+    /// Not to be used again: broken, or (OAuth2) its token is due for renewal.
     pub fn is_broken(&self) -> bool {
-        self.inner.has_broken()
+        self.inner.has_broken() || self.until.is_some_and(|u| std::time::Instant::now() >= u)
     }
 
     pub async fn quit(mut self) {
@@ -210,6 +303,7 @@ mod tests {
             tls_name: "localhost".into(),
             ca_file: None,
             auth: None,
+            oauth: None,
             connections: 1,
         };
         let e = SmtpConnector::new(cfg).unwrap().connect().await.err().unwrap();

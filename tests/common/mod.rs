@@ -575,6 +575,22 @@ impl Delistd {
         Serving { child: Some(child), log }
     }
 
+    /// `delistd run` (serve mode) in the background, with these environment variables added
+    /// (e.g. `DELISTD_LOG=trace`).
+    pub fn serve_env(&self, env: &[(&str, &str)]) -> Serving {
+        let log = self.log_file("serve");
+        let child = self
+            .command()
+            .envs(env.iter().copied())
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Serving { child: Some(child), log }
+    }
+
     /// A staff command: `delistd cases --config .. --db .. ARGS`, which must succeed.
     pub fn cases_cmd(&self, args: &[&str]) -> String {
         let out = self.command().arg("cases").arg("--config").arg(&self.config).arg("--db").arg(&self.db).args(args).output().unwrap();

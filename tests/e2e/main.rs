@@ -14,4 +14,5 @@ mod crash;
 mod flow;
 mod hostile;
 mod supervision;
+mod oauth;
 mod tls;
