@@ -37,6 +37,7 @@ pub mod decide;
 pub mod demo;
 pub mod extract;
 pub mod intake;
+pub mod metrics;
 pub mod net;
 pub mod pipeline;
 pub mod reply;

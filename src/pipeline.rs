@@ -412,6 +412,7 @@ impl Pipeline {
         }
 
         let mut queued = false;
+        let mut queued_kind = None;
         if let (Some(kind), Some(to), None) = (d.reply, &recipient, &suppressed) {
             let due = match cases.first() {
                 Some(r) => tx.case(*r)?.and_then(|c| c.due_at),
@@ -445,11 +446,13 @@ impl Pipeline {
                             subject: rendered.subject.clone(),
                             raw,
                             actor: DAEMON_ACTOR.to_string(),
+                            kind: Some(kind),
                         },
                         now,
                     )?;
                     let _ = id;
                     queued = true;
+                    queued_kind = Some(kind);
                 }
                 Err(e) => {
                     // A sender address we cannot write a reply to: recorded, not retried.
@@ -460,6 +463,9 @@ impl Pipeline {
             tx.set_outcome(msg, m.outcome, Some(&format!("reply suppressed: {why}")))?;
         }
         tx.commit()?;
+        if let Some(kind) = queued_kind {
+            crate::metrics::reply_queued(kind.name());
+        }
 
         tracing::info!(
             source = %f.key,

@@ -7,12 +7,14 @@
 //! * [`outbox`]  replies waiting to be sent, and the seam to the reply composer.
 //! * [`staff`]   what the staff CLI needs: listing, detail, staff actions.
 //! * [`sla`]     due times, "time left", SLA statistics.
+//! * [`monitor`] what metrics read at scrape time; escalation stages and digests.
 //!
 //! Times are unix seconds in the database (see the head of `schema.sql` for why) and
 //! [`jiff::Timestamp`] in Rust. No method reads the clock: every one that depends on time
 //! takes `now`, so tests and replays control it.
 
 pub mod model;
+pub mod monitor;
 pub mod outbox;
 pub mod schema;
 pub mod sla;

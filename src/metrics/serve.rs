@@ -1,0 +1,139 @@
+//! The `[metrics]` listener of `delistd run`: `/metrics`, `/healthz` and `/readyz` over
+//! HTTP/1.1 (axum on the daemon's tokio runtime).
+//!
+//! [`router`] is a plain axum `Router`, so a later web front end can merge it into its own
+//! instead of opening a second port. What the endpoints answer is injected: the scrape
+//! (which reads the database) and the two probes are closures the daemon builds, run on the
+//! blocking pool so that a slow database never stalls the runtime.
+//!
+//! * `/healthz`: 200 while every loop of the daemon has shown progress (or a healthy idle)
+//!   within its interval, the same signal as the systemd watchdog; 503 with one line per
+//!   stalled loop otherwise.
+//! * `/readyz`: 200 while the database answers and the mailbox was reached recently.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::sync::watch;
+
+/// A probe: `Ok` when healthy, else the reasons, one per line of the answer.
+pub type Probe = Arc<dyn Fn() -> Result<(), Vec<String>> + Send + Sync>;
+/// The whole `/metrics` text.
+pub type Scrape = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// What the three endpoints answer.
+#[derive(Clone)]
+pub struct Endpoints {
+    pub scrape: Scrape,
+    pub health: Probe,
+    pub ready: Probe,
+}
+
+/// The routes, for [`serve`] or for merging into another router.
+pub fn router(e: Endpoints) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(e)
+}
+
+/// Serve until `stop` turns true.
+pub async fn serve(listener: tokio::net::TcpListener, e: Endpoints, mut stop: watch::Receiver<bool>) -> std::io::Result<()> {
+    axum::serve(listener, router(e))
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+}
+
+async fn metrics(State(e): State<Endpoints>) -> Response {
+    match tokio::task::spawn_blocking(move || (e.scrape)()).await {
+        // The version of the text format (Prometheus, "Exposition formats").
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "metrics scrape failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "scrape failed\n").into_response()
+        }
+    }
+}
+
+async fn probe(p: Probe) -> Response {
+    match tokio::task::spawn_blocking(move || p()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ok\n").into_response(),
+        Ok(Err(why)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", why.join("\n"))).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("probe failed: {e}\n")).into_response(),
+    }
+}
+
+async fn healthz(State(e): State<Endpoints>) -> Response {
+    probe(e.health).await
+}
+
+async fn readyz(State(e): State<Endpoints>) -> Response {
+    probe(e.ready).await
+}
+
+/// Per-loop liveness: each loop beats when it makes progress or idles as it should, and is
+/// stalled once it has been silent longer than its own interval allows. A stand-in with the
+/// same meaning as the daemon's watchdog; the health check proper can replace it behind the
+/// same [`Probe`].
+#[derive(Debug, Default)]
+pub struct Beats {
+    loops: Mutex<Vec<(&'static str, Duration, Instant)>>,
+}
+
+impl Beats {
+    /// A loop that must beat at least every `max_silence`; counts as beating now.
+    pub fn register(&self, name: &'static str, max_silence: Duration) {
+        let mut l = self.loops.lock().unwrap_or_else(|p| p.into_inner());
+        l.retain(|(n, _, _)| *n != name);
+        l.push((name, max_silence, Instant::now()));
+    }
+
+    pub fn beat(&self, name: &str) {
+        let mut l = self.loops.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = l.iter_mut().find(|(n, _, _)| *n == name) {
+            e.2 = Instant::now();
+        }
+    }
+
+    /// `Ok` while every loop beat within its interval.
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        let l = self.loops.lock().unwrap_or_else(|p| p.into_inner());
+        let stalled: Vec<String> = l
+            .iter()
+            .filter(|(_, max, last)| last.elapsed() > *max)
+            .map(|(n, max, last)| format!("{n}: no progress for {} s (allowed {} s)", last.elapsed().as_secs(), max.as_secs()))
+            .collect();
+        if stalled.is_empty() {
+            Ok(())
+        } else {
+            Err(stalled)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_silent_loop_fails_the_check() {
+        let b = Beats::default();
+        b.register("intake", Duration::from_millis(30));
+        b.register("outbox", Duration::from_secs(60));
+        assert!(b.check().is_ok());
+        std::thread::sleep(Duration::from_millis(50));
+        let why = b.check().unwrap_err();
+        assert_eq!(why.len(), 1);
+        assert!(why[0].starts_with("intake:"), "{why:?}");
+        b.beat("intake");
+        assert!(b.check().is_ok());
+    }
+}
