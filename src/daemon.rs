@@ -35,6 +35,8 @@ pub enum DaemonError {
     Imap(#[from] crate::intake::imap::ImapError),
     #[error(transparent)]
     Send(#[from] crate::reply::send::SendError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::listener::ListenerError),
     #[error("{0}")]
     Task(String),
 }
@@ -112,6 +114,10 @@ pub async fn run(cfg: Config, mode: Mode) -> Result<RunStats, DaemonError> {
         (None, None) => return Err(DaemonError::Task("no way to send replies: [smtp] host or reply_dir".into())),
     };
     let outbox = Outbox::new(transport, cfg_connections(&cfg));
+    // [metrics]: bound before READY, so that a port already taken stops the start.
+    if mode == Mode::Serve {
+        crate::metrics::listener::start(&cfg, pipeline.store_options(), stop_rx.clone()).await?;
+    }
 
     let intake_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let outbox_task = {
@@ -177,13 +183,17 @@ async fn maildir_loop(
                 return Ok(stats);
             }
             let fetched = md.read(&entry, cfg.max_message_bytes)?;
+            let started = std::time::Instant::now();
             let done = pipeline.process(&mut lock(store), &fetched, jiff::Timestamp::now())?;
+            crate::metrics::message_handled(done.outcome(), done.action.map_or("none", |a| a.as_str()), started.elapsed());
             stats.count(&done);
             if done.queued_reply {
                 wake_outbox.notify_one();
             }
             md.file(&entry, done.disposition)?;
         }
+        crate::metrics::mailbox_checked();
+        crate::metrics::serve::beat("intake");
         if mode == Mode::Once {
             return Ok(stats);
         }
@@ -251,6 +261,8 @@ async fn imap_loop(
     let mut stats = RunStats::default();
     let mut backoff = Backoff::new(Duration::from_secs(64));
     loop {
+        crate::metrics::serve::test_stall_point().await;
+        crate::metrics::serve::beat("intake");
         if *stop.borrow() {
             break;
         }
@@ -259,19 +271,21 @@ async fn imap_loop(
                 if mode == Mode::Once {
                     return Err(e.into());
                 }
+                crate::metrics::imap_reconnect();
                 let wait = backoff.step();
                 tracing::warn!(error = %e, retry_in_s = wait.as_secs(), "IMAP unavailable");
                 tokio::select! {
-                    _ = tokio::time::sleep(wait) => continue,
+                    _ = crate::metrics::serve::idle("intake", wait) => continue,
                     _ = stop.changed() => break,
                 }
             }
             backoff.reset();
         }
         match drain_imap(&mut src, store, pipeline, &mut stats, &stop, wake_outbox, cfg.max_message_bytes).await {
-            Ok(()) => {}
+            Ok(()) => crate::metrics::mailbox_checked(),
             Err(DaemonError::Imap(e)) => {
                 tracing::warn!(error = %e, "IMAP connection lost; reconnecting");
+                crate::metrics::imap_reconnect();
                 src.disconnect();
                 if mode == Mode::Once {
                     return Err(e.into());
@@ -288,6 +302,7 @@ async fn imap_loop(
             Ok(Woke::Shutdown) => break,
             Err(e) => {
                 tracing::warn!(error = %e, "IMAP IDLE failed; reconnecting");
+                crate::metrics::imap_reconnect();
                 src.disconnect();
             }
         }
@@ -377,6 +392,7 @@ async fn drain_imap(
         }
         .await;
         let recorded = job.await.map_err(|e| DaemonError::Task(format!("recording a batch: {e}")))??;
+        crate::metrics::serve::beat("intake");
         stats.add(&recorded.stats);
         if recorded.queued_reply {
             wake_outbox.notify_one();
@@ -407,7 +423,9 @@ fn record_batch(store: &SharedStore, pipeline: &Pipeline, fetched: &[Fetched]) -
     let mut batch = guard.batch()?;
     for f in fetched {
         let SourceKey::Imap { uid, .. } = f.key else { continue };
+        let started = std::time::Instant::now();
         let done = pipeline.process(&mut batch, f, jiff::Timestamp::now())?;
+        crate::metrics::message_handled(done.outcome(), done.action.map_or("none", |a| a.as_str()), started.elapsed());
         out.stats.count(&done);
         out.queued_reply |= done.queued_reply;
         out.filed[(done.disposition == Disposition::Quarantine) as usize].push(uid);

@@ -105,6 +105,22 @@ pub struct Processed {
     pub cases: Vec<CaseRef>,
 }
 
+impl Processed {
+    /// What became of the message, as the metrics count it: `already_recorded`,
+    /// `quarantined`, `ignored` or `processed` (the `messages.outcome` written).
+    pub fn outcome(&self) -> &'static str {
+        if self.already_recorded {
+            "already_recorded"
+        } else if self.disposition == Disposition::Quarantine {
+            Outcome::Quarantined.as_str()
+        } else if self.action == Some(Action::Ignore) {
+            Outcome::Ignored.as_str()
+        } else {
+            Outcome::Processed.as_str()
+        }
+    }
+}
+
 pub struct Pipeline {
     extract: ExtractOptions,
     templates: Templates,

@@ -12,6 +12,7 @@
 //! counters); what the database knows (cases by state, the outbox queue) is read from it at
 //! scrape time by [`render`]'s caller.
 
+pub mod listener;
 pub mod serve;
 
 use std::collections::BTreeMap;

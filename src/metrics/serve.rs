@@ -89,6 +89,10 @@ pub struct Beats {
 }
 
 impl Beats {
+    pub const fn new() -> Beats {
+        Beats { loops: Mutex::new(Vec::new()) }
+    }
+
     /// A loop that must beat at least every `max_silence`; counts as beating now.
     pub fn register(&self, name: &'static str, max_silence: Duration) {
         let mut l = self.loops.lock().unwrap_or_else(|p| p.into_inner());
@@ -116,6 +120,46 @@ impl Beats {
         } else {
             Err(stalled)
         }
+    }
+}
+
+/// The daemon's loops, beating here (`metrics::serve::beat("intake")`): one registry for
+/// the process, so that a loop beats with one line and no handle passed down to it.
+pub static BEATS: Beats = Beats::new();
+
+/// A loop shows progress or a healthy idle.
+pub fn beat(name: &str) {
+    BEATS.beat(name);
+}
+
+/// Sleep `total` as a healthy idle: beating as `name` every few seconds meanwhile (a
+/// backoff wait is not a stall).
+pub async fn idle(name: &str, total: Duration) {
+    let end = tokio::time::Instant::now() + total;
+    loop {
+        beat(name);
+        let now = tokio::time::Instant::now();
+        if now >= end {
+            return;
+        }
+        tokio::time::sleep((end - now).min(Duration::from_secs(5))).await;
+    }
+}
+
+/// Test hook: while the file named by `DELISTD_TEST_STALL_FILE` exists, a loop that passes
+/// here stops (without beating), as a loop stuck on a dead connection would; the health
+/// check must then fail. Costs one `stat` per loop iteration when the variable is set, and
+/// nothing when it is not.
+pub async fn test_stall_point() {
+    let Some(path) = std::env::var_os("DELISTD_TEST_STALL_FILE") else { return };
+    let path = std::path::PathBuf::from(path);
+    let mut logged = false;
+    while path.exists() {
+        if !logged {
+            tracing::warn!(file = %path.display(), "stalled by the test hook");
+            logged = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -43,6 +43,17 @@ impl SendError {
     pub fn is_permanent(&self) -> bool {
         matches!(self, SendError::Permanent(_) | SendError::BadRecipient(_))
     }
+
+    /// The class of failure, for the metrics: a short fixed name.
+    pub fn class(&self) -> &'static str {
+        match self {
+            SendError::Net(_) => "network",
+            SendError::Permanent(_) => "permanent",
+            SendError::Transient(_) => "transient",
+            SendError::BadRecipient(_) => "bad_recipient",
+            SendError::File { .. } => "file",
+        }
+    }
 }
 
 fn classify(e: lettre::transport::smtp::Error) -> SendError {
