@@ -61,6 +61,7 @@ pub async fn start(
     stop: watch::Receiver<bool>,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, ListenerError> {
     let Some(m) = &cfg.metrics else { return Ok(None) };
+    super::mark_start();
     // Each loop's longest healthy silence: intake waits up to one poll interval in IDLE (or
     // between polls), then drains; the outbox wakes at least every 15 s, or after a backoff
     // of at most 64 s; escalation looks every minute.

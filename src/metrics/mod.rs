@@ -78,6 +78,7 @@ static IMAP_RECONNECTS: AtomicU64 = AtomicU64::new(0);
 /// Unix milliseconds; 0: never.
 static LAST_MAILBOX_CHECK_MS: AtomicI64 = AtomicI64::new(0);
 static LAST_MESSAGE_MS: AtomicI64 = AtomicI64::new(0);
+static START_MS: AtomicI64 = AtomicI64::new(0);
 static HANDLING: Histogram = Histogram::new(HANDLING_BUCKETS);
 static INTAKE_TO_ACCEPTED: Histogram = Histogram::new(REPLY_BUCKETS);
 
@@ -124,6 +125,12 @@ pub fn send_failure(class: &str) {
 /// The IMAP connection was lost (or refused) and will be opened again.
 pub fn imap_reconnect() {
     IMAP_RECONNECTS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The daemon started (`process_start_time_seconds`, which the alert rules use to give a
+/// fresh daemon time to reach its mailbox).
+pub fn mark_start() {
+    let _ = START_MS.compare_exchange(0, now_ms(), Ordering::Relaxed, Ordering::Relaxed);
 }
 
 /// The mailbox was reached and read to the end (IMAP or Maildir).
@@ -223,6 +230,12 @@ pub fn render(gauges: Option<&Gauges>, now: Timestamp) -> String {
         unix_seconds(LAST_MESSAGE_MS.load(Ordering::Relaxed)),
     );
 
+    // The standard name client libraries give it, so that dashboards find it.
+    let start = match START_MS.load(Ordering::Relaxed) {
+        0 => now.as_millisecond(),
+        ms => ms,
+    };
+    gauge(&mut out, "process_start_time_seconds", "Start time of the process since unix epoch in seconds.", unix_seconds(start));
     gauge(&mut out, "delistd_store_up", "Whether the database answered this scrape (1) or not (0).", u8::from(gauges.is_some()));
     if let Some(g) = gauges {
         head(&mut out, "delistd_cases", "gauge", "Cases by state, read from the database at scrape time.");
