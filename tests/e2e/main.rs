@@ -13,4 +13,5 @@ mod common;
 mod crash;
 mod flow;
 mod hostile;
+mod metrics;
 mod tls;
