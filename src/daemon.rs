@@ -37,6 +37,8 @@ pub enum DaemonError {
     Send(#[from] crate::reply::send::SendError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::listener::ListenerError),
+    #[error(transparent)]
+    Escalation(#[from] crate::escalation::EscalationError),
     #[error("{0}")]
     Task(String),
 }
@@ -125,6 +127,10 @@ pub async fn run(cfg: Config, mode: Mode) -> Result<RunStats, DaemonError> {
         tokio::spawn(async move { outbox.run(store, wake, stop, done, mode == Mode::Once).await })
     };
 
+    // [escalation]: warnings to staff, checked every minute on the daemon's clock.
+    if mode == Mode::Serve {
+        crate::escalation::spawn(&cfg, store.clone(), wake_outbox.clone(), stop_rx.clone())?;
+    }
     notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("reading the delist mailbox")]);
     let mut stats = match &cfg.intake {
         Intake::Maildir(m) => {

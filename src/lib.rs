@@ -35,6 +35,7 @@ pub mod config;
 pub mod daemon;
 pub mod decide;
 pub mod demo;
+pub mod escalation;
 pub mod extract;
 pub mod intake;
 pub mod metrics;
