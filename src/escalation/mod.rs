@@ -247,8 +247,12 @@ pub async fn run(
         })
         .await;
         match done {
-            Ok(Ok(p)) if p.mails > 0 => wake_outbox.notify_one(),
-            Ok(Ok(_)) => {}
+            Ok(Ok(p)) => {
+                tracing::debug!(mails = p.mails, quiet = p.quiet, "escalation pass done");
+                if p.mails > 0 {
+                    wake_outbox.notify_one();
+                }
+            }
             Ok(Err(e)) => tracing::warn!(error = %e, "escalation pass failed; trying again in a minute"),
             Err(e) => tracing::error!(error = %e, "escalation pass panicked"),
         }

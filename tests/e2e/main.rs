@@ -11,6 +11,7 @@
 mod common;
 
 mod crash;
+mod escalation;
 mod flow;
 mod hostile;
 mod metrics;
