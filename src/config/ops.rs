@@ -67,7 +67,7 @@ fn parse_time(s: &str) -> Option<Time> {
 impl Check<'_> {
     pub(super) fn metrics(&mut self, raw: &Option<RawMetrics>) -> Option<Metrics> {
         let raw = raw.as_ref()?;
-        let Some(listen) = self.required("metrics.listen", &raw.listen) else { return None };
+        let listen = self.required("metrics.listen", &raw.listen)?;
         match listen.parse::<SocketAddr>() {
             Ok(listen) => Some(Metrics { listen }),
             Err(_) => {
