@@ -118,7 +118,8 @@ pub async fn run(cfg: Config, mode: Mode) -> Result<RunStats, DaemonError> {
     let outbox = Outbox::new(transport, cfg_connections(&cfg));
     // [metrics]: bound before READY, so that a port already taken stops the start.
     if mode == Mode::Serve {
-        crate::metrics::listener::start(&cfg, pipeline.store_options(), stop_rx.clone()).await?;
+        let health: crate::metrics::serve::Probe = Arc::new(|| crate::metrics::serve::BEATS.check());
+        crate::metrics::listener::start(&cfg, pipeline.store_options(), health, stop_rx.clone()).await?;
     }
 
     let intake_done = Arc::new(std::sync::atomic::AtomicBool::new(false));

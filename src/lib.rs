@@ -23,6 +23,9 @@
 //! * [`pipeline`] one message through extract → decide → store, as one transaction.
 //! * [`intake`]   where messages come from: IMAP (TLS, IDLE, UIDs) and Maildir.
 //! * [`daemon`]   the long-running loop, shutdown, sd_notify.
+//! * [`escalation`] staff warnings before and when a case misses its SLA, the daily digest.
+//! * [`metrics`]  Prometheus counters and gauges, `/metrics`, `/healthz`, `/readyz`. A leaf:
+//!   pure modules never import it.
 //! * [`net`]      TCP + TLS (rustls) connections and backoff, shared by IMAP and SMTP.
 //! * [`demo`]     the embedded example Maildir behind `delistd demo`.
 //! * [`config`]   the TOML file, validated once with line-precise errors.

@@ -213,11 +213,12 @@ impl Tx<'_> {
     /// Refuses ([`StoreError::Duplicate`]) a stage already recorded since the clock started,
     /// so a second pass racing the first cannot mail it twice.
     pub fn record_stage(&self, case: CaseRef, stage: Stage, mails: &[StaffMail], now: Timestamp) -> Result<(), StoreError> {
-        let sql = format!("SELECT 1 FROM cases c WHERE c.id = ?1 AND ?2 = ?2 AND {NO_STAGE_YET}");
+        let sql = "SELECT 1 FROM cases c WHERE c.id = ?1 AND NOT EXISTS (SELECT 1 FROM events e \
+                   WHERE e.case_id = c.id AND e.kind = ?2 AND e.at >= c.sla_started_at)";
         let missing = self
             .tx
-            .prepare_cached(&sql)?
-            .query_row(params![case.0, 0, stage.event()], |_| Ok(()))
+            .prepare_cached(sql)?
+            .query_row(params![case.0, stage.event()], |_| Ok(()))
             .optional()?
             .is_some();
         if !missing {

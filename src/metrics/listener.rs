@@ -55,9 +55,12 @@ pub fn readiness(store: Arc<Mutex<Store>>, patience: Duration) -> Probe {
 }
 
 /// Bind `[metrics] listen` and serve until `stop`. `None` when the section is absent.
+/// `health` answers `/healthz` (the daemon's liveness check, e.g. [`BEATS`]' check);
+/// readiness is built here from the database and the last mailbox check.
 pub async fn start(
     cfg: &Config,
     store_options: StoreOptions,
+    health: Probe,
     stop: watch::Receiver<bool>,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, ListenerError> {
     let Some(m) = &cfg.metrics else { return Ok(None) };
@@ -92,7 +95,7 @@ pub async fn start(
             }
             super::render(gauges.ok().as_ref(), now)
         }),
-        health: Arc::new(|| BEATS.check()),
+        health,
         ready: readiness(store, mailbox_patience(cfg)),
     };
     tracing::info!(listen = %m.listen, "serving /metrics, /healthz and /readyz");
