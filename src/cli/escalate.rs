@@ -1,9 +1,10 @@
 //! `delistd escalate --once`: one escalation pass (stage warnings and the daily digest, see
 //! [`crate::escalation`]), then the outbox is run once to send what was queued.
 //!
-//! For a host where the daemon does not run escalation itself (a systemd timer beside a
-//! daemon elsewhere, or a mailbox read by `run --once` from cron). Beside a running daemon it
-//! is harmless but useless: a stage is recorded once whoever gets there first.
+//! For a database no daemon serves (a mailbox read by `run --once` from cron, the daemon on
+//! another host). Not beside a running daemon on the same database: the daemon does this
+//! itself, and two outboxes could pick up the same queued mail. A stage is still recorded
+//! once whoever gets there first.
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
