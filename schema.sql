@@ -190,3 +190,22 @@ FROM events;
 -- count is read from the index alone.
 DROP INDEX outbox_by_recipient;
 CREATE INDEX outbox_by_recipient ON outbox (recipient, queued_at, state);
+
+-- @version 3
+-- What each outbox row is (issue 12: metrics and staff escalation mail).
+--   kind:     the reply kind (acknowledge, missing_info, ..., delisted, rejected) or the
+--             staff mail (escalation_due_soon, escalation_overdue, escalation_digest);
+--             NULL on rows queued before this version.
+--   to_staff: 1 for mail to our own staff: never counted in a sender's per-recipient
+--             reply limit, which the rate-limit index below keeps answering alone.
+ALTER TABLE outbox ADD COLUMN kind TEXT;
+ALTER TABLE outbox ADD COLUMN to_staff INTEGER NOT NULL DEFAULT 0 CHECK (to_staff IN (0, 1));
+DROP INDEX outbox_by_recipient;
+CREATE INDEX outbox_by_recipient ON outbox (recipient, queued_at, state, to_staff);
+-- One row per local day whose escalation digest was handled (queued, or found empty and
+-- not sent), so a restart never sends the day's digest twice.
+CREATE TABLE escalation_digests (
+    day       TEXT    PRIMARY KEY,  -- YYYY-MM-DD in the escalation time zone
+    at        INTEGER NOT NULL,
+    cases     INTEGER NOT NULL
+);

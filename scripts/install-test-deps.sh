@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, non-interactively and idempotently, what delistd's tests and benchmarks need:
 # a real Dovecot (IMAP + LMTP) and Postfix for the loopback mail stack (scripts/mailstack.sh),
-# openssl for its test CA, sqlite3, Sisimai (extraction benchmark), systemd-analyze (unit check).
+# openssl for its test CA, sqlite3, Sisimai (extraction benchmark), systemd-analyze (unit check),
+# promtool (Debian package prometheus) for the alert rules in monitoring/ and the /metrics test.
 #
 # The packages' own system services are kept from starting: the tests run their own instances
 # from a state directory, and a system Postfix would grab port 25 on every interface.
@@ -25,6 +26,7 @@ declare -A PROBE=(
     [libsisimai-perl]=/usr/share/perl5/Sisimai.pm
     [systemd]=/usr/bin/systemd-analyze
     [python3]=/usr/bin/python3
+    [prometheus]=/usr/bin/promtool
 )
 
 missing=()
@@ -76,7 +78,7 @@ fi
 # If a system instance did start anyway (no policy-rc.d on an init-less box, or systemd as PID 1),
 # stop it: it would hold ports and confuse the loopback stack. Our own instances use other configs.
 if [[ -d /run/systemd/system ]]; then
-    for unit in postfix.service dovecot.service; do
+    for unit in postfix.service dovecot.service prometheus.service; do
         systemctl disable --now "$unit" >/dev/null 2>&1 || true
     done
 fi
@@ -85,6 +87,11 @@ if [[ -x /usr/sbin/postfix ]] && /usr/sbin/postfix status >/dev/null 2>&1; then
 fi
 if [[ -s /run/dovecot/master.pid ]] && kill -0 "$(cat /run/dovecot/master.pid)" 2>/dev/null; then
     /usr/sbin/dovecot stop >/dev/null 2>&1 || true
+fi
+# Only promtool is wanted from the prometheus package; a server started by its init script
+# would scrape and write a TSDB nobody reads (/run/prometheus.pid is the Debian init script's).
+if [[ -s /run/prometheus.pid ]] && kill -0 "$(cat /run/prometheus.pid)" 2>/dev/null; then
+    kill "$(cat /run/prometheus.pid)" 2>/dev/null || true
 fi
 
 for pkg in "${!PROBE[@]}"; do

@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod ops;
+pub use ops::{Escalation, Metrics};
+
 /// Where `run` and the staff commands look when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/delistd/delistd.toml";
 
@@ -24,6 +27,10 @@ pub struct Config {
     pub store: StoreConfig,
     pub replies: Replies,
     pub max_message_bytes: usize,
+    /// `[metrics]`: the Prometheus and health listener of `delistd run`; none when absent.
+    pub metrics: Option<Metrics>,
+    /// `[escalation]`: warnings to staff before and when a case misses its SLA.
+    pub escalation: Option<Escalation>,
 }
 
 #[derive(Debug, Clone)]
@@ -200,6 +207,8 @@ struct RawFile {
     store: Option<RawStore>,
     replies: Option<RawReplies>,
     limits: Option<RawLimits>,
+    metrics: Option<ops::RawMetrics>,
+    escalation: Option<ops::RawEscalation>,
 }
 
 #[derive(Deserialize)]
@@ -681,6 +690,9 @@ impl Config {
             c.problem("limits.max_message_bytes", format!("{max_message_bytes} is out of range (64 KiB to 1 GiB)"));
         }
 
+        let metrics = c.metrics(&raw.metrics);
+        let escalation = c.escalation(&raw.escalation);
+
         let problems = c.problems;
         match intake {
             Some(intake) if problems.is_empty() => Ok(Config {
@@ -691,6 +703,8 @@ impl Config {
                 store: StoreConfig { database, sla: Duration::from_secs(u64::from(sla_hours) * 3600) },
                 replies,
                 max_message_bytes,
+                metrics,
+                escalation,
             }),
             _ => Err(invalid(problems)),
         }

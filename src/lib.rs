@@ -23,6 +23,9 @@
 //! * [`pipeline`] one message through extract → decide → store, as one transaction.
 //! * [`intake`]   where messages come from: IMAP (TLS, IDLE, UIDs) and Maildir.
 //! * [`daemon`]   the long-running loop, shutdown, sd_notify.
+//! * [`escalation`] staff warnings before and when a case misses its SLA, the daily digest.
+//! * [`metrics`]  Prometheus counters and gauges, `/metrics`, `/healthz`, `/readyz`. A leaf:
+//!   pure modules never import it.
 //! * [`net`]      TCP + TLS (rustls) connections and backoff, shared by IMAP and SMTP.
 //! * [`oauth`]    OAuth2 logins (XOAUTH2, OAUTHBEARER) with tokens from the operator's command.
 //! * [`redact`]   secrets (tokens) masked in every log line, whatever library printed it.
@@ -38,8 +41,10 @@ pub mod config;
 pub mod daemon;
 pub mod decide;
 pub mod demo;
+pub mod escalation;
 pub mod extract;
 pub mod intake;
+pub mod metrics;
 pub mod net;
 pub mod oauth;
 pub mod pipeline;

@@ -100,6 +100,17 @@ enum Command {
         #[command(subcommand)]
         command: delistd::cli::outbox::OutboxCmd,
     },
+    /// Warn staff of cases due soon or overdue and send the daily digest when due, once, then
+    /// send those mails ([escalation] in the config). `delistd run` does this every minute by
+    /// itself; this is for a systemd timer on a host where the daemon does not run.
+    /// Exit 0 when everything queued was sent, 75 when some mail waits for a retry.
+    Escalate {
+        #[arg(long, short, env = "DELISTD_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// One pass, then exit (required: the continuous checks run inside `delistd run`).
+        #[arg(long, required = true)]
+        once: bool,
+    },
     /// Staff commands over the case database (safe while the daemon runs).
     Cases {
         /// The config file, for the database path and the reply settings.
@@ -148,6 +159,7 @@ fn main() -> ExitCode {
         Command::Reprocess { config, db, ids, force } => reprocess(&config, db, &ids, force),
         Command::Outbox { config, db, command } => outbox(&config, db, command),
         Command::Cases { config, db, command } => cases(&config, db, command),
+        Command::Escalate { config, once: _ } => delistd::cli::escalate::run(&config, jiff::Timestamp::now()),
     };
     exit.into()
 }

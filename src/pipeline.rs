@@ -111,6 +111,22 @@ pub struct Processed {
     pub cases: Vec<CaseRef>,
 }
 
+impl Processed {
+    /// What became of the message, as the metrics count it: `already_recorded`,
+    /// `quarantined`, `ignored` or `processed` (the `messages.outcome` written).
+    pub fn outcome(&self) -> &'static str {
+        if self.already_recorded {
+            "already_recorded"
+        } else if self.disposition == Disposition::Quarantine {
+            Outcome::Quarantined.as_str()
+        } else if self.action == Some(Action::Ignore) {
+            Outcome::Ignored.as_str()
+        } else {
+            Outcome::Processed.as_str()
+        }
+    }
+}
+
 pub struct Pipeline {
     extract: ExtractOptions,
     templates: Templates,
@@ -480,6 +496,7 @@ impl Pipeline {
         }
 
         let mut queued = false;
+        let mut queued_kind = None;
         if let (Some(kind), Some(to), None) = (d.reply, &recipient, &suppressed) {
             let due = match cases.first() {
                 Some(r) => tx.case(*r)?.and_then(|c| c.due_at),
@@ -513,11 +530,13 @@ impl Pipeline {
                             subject: rendered.subject.clone(),
                             raw,
                             actor: DAEMON_ACTOR.to_string(),
+                            kind: Some(kind),
                         },
                         now,
                     )?;
                     let _ = id;
                     queued = true;
+                    queued_kind = Some(kind);
                 }
                 Err(e) => {
                     // A sender address we cannot write a reply to: recorded, not retried.
@@ -528,6 +547,9 @@ impl Pipeline {
             tx.set_outcome(msg, m.outcome, Some(&format!("reply suppressed: {why}")))?;
         }
         tx.commit()?;
+        if let Some(kind) = queued_kind {
+            crate::metrics::reply_queued(kind.name());
+        }
 
         tracing::info!(
             source = %f.key,

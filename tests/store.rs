@@ -88,6 +88,7 @@ fn take_in(store: &mut Store, uid: u32, ip: &str, sender: &str, now: Timestamp) 
             subject: format!("[{c}] received"),
             raw: b"Subject: ack\r\n\r\nok\r\n".to_vec(),
             actor: DAEMON_ACTOR.into(),
+            kind: None,
         },
         now,
     )

@@ -7,6 +7,7 @@
 //! * [`outbox`]  replies waiting to be sent, and the seam to the reply composer.
 //! * [`staff`]   what the staff CLI needs: listing, detail, staff actions.
 //! * [`sla`]     due times, "time left", SLA statistics.
+//! * [`monitor`] what metrics read at scrape time; escalation stages and digests.
 //!
 //! Times are unix seconds in the database (see the head of `schema.sql` for why) and
 //! [`jiff::Timestamp`] in Rust. No method reads the clock: every one that depends on time
@@ -14,6 +15,7 @@
 
 pub mod integrity;
 pub mod model;
+pub mod monitor;
 pub mod outbox;
 pub mod rerun;
 pub mod schema;

@@ -129,6 +129,10 @@ text_enum! {
         Resolved = "resolved",
         Rejected = "rejected",
         Reopened = "reopened",
+        /// Staff were warned that the case is due soon (escalation, first stage).
+        EscalationDueSoon = "escalation_due_soon",
+        /// Staff were warned that the case is overdue (escalation, second stage).
+        EscalationOverdue = "escalation_overdue",
     }
 }
 
@@ -390,6 +394,8 @@ pub struct NewReply {
     pub raw: Vec<u8>,
     /// Who queued it: [`super::DAEMON_ACTOR`] or a staff member (recorded in the history).
     pub actor: String,
+    /// What reply it is (`outbox.kind`, for the metrics); `None` when not known.
+    pub kind: Option<crate::decide::ReplyKind>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -407,11 +413,14 @@ pub struct OutboxRow {
     pub next_attempt_at: Timestamp,
     pub last_error: Option<String>,
     pub sent_at: Option<Timestamp>,
+    /// `outbox.kind`: the reply kind or the staff mail kind; `None` on rows from before
+    /// schema version 3.
+    pub kind: Option<String>,
 }
 
 impl OutboxRow {
     pub(crate) const COLUMNS: &'static str = "id, case_id, caused_by, recipient, message_id, subject, raw, state, \
-         attempts, queued_at, next_attempt_at, last_error, sent_at";
+         attempts, queued_at, next_attempt_at, last_error, sent_at, kind";
 
     pub(crate) fn from_row(r: &Row<'_>) -> rusqlite::Result<OutboxRow> {
         Ok(OutboxRow {
@@ -428,6 +437,7 @@ impl OutboxRow {
             next_attempt_at: ts(r, 10)?,
             last_error: r.get(11)?,
             sent_at: opt_ts(r, 12)?,
+            kind: r.get(13)?,
         })
     }
 }

@@ -48,7 +48,7 @@ pub trait ReplyComposer {
 pub(crate) fn queue(conn: &Connection, r: &NewReply, now: Timestamp) -> Result<OutboxId, StoreError> {
     conn.prepare_cached(
         "INSERT INTO outbox (case_id, caused_by, recipient, message_id, subject, raw, state, attempts, queued_at, \
-         next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', 0, ?7, ?7)",
+         next_attempt_at, kind) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', 0, ?7, ?7, ?8)",
     )?
     .execute(params![
         r.case.map(|c| c.0),
@@ -57,7 +57,8 @@ pub(crate) fn queue(conn: &Connection, r: &NewReply, now: Timestamp) -> Result<O
         r.message_id,
         r.subject,
         r.raw,
-        now.as_second()
+        now.as_second(),
+        r.kind.map(|k| k.name())
     ])?;
     let id = OutboxId(conn.last_insert_rowid());
     if let Some(case) = r.case {

@@ -74,9 +74,9 @@ pub fn user_version(conn: &Connection) -> Result<u32, StoreError> {
 
 /// Per-connection settings. Must run outside any transaction (SQLite ignores
 /// `foreign_keys` and refuses `journal_mode` changes inside one).
-pub fn configure(conn: &Connection, busy_timeout: Duration) -> Result<(), StoreError> {
+pub fn configure(conn: &mut Connection, busy_timeout: Duration) -> Result<(), StoreError> {
     // Wait for a writer instead of failing at once: the daemon and the staff CLI share the file.
-    conn.busy_timeout(busy_timeout)?;
+    conn.busy_handler(Some(busy_wait(busy_timeout)))?;
     conn.pragma_update(None, "foreign_keys", true)?;
     // WAL: readers (staff, sqlite3 shell) never block the daemon's writes, nor it them.
     // An in-memory database answers "memory", which is fine.
@@ -85,6 +85,35 @@ pub fn configure(conn: &Connection, busy_timeout: Duration) -> Result<(), StoreE
     // daemon may flag the IMAP message as handled; losing the row would lose the request.
     conn.pragma_update(None, "synchronous", "FULL")?;
     Ok(())
+}
+
+/// Times any connection of this process found the database locked and waited to retry
+/// (`delistd_store_busy_retries_total`). Counted here, read by the metrics module, so that
+/// the store does not depend on it.
+pub static BUSY_RETRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// SQLite's own busy-timeout handler (`sqliteDefaultBusyCallback` in main.c: sleep 1, 2, 5,
+/// 10 ... 100 ms between tries until the timeout is spent), which also counts each retry.
+fn busy_wait(timeout: Duration) -> impl FnMut(i32) -> bool + Send + 'static {
+    const DELAYS: [u64; 12] = [1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100];
+    const TOTALS: [u64; 12] = [0, 1, 3, 8, 18, 33, 53, 78, 103, 128, 178, 228];
+    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    move |count: i32| {
+        let count = usize::try_from(count).unwrap_or(0);
+        let (mut delay, prior) = match DELAYS.get(count) {
+            Some(d) => (*d, TOTALS[count]),
+            None => (100, TOTALS[11] + 100 * (count as u64 - 11)),
+        };
+        if prior + delay > timeout_ms {
+            delay = timeout_ms.saturating_sub(prior);
+            if delay == 0 {
+                return false;
+            }
+        }
+        BUSY_RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(delay));
+        true
+    }
 }
 
 /// Bring the database to the last version of `migrations`, in one transaction.

@@ -59,7 +59,7 @@ impl std::fmt::Debug for Store {
 /// The rate limit's count (see `Store::replies_sent_to_since`).
 const REPLIES_TO_SINCE: &str =
     "SELECT count(*) FROM outbox WHERE recipient = ?1 AND queued_at >= ?2 AND queued_at <= ?3 \
-     AND state IN ('queued', 'sent')";
+     AND state IN ('queued', 'sent') AND to_staff = 0";
 
 impl Store {
     /// Open (creating it if needed) and migrate the database at `path`.
@@ -76,7 +76,7 @@ impl Store {
         if opts.sla <= SignedDuration::ZERO {
             return Err(StoreError::Invalid(format!("SLA must be positive, got {:?}", opts.sla)));
         }
-        schema::configure(&conn, opts.busy_timeout)?;
+        schema::configure(&mut conn, opts.busy_timeout)?;
         schema::migrate(&mut conn, &schema::migrations()?)?;
         let file = super::integrity::FileId::of_connection(&conn);
         Ok(Store { conn, sla: opts.sla, batch_failed: Cell::new(false), file })
@@ -601,6 +601,7 @@ pub(crate) mod tests {
             subject: format!("Re: Please delist [{}]", case.map(|c| c.to_string()).unwrap_or_default()),
             raw: b"From: delist@example.net\r\nTo: alice@example.com\r\nSubject: ack\r\n\r\nok\r\n".to_vec(),
             actor: DAEMON_ACTOR.into(),
+            kind: None,
         }
     }
 

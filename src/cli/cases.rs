@@ -877,6 +877,7 @@ fn resolution_reply(
         subject: rendered.subject,
         raw: composed.raw,
         actor: actor.to_string(),
+        kind: Some(kind),
     })
 }
 

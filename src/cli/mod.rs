@@ -2,6 +2,7 @@
 //! returns an [`Exit`] whose code means something to scripts and to systemd.
 
 pub mod cases;
+pub mod escalate;
 pub mod inspect;
 pub mod outbox;
 

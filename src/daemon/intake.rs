@@ -114,8 +114,12 @@ impl Intake {
                         continue;
                     }
                 };
+                let started = std::time::Instant::now();
                 let done = match self.process_one(&fetched) {
-                    Ok(d) => d,
+                    Ok(d) => {
+                        crate::metrics::message_handled(d.outcome(), d.action.map_or("none", |a| a.as_str()), started.elapsed());
+                        d
+                    }
                     Err(e) if is_transient(&e) && self.mode == Mode::Serve => {
                         delay = backoff.step();
                         tracing::warn!(
@@ -144,6 +148,7 @@ impl Intake {
             }
             if !busy {
                 backoff.reset();
+                crate::metrics::mailbox_checked();
             }
             if self.mode == Mode::Once {
                 return Ok(stats);
@@ -161,6 +166,7 @@ impl Intake {
         let mut stats = RunStats::default();
         let mut backoff = Backoff::new(Duration::from_secs(64));
         loop {
+            crate::metrics::serve::test_stall_point().await;
             self.heartbeat.beat();
             if *self.stop.borrow() {
                 break;
@@ -176,6 +182,7 @@ impl Intake {
                     if self.mode == Mode::Once {
                         return Err(e.into());
                     }
+                    crate::metrics::imap_reconnect();
                     let wait = backoff.step();
                     tracing::warn!(error = %e, retry_in_s = wait.as_secs(), "IMAP unavailable");
                     if self.pause(wait).await {
@@ -187,9 +194,10 @@ impl Intake {
             }
             let drained = drain_imap(&mut src, &self, &mut stats, cfg.max_message_bytes).await;
             match drained {
-                Ok(()) => {}
+                Ok(()) => crate::metrics::mailbox_checked(),
                 Err(DaemonError::Imap(e)) => {
                     tracing::warn!(error = %e, "IMAP connection lost; reconnecting");
+                    crate::metrics::imap_reconnect();
                     src.disconnect();
                     if self.mode == Mode::Once {
                         return Err(e.into());
@@ -221,6 +229,7 @@ impl Intake {
                 Ok(Woke::Shutdown) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "IMAP IDLE failed; reconnecting");
+                    crate::metrics::imap_reconnect();
                     src.disconnect();
                 }
             }
@@ -367,7 +376,9 @@ fn record_batch(store: &SharedStore, pipeline: &Pipeline, fetched: &[Fetched]) -
     let mut batch = guard.batch()?;
     for f in fetched {
         let SourceKey::Imap { uid, .. } = f.key else { continue };
+        let started = std::time::Instant::now();
         let done = pipeline.process(&mut batch, f, jiff::Timestamp::now())?;
+        crate::metrics::message_handled(done.outcome(), done.action.map_or("none", |a| a.as_str()), started.elapsed());
         out.stats.count(&done);
         out.queued_reply |= done.queued_reply;
         out.filed[(done.disposition == Disposition::Quarantine) as usize].push(uid);

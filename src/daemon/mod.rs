@@ -49,6 +49,10 @@ pub enum DaemonError {
     Send(#[from] crate::reply::send::SendError),
     #[error(transparent)]
     Instance(#[from] instance::InstanceError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::listener::ListenerError),
+    #[error(transparent)]
+    Escalation(#[from] crate::escalation::EscalationError),
     #[error("{0}")]
     Task(String),
 }
@@ -171,6 +175,25 @@ pub async fn run(cfg: Config, mode: Mode) -> Result<RunStats, DaemonError> {
                 }
             }
         });
+    }
+
+    // [metrics]: bound before READY, so that a port already taken stops the start. /healthz
+    // answers from the same loops' heartbeats as the watchdog.
+    if mode == Mode::Serve {
+        let h = health.clone();
+        let probe: crate::metrics::serve::Probe = Arc::new(move || h.check(tokio::time::Instant::now()));
+        crate::metrics::listener::start(&cfg, pipeline.store_options(), probe, stop_rx.clone()).await?;
+        // [escalation]: warnings to staff, checked every minute on the daemon's clock.
+        if cfg.escalation.is_some() {
+            let heartbeat = health.register("escalation", silence);
+            let beat: crate::escalation::Beat = Box::new(move || heartbeat.beat());
+            if let Some(escalation) = crate::escalation::task(&cfg, store.clone(), wake_outbox.clone(), stop_rx.clone(), beat)? {
+                tasks.spawn("escalation", async move {
+                    escalation.await;
+                    Ok(Done::Helper)
+                });
+            }
+        }
     }
 
     let intake_done = Arc::new(AtomicBool::new(false));

@@ -153,11 +153,15 @@ fn record_now(
     match result {
         Ok(()) => {
             store.mark_sent(row.id, now)?;
+            let since_queued = now.duration_since(row.queued_at).unsigned_abs();
+            crate::metrics::reply_sent(row.kind.as_deref(), row.caused_by.is_some(), since_queued);
             tracing::info!(reply = %row.message_id, to = %row.recipient, "reply sent");
             Ok(Round { sent: 1, ..Round::default() })
         }
         Err(e) if e.is_permanent() || row.attempts + 1 >= GIVE_UP_AFTER_ATTEMPTS => {
             store.mark_failed(row.id, &e.to_string(), now)?;
+            crate::metrics::send_failure(e.class());
+            crate::metrics::reply_failed(row.kind.as_deref());
             tracing::warn!(reply = %row.message_id, to = %row.recipient, error = %e, "reply given up");
             Ok(Round { failed: 1, ..Round::default() })
         }
@@ -165,6 +169,7 @@ fn record_now(
             let delay = retry_delay(row.attempts);
             let next = now + jiff::SignedDuration::try_from(delay).unwrap_or(jiff::SignedDuration::from_secs(30));
             store.mark_retry(row.id, &e.to_string(), next)?;
+            crate::metrics::send_failure(e.class());
             tracing::warn!(reply = %row.message_id, error = %e, retry_in_s = delay.as_secs(), "reply not sent; will retry");
             Ok(Round { transient: true, ..Round::default() })
         }

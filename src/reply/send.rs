@@ -61,6 +61,19 @@ impl SendError {
     pub fn is_login_failure(&self) -> bool {
         matches!(self, SendError::Token(_) | SendError::TokenRefused(_))
     }
+
+    /// The class of failure, for the metrics: a short fixed name.
+    pub fn class(&self) -> &'static str {
+        match self {
+            SendError::Net(_) => "network",
+            SendError::Permanent(_) => "permanent",
+            SendError::Transient(_) => "transient",
+            SendError::BadRecipient(_) => "bad_recipient",
+            SendError::File { .. } => "file",
+            SendError::Login(_) => "login",
+            SendError::Token(_) | SendError::TokenRefused(_) => "token",
+        }
+    }
 }
 
 fn classify(e: lettre::transport::smtp::Error) -> SendError {

@@ -563,9 +563,15 @@ impl Delistd {
 
     /// `delistd run` (serve mode) in the background.
     pub fn serve(&self) -> Serving {
+        self.serve_with(&[])
+    }
+
+    /// `delistd run` in the background with more environment variables (test hooks).
+    pub fn serve_with(&self, env: &[(&str, &std::ffi::OsStr)]) -> Serving {
         let log = self.log_file("serve");
         let child = self
             .command()
+            .envs(env.iter().copied())
             .args(["run", "--config"])
             .arg(&self.config)
             .stdout(Stdio::null())

@@ -11,8 +11,10 @@
 mod common;
 
 mod crash;
+mod escalation;
 mod flow;
 mod hostile;
 mod supervision;
 mod oauth;
+mod metrics;
 mod tls;
