@@ -322,3 +322,42 @@ fn a_failing_token_command_backs_off_and_fails_no_reply() {
     assert_eq!(replies.len(), 1);
     desk.assert_no_token_in(&log);
 }
+
+/// `check-config` names the line of a token command that cannot run, and says why; the
+/// example script of the README passes. (No server needed.)
+#[test]
+fn check_config_checks_the_token_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("delistd.toml");
+    let not_executable = dir.path().join("not-executable");
+    fs::write(&not_executable, "#!/bin/sh\n").unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/delist-token");
+    let write = |imap_cmd: &Path, smtp_cmd: &str| {
+        let text = format!(
+            "[imap]\nhost = \"outlook.office365.com\"\nuser = \"delist@example.net\"\nauth = \"xoauth2\"\n\
+             token_command = [{:?}, \"imap\"]\n\n[smtp]\nhost = \"smtp.office365.com\"\nuser = \"delist@example.net\"\n\
+             auth = \"oauthbearer\"\ntoken_command = [{smtp_cmd:?}, \"smtp\"]\n\n[replies]\nfrom = \"delist@example.net\"\n",
+            imap_cmd.display().to_string()
+        );
+        fs::write(&config, text).unwrap();
+    };
+    let check = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_delistd")).arg("check-config").arg("--config").arg(&config).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+
+    write(Path::new("/nonexistent/delist-token"), "no-such-delist-token");
+    let (code, err) = check();
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("line 5: imap.token_command: /nonexistent/delist-token: No such file"), "{err}");
+    assert!(err.contains("line 11: smtp.token_command: \"no-such-delist-token\" is not an executable in $PATH"), "{err}");
+
+    write(&not_executable, "sh");
+    let (code, err) = check();
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("is not executable (chmod +x it)"), "{err}");
+
+    write(&example, "sh");
+    let (code, err) = check();
+    assert_eq!(code, Some(0), "the example token command does not pass check-config: {err}");
+}
