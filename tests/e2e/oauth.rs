@@ -292,8 +292,8 @@ fn a_failing_token_command_backs_off_and_fails_no_reply() {
     desk.set("imap", "json", Some("1"));
     desk.set("imap", "fail", None);
     wait_until(PATIENCE, || daemon.log_text(), || desk.d.try_count("SELECT count(*) FROM outbox").unwrap_or(0) == 1);
-    wait_for_log_count(&mut daemon, "SMTP login failed; replies stay queued", 2, PATIENCE);
-    let line = daemon.log_text().lines().find(|l| l.contains("SMTP login failed")).unwrap_or_default().to_string();
+    wait_for_log_count(&mut daemon, "SMTP server unusable (connection, TLS, greeting or login); replies stay queued", 2, PATIENCE);
+    let line = daemon.log_text().lines().find(|l| l.contains("SMTP server unusable")).unwrap_or_default().to_string();
     assert!(line.contains("AADSTS7000215"), "{line}");
     assert_eq!(desk.outbox(), vec![vec!["queued".to_string(), "0".into(), String::new()]], "the reply was charged for the login");
 
