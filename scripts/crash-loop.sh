@@ -78,7 +78,7 @@ while :; do
     fi
     sleep 0.5
 done
-"$bench" wait --tag "$tag" --expect "$expect" --since-ns "$(date +%s%N)" --timeout-s 60 >/dev/null || true
+"$bench" wait --tag "$tag" --expect "$expect" --since-ns "$(date +%s%N)" --timeout-s 180 >/dev/null || true
 kill -TERM "$pid"
 wait "$pid" || echo "crash-loop: the daemon's last run ended with status $?" >&2
 pid=""
@@ -156,7 +156,7 @@ while [[ -n $survived ]]; do
     alive
     sleep 0.5
 done
-"$bench" wait --tag "$ftag" --expect "$fexpect" --since-ns "$(date +%s%N)" --timeout-s 60 >/dev/null || true
+"$bench" wait --tag "$ftag" --expect "$fexpect" --since-ns "$(date +%s%N)" --timeout-s 180 >/dev/null || true
 if [[ -n $survived ]]; then
     kill -TERM "$pid"
     wait "$pid" || { survived=""; echo "crash-loop: after the faults, the daemon ended with status $?" >&2; }

@@ -166,6 +166,17 @@ impl Store {
         Ok(ids)
     }
 
+    /// The server could not be used for these replies (down, TLS, greeting, login): say so on
+    /// each one still queued, for staff (`cases show`, `outbox list`), without charging it an
+    /// attempt or moving its retry time. Not a history entry: the outcome gets one.
+    pub fn note_server_error(&self, ids: &[OutboxId], error: &str) -> Result<(), StoreError> {
+        let mut st = self.conn.prepare_cached("UPDATE outbox SET last_error = ?2 WHERE id = ?1 AND state = 'queued'")?;
+        for id in ids {
+            st.execute(params![id.0, error])?;
+        }
+        Ok(())
+    }
+
     pub fn outbox_row(&self, id: OutboxId) -> Result<Option<OutboxRow>, StoreError> {
         use rusqlite::OptionalExtension;
         let sql = format!("SELECT {} FROM outbox WHERE id = ?1", OutboxRow::COLUMNS);

@@ -241,8 +241,13 @@ impl Outbox {
                 if let Some(e) = &round.server_down {
                     tracing::error!(
                         error = %e, retry_in_s = wait.as_secs(),
-                        "SMTP server unusable (connection, TLS, greeting or login); replies stay queued"
+                        "SMTP server unusable (connection, TLS, greeting or login); replies stay queued, will retry"
                     );
+                    let ids: Vec<_> = due.iter().map(|r| r.id).collect();
+                    let noted = with_store(&store, |s| s.without_sync(|s| s.note_server_error(&ids, &e.to_string())));
+                    if let Err(e) = noted {
+                        tracing::debug!(error = %e, "could not note the server error on the replies");
+                    }
                 }
                 if once && finished_intake {
                     break;
