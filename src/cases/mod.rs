@@ -12,6 +12,7 @@
 //! [`jiff::Timestamp`] in Rust. No method reads the clock: every one that depends on time
 //! takes `now`, so tests and replays control it.
 
+pub mod listing;
 pub mod model;
 pub mod outbox;
 pub mod schema;
@@ -24,9 +25,10 @@ use sha2::{Digest, Sha256};
 use crate::types::CaseRef;
 
 pub use model::{
-    CaseRow, CaseState, EventKind, EventRow, MessageId, MessageRow, MessageSource, NewCase, NewEvent, NewMessage,
+    CaseListing, CaseRow, CaseState, EventKind, EventRow, MessageId, MessageRow, MessageSource, NewCase, NewEvent, NewMessage,
     NewReply, OutboxId, OutboxRow, OutboxState, Outcome, RawMessage,
 };
+pub use listing::ListingRecord;
 pub use outbox::{ComposeError, ComposeRequest, ComposedReply, ReplyComposer};
 pub use sla::{SlaStatus, Stats};
 pub use staff::{CaseDetail, CaseFilter, Resolution, Resolve};
@@ -34,6 +36,10 @@ pub use store::{Store, StoreOptions, Tx};
 
 /// The actor recorded on events written by the daemon itself.
 pub const DAEMON_ACTOR: &str = "delistd";
+
+/// The actor recorded on what the blocklist link does by itself (a case resolved because
+/// its IP left the list, a `delist_command` run for a first request).
+pub const BLOCKLIST_ACTOR: &str = "blocklist";
 
 /// Errors of the case store. Callers branch on `NotFound`, `WrongState`, `Duplicate` and
 /// `TooNew`; the rest are reported.

@@ -214,6 +214,8 @@ mod tests {
             resolved_at: resolved.map(t),
             assignee: None,
             opened_by: None,
+            listing: None,
+            resolution: None,
         }
     }
 
