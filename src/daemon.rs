@@ -37,6 +37,10 @@ pub enum DaemonError {
     Send(#[from] crate::reply::send::SendError),
     #[error("{0}")]
     Task(String),
+    /// The blocklist failed its start-up check (a zone failing the RFC 5782 test entries,
+    /// a CIDR file that does not load): a configuration problem.
+    #[error(transparent)]
+    Blocklist(#[from] crate::blocklist::BlocklistError),
 }
 
 /// The daemon's one connection to the database, shared by intake and outbox.
@@ -83,7 +87,16 @@ pub struct RunStats {
 pub async fn run(cfg: Config, mode: Mode) -> Result<RunStats, DaemonError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let wake_outbox = Arc::new(Notify::new());
-    let pipeline = Arc::new(Pipeline::new(&cfg)?);
+    let mut pipeline = Pipeline::new(&cfg)?;
+    // Checked before READY: a zone failing the RFC 5782 test entries is refused at start.
+    let blocklist = match &cfg.blocklist {
+        Some(b) => Some(crate::blocklist::Blocklist::start(b).await?),
+        None => None,
+    };
+    if let (Some(b), Some(bc)) = (&blocklist, &cfg.blocklist) {
+        pipeline.set_blocklist(b.clone(), bc.auto_delist_first);
+    }
+    let pipeline = Arc::new(pipeline);
 
     // Opened (and migrated) up front so a bad database stops us before READY.
     let store: SharedStore = Arc::new(Mutex::new(Store::open(&cfg.store.database, pipeline.store_options())?));
@@ -119,6 +132,10 @@ pub async fn run(cfg: Config, mode: Mode) -> Result<RunStats, DaemonError> {
         tokio::spawn(async move { outbox.run(store, wake, stop, done, mode == Mode::Once).await })
     };
 
+    if let (Some(b), Some(bc)) = (&blocklist, &cfg.blocklist) {
+        tokio::spawn(crate::blocklist::recheck::run(store.clone(), b.clone(), bc.clone(), recheck_settings(&cfg), wake_outbox.clone(), stop_rx.clone()));
+    }
+
     notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("reading the delist mailbox")]);
     let mut stats = match &cfg.intake {
         Intake::Maildir(m) => {
@@ -132,6 +149,15 @@ pub async fn run(cfg: Config, mode: Mode) -> Result<RunStats, DaemonError> {
     stats.sent = sent.sent;
     stats.send_failed = sent.failed;
     Ok(stats)
+}
+
+fn recheck_settings(cfg: &Config) -> crate::blocklist::recheck::ReplySettings {
+    crate::blocklist::recheck::ReplySettings {
+        from: cfg.replies.from.clone(),
+        message_id_domain: cfg.replies.message_id_domain.clone(),
+        portal_url: cfg.replies.portal_url.clone(),
+        support_url: cfg.replies.support_url.clone(),
+    }
 }
 
 fn cfg_connections(cfg: &Config) -> usize {
@@ -177,7 +203,14 @@ async fn maildir_loop(
                 return Ok(stats);
             }
             let fetched = md.read(&entry, cfg.max_message_bytes)?;
-            let done = pipeline.process(&mut lock(store), &fetched, jiff::Timestamp::now())?;
+            let done = if pipeline.has_blocklist() {
+                // Extract and look up first; lock the store only for the transaction.
+                let prepared = pipeline.prepare(&fetched);
+                let enrichment = pipeline.enrich(&prepared).await;
+                pipeline.process_enriched(&mut lock(store), &fetched, prepared, &enrichment, jiff::Timestamp::now())?
+            } else {
+                pipeline.process(&mut lock(store), &fetched, jiff::Timestamp::now())?
+            };
             stats.count(&done);
             if done.queued_reply {
                 wake_outbox.notify_one();
@@ -363,7 +396,32 @@ async fn drain_imap(
         }
         let job = {
             let (store, pipeline, batch) = (store.clone(), pipeline.clone(), std::mem::take(&mut fetched));
-            tokio::task::spawn_blocking(move || record_batch(&store, &pipeline, &batch))
+            if pipeline.has_blocklist() {
+                // The batch's lookups run concurrently, off the store lock, while the
+                // connection files and fetches; then the batch is recorded as usual.
+                tokio::spawn(async move {
+                    let (batch, prepared) = tokio::task::spawn_blocking({
+                        let pipeline = pipeline.clone();
+                        move || {
+                            let p: Vec<_> = batch.iter().map(|f| pipeline.prepare(f)).collect();
+                            (batch, p)
+                        }
+                    })
+                    .await
+                    .map_err(|e| DaemonError::Task(format!("extracting a batch: {e}")))?;
+                    let enrichments = futures::future::join_all(prepared.iter().map(|p| pipeline.enrich(p))).await;
+                    let ahead = prepared.into_iter().zip(enrichments).collect();
+                    tokio::task::spawn_blocking(move || record_batch(&store, &pipeline, &batch, Some(ahead)))
+                        .await
+                        .map_err(|e| DaemonError::Task(format!("recording a batch: {e}")))?
+                })
+            } else {
+                tokio::spawn(async move {
+                    tokio::task::spawn_blocking(move || record_batch(&store, &pipeline, &batch, None))
+                        .await
+                        .map_err(|e| DaemonError::Task(format!("recording a batch: {e}")))?
+                })
+            }
         };
         let on_the_wire = async {
             if let Some(done) = unfiled.take() {
@@ -398,16 +456,26 @@ async fn drain_imap(
 /// Record one fetched batch in one transaction (each message still all or nothing, see
 /// `Store::batch`). The store stays locked until the commit: the outbox must not see, let
 /// alone send, a reply whose request is not committed yet.
-fn record_batch(store: &SharedStore, pipeline: &Pipeline, fetched: &[Fetched]) -> Result<Recorded, DaemonError> {
+fn record_batch(
+    store: &SharedStore,
+    pipeline: &Pipeline,
+    fetched: &[Fetched],
+    ahead: Option<Vec<(crate::pipeline::Prepared, crate::enrich::Enrichment)>>,
+) -> Result<Recorded, DaemonError> {
     let mut out = Recorded::default();
     if fetched.is_empty() {
         return Ok(out);
     }
     let mut guard = lock(store);
     let mut batch = guard.batch()?;
+    let mut ahead = ahead.map(Vec::into_iter);
     for f in fetched {
+        let prepared = ahead.as_mut().and_then(Iterator::next);
         let SourceKey::Imap { uid, .. } = f.key else { continue };
-        let done = pipeline.process(&mut batch, f, jiff::Timestamp::now())?;
+        let done = match prepared {
+            Some((p, e)) => pipeline.process_enriched(&mut batch, f, p, &e, jiff::Timestamp::now())?,
+            None => pipeline.process(&mut batch, f, jiff::Timestamp::now())?,
+        };
         out.stats.count(&done);
         out.queued_reply |= done.queued_reply;
         out.filed[(done.disposition == Disposition::Quarantine) as usize].push(uid);

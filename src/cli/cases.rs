@@ -829,7 +829,9 @@ fn resolve(store: &mut Store, a: ResolveArgs, env: &Env<'_>, out: &mut dyn Write
     Ok(())
 }
 
-fn resolution_reply(
+/// The reply of a staff resolution, in the case's language, answering the case's latest
+/// message; also used by the blocklist task when a case resolves by itself.
+pub fn resolution_reply(
     store: &Store,
     d: &CaseDetail,
     kind: ReplyKind,
