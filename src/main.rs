@@ -358,6 +358,7 @@ fn cases(config: &std::path::Path, db: Option<PathBuf>, command: CasesCmd) -> Ex
     if let (Some(c), Some(composer)) = (&cfg, &composer) {
         env.store.sla = jiff::SignedDuration::from_secs(c.store.sla.as_secs() as i64);
         env.replies = Some(delistd::cli::cases::Replies::new(composer, c.replies.portal_url.clone(), c.replies.support_url.clone()));
+        env.delist_command = c.blocklist.as_ref().and_then(|b| b.delist_command.clone());
     }
     let stdout = std::io::stdout();
     match delistd::cli::cases::run(command, &db, &env, &mut stdout.lock()) {
