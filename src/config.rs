@@ -809,4 +809,24 @@ mod tests {
         // With secrets read, the credential it names must exist: outside systemd it does not.
         assert!(Config::parse(src, Path::new("/etc/delistd/delistd.toml")).is_err());
     }
+
+    #[test]
+    fn the_example_blocklist_section_is_valid_once_uncommented() {
+        let src = include_str!("../examples/delistd.toml");
+        let start = src.find("# [blocklist]").expect("the example documents [blocklist]");
+        let mut text = src[..start].to_string();
+        for line in src[start..].lines() {
+            // Uncomment the keys (not the prose); the CIDR file does not exist here.
+            match line.strip_prefix("# ") {
+                Some(l) if (l.starts_with('[') || l.contains(" = ")) && !l.starts_with("cidr_file") => text.push_str(l),
+                _ => text.push_str(line),
+            }
+            text.push('\n');
+        }
+        let c = Config::parse_with(&text, Path::new("/etc/delistd/delistd.toml"), Secrets::Skip).unwrap();
+        let b = c.blocklist.expect("uncommented, the section is read");
+        assert_eq!(b.dnsbl_zones, vec!["bl.example.net".to_string()]);
+        assert_eq!((b.timeout, b.recheck_interval, b.auto_resolve, b.auto_delist_first), (Duration::from_secs(2), Duration::from_secs(600), true, false));
+        assert_eq!(b.delist_command.map(|a| a.len()), Some(3));
+    }
 }
