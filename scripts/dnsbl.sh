@@ -13,6 +13,8 @@
 #                      are the tests' own entries: they rewrite them, rbldnsd notices the new
 #                      modification time within a second (-c 1) and reloads.
 #   bad.delistd.test   a broken list: lists 127.0.0.1 and not 127.0.0.2 (must be refused).
+#   bench.delistd.test the benchmarks' list: the test entries, and every address their requests
+#                      name (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32).
 # Answers have TTL 1 s and the SOA minimum is 1 s, so no resolver cache hides a change.
 #
 # State directory: $DELISTD_DNSBL_DIR, else a fresh one under /tmp (remembered in $POINTER).
@@ -23,6 +25,7 @@ set -euo pipefail
 POINTER=/tmp/delistd-dnsbl.last
 ZONE=bl.delistd.test
 BAD_ZONE=bad.delistd.test
+BENCH_ZONE=bench.delistd.test
 
 die() {
     echo "dnsbl: $*" >&2
@@ -58,6 +61,7 @@ write_env() {
 DELISTD_TEST_DNSBL_ADDR=127.0.0.1:$PORT
 DELISTD_TEST_DNSBL_ZONE=$ZONE
 DELISTD_TEST_DNSBL_BAD_ZONE=$BAD_ZONE
+DELISTD_TEST_DNSBL_BENCH_ZONE=$BENCH_ZONE
 DELISTD_TEST_DNSBL_DIR=$DIR
 DELISTD_TEST_DNSBL_SCRIPT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/dnsbl.sh
 ENV
@@ -99,17 +103,28 @@ $SOA 1 ns.delistd.test. hostmaster.delistd.test. 1 600 600 600 1
 # Broken on purpose: answers 127.0.0.1 (must not be listed), not 127.0.0.2.
 127.0.0.1 :127.0.0.2:everything is listed here
 ZONE
+    cat >"$DIR/bench.ip4" <<'ZONE'
+:127.0.0.2:Listed by the benchmark: $
+192.0.2.0/24
+198.51.100.0/24
+203.0.113.0/24
+ZONE
+    cat >"$DIR/bench.ip6" <<'ZONE'
+:127.0.0.2:Listed by the benchmark: $
+2001:db8::/32
+ZONE
     chmod 644 "$DIR"/*.ip4 "$DIR"/*.ip6
     # Forks into the background once the zones are loaded; a bad zone file stops it here.
     (cd "$DIR" && rbldnsd -u "$user" -w "$DIR" -b "127.0.0.1/$PORT" -p "$DIR/rbldnsd.pid" -t 1 -c 1 -l "$DIR/queries.log" \
-        "$ZONE:ip4set:base.ip4,tests.ip4" "$ZONE:ip6trie:base.ip6,tests.ip6" "$BAD_ZONE:ip4set:bad.ip4") \
+        "$ZONE:ip4set:base.ip4,tests.ip4" "$ZONE:ip6trie:base.ip6,tests.ip6" "$BAD_ZONE:ip4set:bad.ip4" \
+        "$BENCH_ZONE:ip4set:base.ip4,bench.ip4" "$BENCH_ZONE:ip6trie:base.ip6,bench.ip6") \
         >"$DIR/rbldnsd.out" 2>&1 || { cat "$DIR/rbldnsd.out" >&2; die "rbldnsd did not start"; }
     for _ in $(seq 50); do
         running && break
         sleep 0.1
     done
     running || { cat "$DIR/rbldnsd.out" >&2; die "rbldnsd did not stay up"; }
-    echo "dnsbl: rbldnsd up as $user on 127.0.0.1/$PORT (pid $(cat "$DIR/rbldnsd.pid")), zones $ZONE $BAD_ZONE in $DIR" >&2
+    echo "dnsbl: rbldnsd up as $user on 127.0.0.1/$PORT (pid $(cat "$DIR/rbldnsd.pid")), zones $ZONE $BAD_ZONE $BENCH_ZONE in $DIR" >&2
     cat "$DIR/env"
 }
 
