@@ -115,7 +115,7 @@ ZONE
 ZONE
     chmod 644 "$DIR"/*.ip4 "$DIR"/*.ip6
     # Forks into the background once the zones are loaded; a bad zone file stops it here.
-    (cd "$DIR" && rbldnsd -u "$user" -w "$DIR" -b "127.0.0.1/$PORT" -p "$DIR/rbldnsd.pid" -t 1 -c 1 -l "$DIR/queries.log" \
+    (cd "$DIR" && rbldnsd -u "$user" -w "$DIR" -b "127.0.0.1/$PORT" -p "$DIR/rbldnsd.pid" -t 1 -c 1 \
         "$ZONE:ip4set:base.ip4,tests.ip4" "$ZONE:ip6trie:base.ip6,tests.ip6" "$BAD_ZONE:ip4set:bad.ip4" \
         "$BENCH_ZONE:ip4set:base.ip4,bench.ip4" "$BENCH_ZONE:ip6trie:base.ip6,bench.ip6") \
         >"$DIR/rbldnsd.out" 2>&1 || { cat "$DIR/rbldnsd.out" >&2; die "rbldnsd did not start"; }

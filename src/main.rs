@@ -239,7 +239,11 @@ fn check_blocklist(c: &Config) -> Exit {
         }
         Err(e) => {
             eprintln!("delistd: blocklist refused: {e}");
-            Exit::Config
+            if e.is_temporary() {
+                Exit::TempFail
+            } else {
+                Exit::Config
+            }
         }
     }
 }
@@ -280,6 +284,8 @@ fn run_daemon(path: &std::path::Path, once: bool) -> Exit {
                 // script does not loop on it.
                 daemon::DaemonError::Imap(delistd::intake::imap::ImapError::Login { .. }) => Exit::NoPerm,
                 daemon::DaemonError::Imap(_) | daemon::DaemonError::Send(_) => Exit::TempFail,
+                // A zone that does not answer may answer later; one that answers wrongly will not.
+                daemon::DaemonError::Blocklist(b) if b.is_temporary() => Exit::TempFail,
                 daemon::DaemonError::Blocklist(_) => Exit::Config,
                 _ => Exit::Failure,
             }

@@ -33,6 +33,8 @@ pub enum ZoneAnswer {
 pub struct ZoneTestError {
     pub zone: String,
     pub problem: String,
+    /// The zone did not answer (timeout, SERVFAIL): perhaps only for now, unlike a wrong answer.
+    pub unreachable: bool,
 }
 
 pub struct Dnsbl {
@@ -113,12 +115,13 @@ impl Dnsbl {
     pub async fn self_test(&self) -> Result<(), Vec<ZoneTestError>> {
         let mut problems = Vec::new();
         for zone in &self.zones {
-            let fail = |problem: String| ZoneTestError { zone: zone.clone(), problem };
+            let fail = |problem: String| ZoneTestError { zone: zone.clone(), problem, unreachable: false };
+            let gone = |problem: String| ZoneTestError { zone: zone.clone(), problem, unreachable: true };
             for ip in rfc5782::MUST_BE_LISTED {
                 match self.query(zone, ip).await {
                     ZoneAnswer::Listed { .. } => {}
                     ZoneAnswer::NotListed => problems.push(fail(format!("{ip} must be listed and is not"))),
-                    ZoneAnswer::Unknown(why) => problems.push(fail(format!("{ip} could not be looked up: {why}"))),
+                    ZoneAnswer::Unknown(why) => problems.push(gone(format!("{ip} could not be looked up: {why}"))),
                 }
             }
             match self.query(zone, rfc5782::MUST_NOT_BE_LISTED).await {
@@ -128,7 +131,7 @@ impl Dnsbl {
                     rfc5782::MUST_NOT_BE_LISTED
                 ))),
                 ZoneAnswer::Unknown(why) => {
-                    problems.push(fail(format!("{} could not be looked up: {why}", rfc5782::MUST_NOT_BE_LISTED)))
+                    problems.push(gone(format!("{} could not be looked up: {why}", rfc5782::MUST_NOT_BE_LISTED)))
                 }
             }
         }

@@ -55,10 +55,31 @@ impl Listing {
 pub enum BlocklistError {
     #[error("blocklist resolver: {0}")]
     Resolver(String),
-    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    #[error("{}", zone_test_text(.0))]
     ZoneTest(Vec<ZoneTestError>),
     #[error("blocklist.cidr_file: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Cidr(Vec<CidrError>),
+}
+
+/// One sentence per zone: `DNSBL zone Z fails the RFC 5782 test entries: a; b`.
+fn zone_test_text(problems: &[ZoneTestError]) -> String {
+    let mut zones: Vec<&str> = problems.iter().map(|p| p.zone.as_str()).collect();
+    zones.dedup();
+    zones
+        .iter()
+        .map(|z| {
+            let each: Vec<&str> = problems.iter().filter(|p| p.zone == *z).map(|p| p.problem.as_str()).collect();
+            format!("DNSBL zone {z} fails the RFC 5782 test entries: {}", each.join("; "))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl BlocklistError {
+    /// Only unreachable zones: the check may pass later (exit 75, not 78).
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, BlocklistError::ZoneTest(p) if p.iter().all(|e| e.unreachable))
+    }
 }
 
 /// The configured sources. Cheap to share (`Arc`).
