@@ -209,3 +209,21 @@ CREATE TABLE escalation_digests (
     at        INTEGER NOT NULL,
     cases     INTEGER NOT NULL
 );
+
+-- @version 4
+-- The provider's blocklist itself (src/blocklist/). What it said of the case's IP when the
+-- request came in or was last looked at again: the source (a DNSBL zone, or cidr:<path>),
+-- the reason it gives (a DNSBL's TXT record, the right-hand side of a CIDR line), since when
+-- if it says, and when it was looked up. NULL: not looked up (no [blocklist] configured,
+-- or the lookup did not answer; the history says which).
+ALTER TABLE cases ADD COLUMN listing_source TEXT;
+ALTER TABLE cases ADD COLUMN listing_reason TEXT;
+ALTER TABLE cases ADD COLUMN listing_since INTEGER;
+ALTER TABLE cases ADD COLUMN listing_checked_at INTEGER;
+-- How a resolved case was closed: 'delisted' (by staff, by delist_command or because the
+-- IP left the list), 'not_listed' (the IP was on no source when the request came: answered
+-- at once, no staff work), 'rejected'. NULL for cases closed before version 3.
+ALTER TABLE cases ADD COLUMN resolution TEXT;
+-- 1 while delist_command waits to run for the first request of an IP (auto_delist_first).
+ALTER TABLE cases ADD COLUMN auto_delist INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX cases_auto_delist ON cases (id) WHERE auto_delist = 1;

@@ -271,7 +271,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("filled in {:.1} s", start.elapsed().as_secs_f64());
     }
     let now = bench_now();
-    let env = Env { now, tz: TimeZone::UTC, store: StoreOptions::default(), replies: None };
+    let env = Env { now, tz: TimeZone::UTC, store: StoreOptions::default(), replies: None, delist_command: None };
     let store = Store::open(&a.db, StoreOptions::default())?;
     let count = |sql: &str| store.connection().query_row(sql, [], |r| r.get::<_, i64>(0));
     println!(

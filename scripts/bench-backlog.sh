@@ -2,7 +2,12 @@
 # Backlog benchmark: how fast `delistd run --once` (release build) drains a full delist mailbox,
 # against the mail stack's own limit, on the real Postfix and Dovecot of the test suite.
 #
-#   scripts/bench-backlog.sh [N ...]      default: 2000 10000 (two sizes: memory must not grow with N)
+#   scripts/bench-backlog.sh [--dnsbl] [N ...]   default: 2000 10000 (two sizes: memory must not grow with N)
+#
+# --dnsbl (or BENCH_DNSBL=1): the daemon has a [blocklist] and looks every request's IP up on
+# the loopback rbldnsd of scripts/dnsbl.sh before recording it (every IP is listed there, so
+# the outcome, and the check, are as without). The script then also prints the time the
+# lookups of one message took (p50/p99, from the daemon's debug log): the latency they add.
 #
 # For each N, twice over (the better of the two runs counts; the machine is shared):
 #   1. raw pump: N varied requests are APPENDed into a fresh mailbox, then
@@ -21,6 +26,10 @@
 # directory and stops it at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [[ ${1:-} == --dnsbl ]]; then
+    export BENCH_DNSBL=1
+    shift
+fi
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(2000 10000)
 runs=${BENCH_RUNS:-2}
@@ -47,8 +56,11 @@ for n in "${sizes[@]}"; do
             --manifest "$work/d.tsv" 2>>"$work/fill.log")
         "$bench" config --user "t-${tag}d-desk@example.test" --db "$work/$tag.sqlite" --out "$work/$tag.toml" \
             --connections "$connections"
+        add_dnsbl_config "$work/$tag.toml"
         t0=$(date +%s%N)
-        /usr/bin/time -v -o "$work/time.txt" "$delistd" run --once --config "$work/$tag.toml" 2>"$work/daemon.log" &
+        log_env=()
+        [[ ${BENCH_DNSBL:-0} == 1 ]] && log_env=(DELISTD_LOG=info,delistd::enrich=debug NO_COLOR=1)
+        env "${log_env[@]}" /usr/bin/time -v -o "$work/time.txt" "$delistd" run --once --config "$work/$tag.toml" 2>"$work/daemon.log" &
         pid=$!
         # Like the pump, which counts the Maildirs only once it has sent its last reply: the
         # count reads every file name in the senders' Maildirs, 50 times a second, and run
@@ -71,6 +83,13 @@ for n in "${sizes[@]}"; do
         ((pump_rate > best_pump)) && best_pump=$pump_rate
         ((daemon_rate > best_daemon)) && best_daemon=$daemon_rate
         ((rss > peak)) && peak=$rss
+        if [[ ${BENCH_DNSBL:-0} == 1 ]]; then
+            { grep -o 'elapsed_us=[0-9]*' "$work/daemon.log" || true; } | cut -d= -f2 | sort -n >"$work/lookups.txt"
+            awk '{ v[NR] = $1 } END {
+                if (NR == 0) { print "        lookups: none logged -- the blocklist was not used"; exit 1 }
+                printf "        lookups: %d messages looked up, per message p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
+                    NR, v[int(NR * 0.50 + 0.5)] / 1000, v[int(NR * 0.99 + 0.5)] / 1000, v[NR] / 1000 }' "$work/lookups.txt" || fail=1
+        fi
     done
     awk -v n="$n" -v p="$best_pump" -v d="$best_daemon" -v r="$peak" 'BEGIN {
         ratio = 100 * d / p

@@ -39,3 +39,28 @@ set -a
 # shellcheck disable=SC1091
 . "$DELISTD_STACK_DIR/env"
 set +a
+
+# BENCH_DNSBL=1: the daemon looks every request's IP up on the loopback rbldnsd of
+# scripts/dnsbl.sh (zone bench.delistd.test lists every address the requests name), started
+# here unless one runs in $DELISTD_DNSBL_DIR. add_dnsbl_config FILE appends the [blocklist]
+# section to a daemon config; without BENCH_DNSBL it does nothing.
+if [[ ${BENCH_DNSBL:-0} == 1 ]]; then
+    own_dnsbl=""
+    if [[ -z ${DELISTD_DNSBL_DIR:-} ]] || ! bash scripts/dnsbl.sh status >/dev/null 2>&1; then
+        # Not under $work: rbldnsd runs as an unprivileged user and must read its zone files.
+        export DELISTD_DNSBL_DIR=${DELISTD_DNSBL_DIR:-$(mktemp -d /tmp/delistd-bench-dnsbl.XXXXXX)}
+        own_dnsbl=$DELISTD_DNSBL_DIR
+        bash scripts/dnsbl.sh start >"$work/dnsbl.log" 2>&1 || { cat "$work/dnsbl.log" >&2; exit 1; }
+        # shellcheck disable=SC2064
+        trap "bash scripts/dnsbl.sh stop >/dev/null 2>&1; rm -rf '$own_dnsbl'; bench_finish $1" EXIT
+    fi
+    set -a
+    # shellcheck disable=SC1091
+    . "$DELISTD_DNSBL_DIR/env"
+    set +a
+fi
+add_dnsbl_config() {
+    [[ ${BENCH_DNSBL:-0} == 1 ]] || return 0
+    printf '\n[blocklist]\ndnsbl_zones = ["%s"]\nnameservers = ["%s"]\ntimeout = "2s"\n' \
+        "$DELISTD_TEST_DNSBL_BENCH_ZONE" "$DELISTD_TEST_DNSBL_ADDR" >>"$1"
+}

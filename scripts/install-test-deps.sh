@@ -27,6 +27,8 @@ declare -A PROBE=(
     [systemd]=/usr/bin/systemd-analyze
     [python3]=/usr/bin/python3
     [prometheus]=/usr/bin/promtool
+    # A real DNSBL server for the blocklist tests (scripts/dnsbl.sh).
+    [rbldnsd]=/usr/sbin/rbldnsd
 )
 
 missing=()
@@ -84,6 +86,10 @@ if [[ -d /run/systemd/system ]]; then
 fi
 if [[ -x /usr/sbin/postfix ]] && /usr/sbin/postfix status >/dev/null 2>&1; then
     /usr/sbin/postfix stop >/dev/null 2>&1 || true
+fi
+# Debian's rbldnsd starts a system instance when it finds zones configured; the tests run their own.
+if [[ -d /run/systemd/system ]]; then
+    systemctl disable --now rbldnsd.service >/dev/null 2>&1 || true
 fi
 if [[ -s /run/dovecot/master.pid ]] && kill -0 "$(cat /run/dovecot/master.pid)" 2>/dev/null; then
     /usr/sbin/dovecot stop >/dev/null 2>&1 || true

@@ -20,6 +20,8 @@ if [[ -z ${DELISTD_STACK_DIR:-} ]]; then
 fi
 export DELISTD_STACK_DIR
 stack_log=$DELISTD_STACK_DIR.mailstack.log
+# The real DNSBL (rbldnsd) of the blocklist tests, beside the mail stack.
+export DELISTD_DNSBL_DIR=${DELISTD_DNSBL_DIR:-$DELISTD_STACK_DIR.dnsbl}
 
 # Stops the stack whatever happened; a directory this script made is removed after a green run
 # and kept (with the daemons' logs under log/) after a red one.
@@ -30,8 +32,12 @@ finish() {
         tail -n 20 "$stack_log" >&2
         status=1
     fi
+    if ! bash scripts/dnsbl.sh stop >>"$stack_log" 2>&1; then
+        echo "test.sh: stopping rbldnsd failed" >&2
+        status=1
+    fi
     if [[ $status -eq 0 && -n $own_dir ]]; then
-        rm -rf "$own_dir" "$stack_log"
+        rm -rf "$own_dir" "$stack_log" "$DELISTD_DNSBL_DIR"
     fi
     exit "$status"
 }
@@ -47,6 +53,16 @@ set -a
 . "$DELISTD_STACK_DIR/env"
 set +a
 python3 scripts/mailstack-smoke.py
+if ! bash scripts/dnsbl.sh start >>"$stack_log" 2>&1; then
+    cat "$stack_log" >&2
+    echo "test.sh: rbldnsd did not start" >&2
+    exit 1
+fi
+set -a
+# shellcheck disable=SC1091
+. "$DELISTD_DNSBL_DIR/env"
+set +a
+echo "test.sh: rbldnsd up on $DELISTD_TEST_DNSBL_ADDR (zones $DELISTD_TEST_DNSBL_ZONE, $DELISTD_TEST_DNSBL_BAD_ZONE)"
 echo "test.sh: mail stack up (IMAPS $DELISTD_TEST_IMAPS_PORT, IMAP $DELISTD_TEST_IMAP_PORT," \
     "SMTP $DELISTD_TEST_SMTP_PORT, SMTPS $DELISTD_TEST_SMTPS_PORT); its logs, kept if a test fails:" \
     "$DELISTD_STACK_DIR/log"

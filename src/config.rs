@@ -31,6 +31,45 @@ pub struct Config {
     pub metrics: Option<Metrics>,
     /// `[escalation]`: warnings to staff before and when a case misses its SLA.
     pub escalation: Option<Escalation>,
+    /// `[blocklist]`: the provider's list itself (DNSBL zones and/or a CIDR file). `None`
+    /// when the section is absent: no lookups, every complete request waits for staff.
+    pub blocklist: Option<BlocklistConfig>,
+}
+
+/// `[blocklist]`: where the provider's list is and what delistd does with it.
+#[derive(Debug, Clone)]
+pub struct BlocklistConfig {
+    /// RFC 5782 zones, e.g. `bl.example.net`.
+    pub dnsbl_zones: Vec<String>,
+    /// Name servers to ask (`host:port`); empty: the system resolver.
+    pub nameservers: Vec<std::net::SocketAddr>,
+    /// Longest wait for one lookup.
+    pub timeout: Duration,
+    /// A Postfix `cidr:` table.
+    pub cidr_file: Option<PathBuf>,
+    /// How often open cases' IPs are looked up again.
+    pub recheck_interval: Duration,
+    /// Resolve an open case by itself when its IP is on no source any more.
+    pub auto_resolve: bool,
+    /// Run when staff resolve a case as delisted; `{ip}` and `{case}` are replaced.
+    pub delist_command: Option<Vec<String>>,
+    /// Run `delist_command` at once for an IP that never had a case before.
+    pub auto_delist_first: bool,
+}
+
+impl Default for BlocklistConfig {
+    fn default() -> Self {
+        BlocklistConfig {
+            dnsbl_zones: Vec::new(),
+            nameservers: Vec::new(),
+            timeout: Duration::from_secs(2),
+            cidr_file: None,
+            recheck_interval: Duration::from_secs(600),
+            auto_resolve: true,
+            delist_command: None,
+            auto_delist_first: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -209,6 +248,20 @@ struct RawFile {
     limits: Option<RawLimits>,
     metrics: Option<ops::RawMetrics>,
     escalation: Option<ops::RawEscalation>,
+    blocklist: Option<RawBlocklist>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBlocklist {
+    dnsbl_zones: Option<Vec<String>>,
+    nameservers: Option<Vec<String>>,
+    timeout: Option<String>,
+    cidr_file: Option<PathBuf>,
+    recheck_interval: Option<String>,
+    auto_resolve: Option<bool>,
+    delist_command: Option<Vec<String>>,
+    auto_delist_first: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -692,6 +745,7 @@ impl Config {
 
         let metrics = c.metrics(&raw.metrics);
         let escalation = c.escalation(&raw.escalation);
+        let blocklist = raw.blocklist.as_ref().map(|b| blocklist(&mut c, b, &rel));
 
         let problems = c.problems;
         match intake {
@@ -705,9 +759,85 @@ impl Config {
                 max_message_bytes,
                 metrics,
                 escalation,
+                blocklist,
             }),
             _ => Err(invalid(problems)),
         }
+    }
+}
+
+/// A name server as written: `127.0.0.1:5353`, `[::1]:5353`, or an address alone (port 53).
+fn nameserver(text: &str) -> Option<std::net::SocketAddr> {
+    text.parse::<std::net::SocketAddr>()
+        .ok()
+        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(|ip| std::net::SocketAddr::new(ip, 53)))
+}
+
+fn blocklist(c: &mut Check<'_>, b: &RawBlocklist, rel: &dyn Fn(&Path) -> PathBuf) -> BlocklistConfig {
+    let d = BlocklistConfig::default();
+    let mut zones = Vec::new();
+    for z in b.dnsbl_zones.iter().flatten() {
+        let zone = z.trim().trim_end_matches('.').to_ascii_lowercase();
+        let label_ok = |l: &str| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if zone.is_empty() || !zone.contains('.') || !zone.split('.').all(label_ok) {
+            c.problem("blocklist.dnsbl_zones", format!("{z:?} is not a DNS zone name (write e.g. \"bl.example.net\")"));
+        } else {
+            zones.push(zone);
+        }
+    }
+    let mut nameservers = Vec::new();
+    for n in b.nameservers.iter().flatten() {
+        match nameserver(n.trim()) {
+            Some(a) => nameservers.push(a),
+            None => c.problem(
+                "blocklist.nameservers",
+                format!("{n:?} is not an address with a port (write \"127.0.0.1:53\" or \"[::1]:5353\"; names are not resolved)"),
+            ),
+        }
+    }
+    let timeout = c.duration("blocklist.timeout", &b.timeout, d.timeout);
+    if timeout > Duration::from_secs(30) {
+        c.problem("blocklist.timeout", "longer than 30s would hold up intake; use a few seconds");
+    }
+    let cidr_file = b.cidr_file.as_deref().map(rel);
+    if let Some(p) = &cidr_file {
+        if !p.is_file() {
+            c.problem("blocklist.cidr_file", format!("{} is not a readable file", p.display()));
+        }
+    }
+    if zones.is_empty() && cidr_file.is_none() {
+        c.problem("blocklist", "names no source: give dnsbl_zones, cidr_file, or both (or remove the section)");
+    }
+    let recheck_interval = c.duration("blocklist.recheck_interval", &b.recheck_interval, d.recheck_interval);
+    if recheck_interval < Duration::from_secs(10) {
+        c.problem("blocklist.recheck_interval", "shorter than 10s would hammer the list; use minutes");
+    }
+    let delist_command = match &b.delist_command {
+        None => None,
+        Some(argv) if argv.is_empty() || argv[0].trim().is_empty() => {
+            c.problem("blocklist.delist_command", "is empty; give the program and its arguments, e.g. [\"/usr/local/sbin/delist-ip\", \"{ip}\", \"{case}\"]");
+            None
+        }
+        Some(argv) => {
+            if !Path::new(&argv[0]).is_absolute() {
+                c.problem("blocklist.delist_command", format!("{:?} must be an absolute path (it is run without a shell or $PATH)", argv[0]));
+            }
+            Some(argv.clone())
+        }
+    };
+    let auto_delist_first = b.auto_delist_first.unwrap_or(d.auto_delist_first);
+    if auto_delist_first && delist_command.is_none() {
+        c.problem("blocklist.auto_delist_first", "needs delist_command: there is nothing to run");
+    }
+    BlocklistConfig {
+        dnsbl_zones: zones,
+        nameservers,
+        timeout,
+        cidr_file,
+        recheck_interval,
+        auto_resolve: b.auto_resolve.unwrap_or(d.auto_resolve),
+        delist_command,
+        auto_delist_first,
     }
 }
 
@@ -715,6 +845,30 @@ impl Config {
 mod tests {
     use super::*;
     use std::io::Write as _;
+
+    #[test]
+    fn the_blocklist_section_reads_every_key_and_names_bad_lines() {
+        let base = "[intake]\nsource = \"maildir\"\n[maildir]\npath = \"m\"\n[smtp]\nreply_dir = \"o\"\n[replies]\nfrom = \"d@example.net\"\n";
+        let src = format!("{base}[blocklist]\ndnsbl_zones = [\"BL.example.net.\"]\nnameservers = [\"127.0.0.1:5353\", \"::1\"]\ntimeout = \"1s\"\nrecheck_interval = \"5m\"\nauto_resolve = false\ndelist_command = [\"/usr/local/sbin/delist-ip\", \"{{ip}}\", \"{{case}}\"]\nauto_delist_first = true\n");
+        let c = Config::parse(&src, Path::new("/tmp/x.toml")).unwrap();
+        let b = c.blocklist.unwrap();
+        assert_eq!(b.dnsbl_zones, vec!["bl.example.net".to_string()]);
+        assert_eq!(b.nameservers, vec!["127.0.0.1:5353".parse().unwrap(), "[::1]:53".parse().unwrap()]);
+        assert_eq!((b.timeout, b.recheck_interval, b.auto_resolve, b.auto_delist_first), (Duration::from_secs(1), Duration::from_secs(300), false, true));
+        assert_eq!(b.delist_command.unwrap()[1], "{ip}");
+        assert!(Config::parse(base, Path::new("/tmp/x.toml")).unwrap().blocklist.is_none());
+
+        let bad = format!("{base}[blocklist]\ndnsbl_zones = [\"not a zone\"]\nnameservers = [\"dns.example\"]\ndelist_command = [\"delist-ip\"]\ncidr_file = \"/nonexistent.cidr\"\n");
+        let p = problems(&bad);
+        let keys: Vec<(&str, Option<usize>)> = p.iter().map(|p| (p.key.as_str(), p.line)).collect();
+        assert!(keys.contains(&("blocklist.dnsbl_zones", Some(10))), "{keys:?}");
+        assert!(keys.contains(&("blocklist.nameservers", Some(11))), "{keys:?}");
+        assert!(keys.contains(&("blocklist.delist_command", Some(12))), "{keys:?}");
+        assert!(keys.contains(&("blocklist.cidr_file", Some(13))), "{keys:?}");
+        let p = problems(&format!("{base}[blocklist]\nauto_delist_first = true\n"));
+        assert!(p.iter().any(|p| p.key == "blocklist"), "{p:?}");
+        assert!(p.iter().any(|p| p.key == "blocklist.auto_delist_first"), "{p:?}");
+    }
 
     fn problems(src: &str) -> Vec<ConfigProblem> {
         match Config::parse(src, Path::new("/tmp/x.toml")) {
@@ -835,5 +989,25 @@ mod tests {
         assert_eq!(c.smtp.as_ref().map(|s| s.connections), Some(4));
         // With secrets read, the credential it names must exist: outside systemd it does not.
         assert!(Config::parse(src, Path::new("/etc/delistd/delistd.toml")).is_err());
+    }
+
+    #[test]
+    fn the_example_blocklist_section_is_valid_once_uncommented() {
+        let src = include_str!("../examples/delistd.toml");
+        let start = src.find("# [blocklist]").expect("the example documents [blocklist]");
+        let mut text = src[..start].to_string();
+        for line in src[start..].lines() {
+            // Uncomment the keys (not the prose); the CIDR file does not exist here.
+            match line.strip_prefix("# ") {
+                Some(l) if (l.starts_with('[') || l.contains(" = ")) && !l.starts_with("cidr_file") => text.push_str(l),
+                _ => text.push_str(line),
+            }
+            text.push('\n');
+        }
+        let c = Config::parse_with(&text, Path::new("/etc/delistd/delistd.toml"), Secrets::Skip).unwrap();
+        let b = c.blocklist.expect("uncommented, the section is read");
+        assert_eq!(b.dnsbl_zones, vec!["bl.example.net".to_string()]);
+        assert_eq!((b.timeout, b.recheck_interval, b.auto_resolve, b.auto_delist_first), (Duration::from_secs(2), Duration::from_secs(600), true, false));
+        assert_eq!(b.delist_command.map(|a| a.len()), Some(3));
     }
 }

@@ -65,16 +65,19 @@ pub enum ReplyKind {
     Delisted,
     /// Staff resolved the case: the request was rejected.
     Rejected,
+    /// The IP is on no source of the blocklist: nothing to remove, answered at once.
+    NotListed,
 }
 
 impl ReplyKind {
-    pub const ALL: [ReplyKind; 6] = [
+    pub const ALL: [ReplyKind; 7] = [
         ReplyKind::Acknowledge,
         ReplyKind::MissingInfo,
         ReplyKind::RedirectPortal,
         ReplyKind::TenantSupport,
         ReplyKind::Delisted,
         ReplyKind::Rejected,
+        ReplyKind::NotListed,
     ];
 
     /// The template's file stem: `templates/<name>.<lang>.txt`.
@@ -86,6 +89,7 @@ impl ReplyKind {
             ReplyKind::TenantSupport => "tenant_support",
             ReplyKind::Delisted => "delisted",
             ReplyKind::Rejected => "rejected",
+            ReplyKind::NotListed => "not_listed",
         }
     }
 }

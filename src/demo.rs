@@ -68,5 +68,6 @@ pub fn config(p: &DemoPaths) -> Config {
         max_message_bytes: 10 * 1024 * 1024,
         metrics: None,
         escalation: None,
+        blocklist: None,
     }
 }

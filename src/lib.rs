@@ -21,6 +21,10 @@
 //! * [`reply`]    templates → reply text; the outbox sender (SMTP).
 //! * [`cases`]    the SQLite store: schema and migrations, messages, cases, history, outbox, SLA.
 //! * [`pipeline`] one message through extract → decide → store, as one transaction.
+//! * [`blocklist`] the provider's list itself (DNSBL zones, a Postfix CIDR file): is an IP
+//!   listed, where and why; the re-check of open cases; the optional `delist_command`.
+//! * [`enrich`]   the async step between extract and record: blocklist lookups, never under
+//!   the store lock.
 //! * [`intake`]   where messages come from: IMAP (TLS, IDLE, UIDs) and Maildir.
 //! * [`daemon`]   the long-running loop, shutdown, sd_notify.
 //! * [`escalation`] staff warnings before and when a case misses its SLA, the daily digest.
@@ -35,6 +39,7 @@
 //! * [`cli`]      the commands of the binary (`inspect`, `run`, `cases ...`).
 //! * [`types`]    small domain values shared by every step (status codes, case references, languages).
 
+pub mod blocklist;
 pub mod cases;
 pub mod cli;
 pub mod config;
@@ -42,6 +47,7 @@ pub mod daemon;
 pub mod decide;
 pub mod demo;
 pub mod escalation;
+pub mod enrich;
 pub mod extract;
 pub mod intake;
 pub mod metrics;

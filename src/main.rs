@@ -58,6 +58,11 @@ enum Command {
     CheckConfig {
         #[arg(long, short, env = "DELISTD_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
+        /// Also check what the file points at over the network: every [blocklist] DNSBL zone must
+        /// pass the RFC 5782 test entries (127.0.0.2 and ::FFFF:7F00:2 listed, 127.0.0.1 not) and
+        /// the CIDR file must load, as at the daemon's start.
+        #[arg(long)]
+        connect: bool,
     },
     /// Run the daemon: read the mailbox, record outcomes, send replies (Type=notify under systemd).
     Run {
@@ -153,7 +158,7 @@ fn main() -> ExitCode {
     }));
     let exit = match cli.command {
         Command::Inspect { files, json, reply, max_bytes } => run_inspect(&files, json, reply, max_bytes),
-        Command::CheckConfig { config } => check_config(&config),
+        Command::CheckConfig { config, connect } => check_config(&config, connect),
         Command::Run { config, once } => run_daemon(&config, once),
         Command::Demo { dir } => run_demo(&dir),
         Command::Reprocess { config, db, ids, force } => reprocess(&config, db, &ids, force),
@@ -229,16 +234,48 @@ fn read_capped(path: &std::path::Path, max: usize) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn check_config(path: &std::path::Path) -> Exit {
+fn check_config(path: &std::path::Path, connect: bool) -> Exit {
     match Config::load(path) {
         Ok(c) => {
             println!("{}: ok", path.display());
             println!("{c:#?}");
+            if connect {
+                return check_blocklist(&c);
+            }
             Exit::Ok
         }
         Err(e) => {
             eprintln!("delistd: {e}");
             Exit::Config
+        }
+    }
+}
+
+/// `check-config --connect`: the blocklist's start-up check, run now.
+fn check_blocklist(c: &Config) -> Exit {
+    let Some(b) = &c.blocklist else {
+        println!("blocklist: not configured");
+        return Exit::Ok;
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("delistd: cannot start the runtime: {e}");
+            return Exit::Failure;
+        }
+    };
+    match rt.block_on(delistd::blocklist::Blocklist::start(b)) {
+        Ok(list) => {
+            println!("blocklist: ok ({})", list.describe());
+            Exit::Ok
+        }
+        Err(e) => {
+            eprintln!("delistd: blocklist refused: {e}");
+            if e.is_temporary() {
+                Exit::TempFail
+            } else {
+                Exit::Config
+            }
         }
     }
 }
@@ -288,6 +325,9 @@ fn run_daemon(path: &std::path::Path, once: bool) -> Exit {
                     Exit::Code(daemon::instance::INSTANCE_LOCKED_EXIT)
                 }
                 daemon::DaemonError::Imap(_) | daemon::DaemonError::Send(_) => Exit::TempFail,
+                // A zone that does not answer may answer later; one that answers wrongly will not.
+                daemon::DaemonError::Blocklist(b) if b.is_temporary() => Exit::TempFail,
+                daemon::DaemonError::Blocklist(_) => Exit::Config,
                 // `run --once` meeting a database locked beyond the busy timeout.
                 ref e if e.is_transient() => Exit::TempFail,
                 _ => Exit::Failure,
@@ -367,6 +407,7 @@ fn cases(config: &std::path::Path, db: Option<PathBuf>, command: CasesCmd) -> Ex
     if let (Some(c), Some(composer)) = (&cfg, &composer) {
         env.store.sla = jiff::SignedDuration::from_secs(c.store.sla.as_secs() as i64);
         env.replies = Some(delistd::cli::cases::Replies::new(composer, c.replies.portal_url.clone(), c.replies.support_url.clone()));
+        env.delist_command = c.blocklist.as_ref().and_then(|b| b.delist_command.clone());
     }
     let stdout = std::io::stdout();
     match delistd::cli::cases::run(command, &db, &env, &mut stdout.lock()) {

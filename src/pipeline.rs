@@ -127,7 +127,24 @@ impl Processed {
     }
 }
 
+/// A message extracted ahead of its transaction (outside the store lock), so the async
+/// enrich step can look at its evidence: the hash of its bytes, and the evidence or why
+/// extraction failed.
+pub struct Prepared {
+    sha: String,
+    ev: Result<Evidence, String>,
+}
+
+impl Prepared {
+    pub fn evidence(&self) -> Option<&Evidence> {
+        self.ev.as_ref().ok()
+    }
+}
+
 pub struct Pipeline {
+    /// The provider's list (None: not configured); see [`crate::enrich`].
+    blocklist: Option<std::sync::Arc<crate::blocklist::Blocklist>>,
+    auto_delist_first: bool,
     extract: ExtractOptions,
     templates: Templates,
     settings: ReplySettings,
@@ -163,6 +180,8 @@ impl Pipeline {
         };
         let sla_hours = (cfg.store.sla.as_secs() / 3600) as u32;
         Ok(Pipeline {
+            blocklist: None,
+            auto_delist_first: false,
             extract: ExtractOptions { max_bytes: cfg.max_message_bytes },
             templates,
             settings: ReplySettings {
@@ -178,6 +197,37 @@ impl Pipeline {
                 ..StoreOptions::default()
             },
         })
+    }
+
+    /// Look requests' IPs up on this blocklist before recording them (the daemon sets it
+    /// once the list has passed its start-up check).
+    pub fn set_blocklist(&mut self, blocklist: std::sync::Arc<crate::blocklist::Blocklist>, auto_delist_first: bool) {
+        self.blocklist = Some(blocklist);
+        self.auto_delist_first = auto_delist_first;
+    }
+
+    pub fn has_blocklist(&self) -> bool {
+        self.blocklist.is_some()
+    }
+
+    /// Extract a message ahead of its transaction. Extraction is written never to panic; if
+    /// it does anyway, the message is kept aside with the reason rather than taking the
+    /// daemon down.
+    pub fn prepare(&self, f: &Fetched) -> Prepared {
+        let ev = catch_unwind(AssertUnwindSafe(|| with_source_size(extract(&f.raw, &self.extract), f))).map_err(|panic| {
+            panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into())
+        });
+        Prepared { sha: sha256_hex(&f.raw), ev }
+    }
+
+    /// The async step between extract and record: blocklist lookups for the message's IPs.
+    /// Never call it with the store locked.
+    pub async fn enrich(&self, p: &Prepared) -> crate::enrich::Enrichment {
+        crate::enrich::enrich(self.blocklist.as_deref(), self.auto_delist_first, p.evidence()).await
     }
 
     pub fn store_options(&self) -> StoreOptions {
@@ -201,17 +251,38 @@ impl Pipeline {
     /// fail on `UNIQUE messages.sha256` nor open a second case. Inside a [`Store::batch`] the
     /// batch is that transaction.
     pub fn process(&self, store: &mut Store, f: &Fetched, now: Timestamp) -> Result<Processed, PipelineError> {
+        let prepared = self.prepare(f);
+        self.process_enriched(store, f, prepared, &crate::enrich::Enrichment::default(), now)
+    }
+
+    /// [`Pipeline::process`] with the message extracted and enriched beforehand (the lookups
+    /// done outside the store lock).
+    pub fn process_enriched(
+        &self,
+        store: &mut Store,
+        f: &Fetched,
+        prepared: Prepared,
+        enrichment: &crate::enrich::Enrichment,
+        now: Timestamp,
+    ) -> Result<Processed, PipelineError> {
         if !store.connection().is_autocommit() {
-            return self.process_in(store, f, now);
+            return self.process_in(store, f, prepared, enrichment, now);
         }
         let mut batch = store.batch()?;
-        let done = self.process_in(&mut batch, f, now)?;
+        let done = self.process_in(&mut batch, f, prepared, enrichment, now)?;
         batch.commit()?;
         Ok(done)
     }
 
-    fn process_in(&self, store: &mut Store, f: &Fetched, now: Timestamp) -> Result<Processed, PipelineError> {
-        let sha = sha256_hex(&f.raw);
+    fn process_in(
+        &self,
+        store: &mut Store,
+        f: &Fetched,
+        prepared: Prepared,
+        enrichment: &crate::enrich::Enrichment,
+        now: Timestamp,
+    ) -> Result<Processed, PipelineError> {
+        let Prepared { sha, ev } = prepared;
         let seen = match self.recorded_disposition(store, &f.key)? {
             Some(d) => Some(d),
             None => store.find_message_by_sha256(&sha)?.map(|r| disposition_of(&r.outcome)),
@@ -221,18 +292,9 @@ impl Pipeline {
             return Ok(Processed { disposition, already_recorded: true, queued_reply: false, action: None, cases: vec![] });
         }
 
-        // Extraction is written never to panic; if it does anyway, the message is kept
-        // aside with the reason rather than taking the daemon down.
-        let ev = match catch_unwind(AssertUnwindSafe(|| extract(&f.raw, &self.extract))) {
-            Ok(ev) => with_source_size(ev, f),
-            Err(panic) => {
-                let why = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                return self.quarantine(store, f, &sha, &format!("extraction failed: {why}"), now);
-            }
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(why) => return self.quarantine(store, f, &sha, &format!("extraction failed: {why}"), now),
         };
 
         if let Some(first) = self.duplicate_of(store, &ev)? {
@@ -240,7 +302,7 @@ impl Pipeline {
         }
 
         let d = self.decide_with_store(store, &ev)?;
-        self.record(store, Taken { fetched: f, sha: &sha, existing: None, handled_before: false }, &ev, &d, now)
+        self.record(store, Taken { fetched: f, sha: &sha, existing: None, handled_before: false }, &ev, &d, enrichment, now)
     }
 
     fn decide_with_store(&self, store: &Store, ev: &Evidence) -> Result<Decision, StoreError> {
@@ -306,7 +368,7 @@ impl Pipeline {
             }
         };
         let d = self.decide_with_store(store, &ev)?;
-        self.record(store, Taken { fetched: &f, sha: &sha, existing: Some(id), handled_before }, &ev, &d, now)
+        self.record(store, Taken { fetched: &f, sha: &sha, existing: Some(id), handled_before }, &ev, &d, &crate::enrich::Enrichment::default(), now)
     }
 
     /// A message already recorded under the same Message-ID from the same sender.
@@ -371,6 +433,7 @@ impl Pipeline {
         taken: Taken<'_>,
         ev: &Evidence,
         d: &Decision,
+        enr: &crate::enrich::Enrichment,
         now: Timestamp,
     ) -> Result<Processed, PipelineError> {
         let Taken { fetched: f, sha, existing, handled_before } = taken;
@@ -396,6 +459,24 @@ impl Pipeline {
         let answered_before = match (existing, handled_before) {
             (Some(id), true) => store.replies_caused_by(id)? > 0,
             _ => false,
+        };
+        // auto_delist_first honours the first request of an IP only: which IPs never had a case.
+        let mut first_ever: Vec<IpAddr> = Vec::new();
+        if enr.auto_delist_first {
+            for (ip, _) in &existing_for_ip {
+                if !store.ip_had_case(*ip)? {
+                    first_ever.push(*ip);
+                }
+            }
+        }
+        // Cases closed at once because their IP is on no source of the blocklist.
+        let mut not_listed: Vec<CaseRef> = Vec::new();
+        let listing = |tx: &crate::cases::Tx<'_>, case: CaseRef, ip: IpAddr, not_listed: &mut Vec<CaseRef>| {
+            apply_listing(tx, case, ip, enr, first_ever.contains(&ip), now).map(|closed| {
+                if closed {
+                    not_listed.push(case);
+                }
+            })
         };
         let recipient = reply_recipient(ev).map(str::to_string);
         let suppressed = match (&d.reply, &recipient) {
@@ -454,7 +535,11 @@ impl Pipeline {
                             tx.add_event(&event(c.case_ref, EventKind::Message, format!("new request for {ip}, already open")))?;
                             cases.push(c.case_ref);
                         }
-                        None => cases.push(tx.open_case(&new_case(Some(*ip), false), now)?),
+                        None => {
+                            let c = tx.open_case(&new_case(Some(*ip), false), now)?;
+                            listing(&tx, c, *ip, &mut not_listed)?;
+                            cases.push(c);
+                        }
                     }
                 }
             }
@@ -466,12 +551,17 @@ impl Pipeline {
                     if awaiting && d.reply == Some(crate::decide::ReplyKind::Acknowledge) {
                         if let (Some(code), Some(ip)) = (d.status_code, d.banned_ips.first()) {
                             tx.complete_case(r, code, *ip, ndr.as_deref(), Some(msg), now)?;
+                            listing(&tx, r, *ip, &mut not_listed)?;
                         }
                         // Further IPs in the same follow-up get cases of their own.
                         for (ip, existing) in existing_for_ip.iter().skip(1) {
                             match existing {
                                 Some(c) => cases.push(c.case_ref),
-                                None => cases.push(tx.open_case(&new_case(Some(*ip), false), now)?),
+                                None => {
+                                    let c = tx.open_case(&new_case(Some(*ip), false), now)?;
+                                    listing(&tx, c, *ip, &mut not_listed)?;
+                                    cases.push(c);
+                                }
                             }
                         }
                     }
@@ -495,15 +585,34 @@ impl Pipeline {
             }
         }
 
+        // The reply's cases and their IPs (parallel lists, as in the acknowledgement). Cases
+        // closed as not listed are answered with `not_listed` when nothing else is left open;
+        // otherwise the acknowledgement names only the cases that stay open.
+        let mut reply_kind = d.reply;
+        let mut reply_cases: Vec<(CaseRef, Option<IpAddr>)> =
+            cases.iter().enumerate().map(|(i, c)| (*c, d.banned_ips.get(i).copied())).collect();
+        if !not_listed.is_empty() && d.reply == Some(crate::decide::ReplyKind::Acknowledge) {
+            let (closed, open): (Vec<_>, Vec<_>) = reply_cases.into_iter().partition(|(c, _)| not_listed.contains(c));
+            if open.is_empty() {
+                reply_kind = Some(crate::decide::ReplyKind::NotListed);
+                reply_cases = closed;
+            } else {
+                reply_cases = open;
+            }
+        }
         let mut queued = false;
         let mut queued_kind = None;
-        if let (Some(kind), Some(to), None) = (d.reply, &recipient, &suppressed) {
+        if let (Some(kind), Some(to), None) = (reply_kind, &recipient, &suppressed) {
+            let cases: Vec<CaseRef> = reply_cases.iter().map(|(c, _)| *c).collect();
             let due = match cases.first() {
                 Some(r) => tx.case(*r)?.and_then(|c| c.due_at),
                 None => None,
             };
             let refs: Vec<String> = cases.iter().map(CaseRef::to_string).collect();
-            let vars = reply_vars(ev, d, &refs, due, &self.settings);
+            let mut vars = reply_vars(ev, d, &refs, due, &self.settings);
+            if reply_cases.len() != d.banned_ips.len() || kind == crate::decide::ReplyKind::NotListed {
+                vars.ips = reply_cases.iter().filter_map(|(_, ip)| ip.map(|i| i.to_string())).collect();
+            }
             let rendered = self.templates.render(kind, ev.language, &vars)?;
             let message_id = new_message_id(cases.first().copied(), &self.message_id_domain);
             let mut references = ev.headers.references.clone();
@@ -560,6 +669,7 @@ impl Pipeline {
             ips = %d.banned_ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","),
             cases = %cases.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","),
             reply = if queued { "queued" } else if suppressed.is_some() { "suppressed" } else { "none" },
+            not_listed = not_listed.len(),
             outcome = m.outcome.as_str(),
             reason = %d.reason,
             "message handled"
@@ -570,6 +680,43 @@ impl Pipeline {
     fn is_ourselves(&self, to: &str) -> bool {
         let ours = self.from.rsplit_once('<').map(|(_, a)| a.trim_end_matches('>')).unwrap_or(&self.from);
         ours.trim().eq_ignore_ascii_case(to.trim())
+    }
+}
+
+/// Record what the blocklist said of a case's IP, on the case just opened or completed.
+/// Returns true when the case was closed because the IP is on no source.
+fn apply_listing(
+    tx: &crate::cases::Tx<'_>,
+    case: CaseRef,
+    ip: IpAddr,
+    enr: &crate::enrich::Enrichment,
+    first_ever: bool,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    use crate::blocklist::Listing;
+    match enr.listings.get(&ip) {
+        None => Ok(false),
+        Some(Listing::Listed { source, since, reason }) => {
+            tx.record_listing(
+                case,
+                crate::cases::ListingRecord { source, reason: reason.as_deref(), since: *since },
+                now,
+            )?;
+            tx.blocklist_note(case, format!("{ip} is listed on {source}: {}", reason.as_deref().unwrap_or("(no reason given)")), now)?;
+            if first_ever {
+                tx.mark_auto_delist(case)?;
+                tx.blocklist_note(case, format!("first request ever for {ip}: delist_command will run (auto_delist_first)"), now)?;
+            }
+            Ok(false)
+        }
+        Some(Listing::NotListed) => {
+            tx.resolve_not_listed(case, &enr.sources, now)?;
+            Ok(true)
+        }
+        Some(Listing::Unknown { why }) => {
+            tx.blocklist_note(case, format!("blocklist lookup for {ip} gave no answer ({why}); left for staff as usual"), now)?;
+            Ok(false)
+        }
     }
 }
 

@@ -109,7 +109,7 @@ fn parse(args: &[&str]) -> CasesCmd {
 }
 
 fn env(now: Timestamp) -> Env<'static> {
-    Env { now, tz: TimeZone::fixed(jiff::tz::offset(1)), store: StoreOptions::default(), replies: None }
+    Env { now, tz: TimeZone::fixed(jiff::tz::offset(1)), store: StoreOptions::default(), replies: None, delist_command: None }
 }
 
 /// Run a command; its output, or its error.

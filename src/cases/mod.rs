@@ -14,6 +14,7 @@
 //! takes `now`, so tests and replays control it.
 
 pub mod integrity;
+pub mod listing;
 pub mod model;
 pub mod monitor;
 pub mod outbox;
@@ -29,9 +30,10 @@ use sha2::{Digest, Sha256};
 use crate::types::CaseRef;
 
 pub use model::{
-    CaseRow, CaseState, EventKind, EventRow, MessageId, MessageRow, MessageSource, NewCase, NewEvent, NewMessage,
+    CaseListing, CaseRow, CaseState, EventKind, EventRow, MessageId, MessageRow, MessageSource, NewCase, NewEvent, NewMessage,
     NewReply, OutboxId, OutboxRow, OutboxState, Outcome, RawMessage,
 };
+pub use listing::ListingRecord;
 pub use outbox::{ComposeError, ComposeRequest, ComposedReply, ReplyComposer};
 pub use shared::{lock, with_store, SharedStore};
 pub use sla::{SlaStatus, Stats};
@@ -40,6 +42,10 @@ pub use store::{Store, StoreOptions, Tx};
 
 /// The actor recorded on events written by the daemon itself.
 pub const DAEMON_ACTOR: &str = "delistd";
+
+/// The actor recorded on what the blocklist link does by itself (a case resolved because
+/// its IP left the list, a `delist_command` run for a first request).
+pub const BLOCKLIST_ACTOR: &str = "blocklist";
 
 /// Errors of the case store. Callers branch on `NotFound`, `WrongState`, `Duplicate` and
 /// `TooNew`; the rest are reported.

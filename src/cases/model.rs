@@ -296,11 +296,26 @@ pub struct CaseRow {
     pub resolved_at: Option<Timestamp>,
     pub assignee: Option<String>,
     pub opened_by: Option<MessageId>,
+    /// What the blocklist said of the IP when last looked up (schema version 3).
+    pub listing: Option<CaseListing>,
+    /// How a closed case was closed: `delisted`, `not_listed`, `rejected` (NULL before v3).
+    pub resolution: Option<String>,
+}
+
+/// The blocklist's listing of a case's IP, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseListing {
+    /// A DNSBL zone, or `cidr:<path>`.
+    pub source: String,
+    pub reason: Option<String>,
+    pub since: Option<Timestamp>,
+    pub checked_at: Option<Timestamp>,
 }
 
 impl CaseRow {
     pub(crate) const COLUMNS: &'static str = "id, ip, status_code, ndr_line, sender, language, state, opened_at, \
-         sla_started_at, due_at, first_response_at, resolved_at, assignee, opened_by";
+         sla_started_at, due_at, first_response_at, resolved_at, assignee, opened_by, \
+         listing_source, listing_reason, listing_since, listing_checked_at, resolution";
 
     pub(crate) fn from_row(r: &Row<'_>) -> rusqlite::Result<CaseRow> {
         Ok(CaseRow {
@@ -318,6 +333,16 @@ impl CaseRow {
             resolved_at: opt_ts(r, 11)?,
             assignee: r.get(12)?,
             opened_by: r.get::<_, Option<i64>>(13)?.map(MessageId),
+            listing: match r.get::<_, Option<String>>(14)? {
+                None => None,
+                Some(source) => Some(CaseListing {
+                    source,
+                    reason: r.get(15)?,
+                    since: opt_ts(r, 16)?,
+                    checked_at: opt_ts(r, 17)?,
+                }),
+            },
+            resolution: r.get(18)?,
         })
     }
 

@@ -118,6 +118,11 @@ pub struct Stats {
     pub sla_met_pct: Option<f64>,
     pub first_response: Spread,
     pub resolution: Spread,
+    /// Of the window's cases, those answered at once because their IP was on no source of
+    /// the blocklist (resolved `not_listed`), and those resolved by the blocklist link itself
+    /// (the IP left the list, or `delist_command` took it off).
+    pub not_listed: u64,
+    pub delisted_by_blocklist: u64,
 }
 
 impl Store {
@@ -171,7 +176,19 @@ impl Store {
                 None => {}
             }
         }
+        let not_listed = count(
+            "SELECT count(*) FROM cases WHERE sla_started_at >= ?1 AND sla_started_at <= ?2 AND resolution = 'not_listed'",
+            &[&since.as_second(), &now_s],
+        )?;
+        let delisted_by_blocklist = count(
+            "SELECT count(*) FROM cases c WHERE c.sla_started_at >= ?1 AND c.sla_started_at <= ?2 \
+             AND c.resolution = 'delisted' AND EXISTS (SELECT 1 FROM events e WHERE e.case_id = c.id \
+             AND e.kind = 'resolved' AND e.actor = 'blocklist')",
+            &[&since.as_second(), &now_s],
+        )?;
         Ok(Stats {
+            not_listed,
+            delisted_by_blocklist,
             now,
             since,
             open,
@@ -214,6 +231,8 @@ mod tests {
             resolved_at: resolved.map(t),
             assignee: None,
             opened_by: None,
+            listing: None,
+            resolution: None,
         }
     }
 

@@ -133,6 +133,16 @@ pub enum Resolution {
     Rejected,
 }
 
+impl Resolution {
+    /// As stored in `cases.resolution`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resolution::Delisted => "delisted",
+            Resolution::Rejected => "rejected",
+        }
+    }
+}
+
 /// A staff resolution.
 #[derive(Debug, Clone)]
 pub struct Resolve {
@@ -230,9 +240,9 @@ impl Store {
         tx.tx
             .prepare_cached(
                 "UPDATE cases SET state = ?2, resolved_at = max(?3, opened_at), \
-                 first_response_at = coalesce(first_response_at, max(?3, opened_at)) WHERE id = ?1",
+                 first_response_at = coalesce(first_response_at, max(?3, opened_at)), resolution = ?4 WHERE id = ?1",
             )?
-            .execute(params![case.case_ref.0, state, now.as_second()])?;
+            .execute(params![case.case_ref.0, state, now.as_second(), res.resolution.as_str()])?;
         let outbox = match &res.reply {
             Some(reply) => Some(tx.queue_reply(reply, now)?),
             None => None,

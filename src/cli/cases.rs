@@ -16,6 +16,7 @@
 //! | 2 | usage: bad arguments (clap exits with 2 too) |
 //! | 3 | no such case |
 //! | 4 | refused: the action does not apply to the case's state (e.g. resolving a resolved case) |
+//! | 5 | `resolve` as delisted: the configured `delist_command` failed; the case stays open |
 
 use clap::ValueEnum as _;
 use std::io::{self, Write};
@@ -41,6 +42,8 @@ use crate::types::{CaseRef, Lang};
 pub const EXIT_NOT_FOUND: u8 = 3;
 /// Exit code: the action does not apply to the case's state.
 pub const EXIT_REFUSED: u8 = 4;
+/// `resolve` as delisted: `delist_command` failed, the case stays open.
+pub const EXIT_DELIST_FAILED: u8 = 5;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum CasesCmd {
@@ -321,12 +324,14 @@ pub struct Env<'a> {
     pub store: StoreOptions,
     /// `None`: `resolve --reply` is refused (no composer configured).
     pub replies: Option<Replies<'a>>,
+    /// `[blocklist] delist_command`: run before a case is resolved as delisted.
+    pub delist_command: Option<Vec<String>>,
 }
 
 impl<'a> Env<'a> {
     /// The system time zone, default store options, no replies.
     pub fn new(now: Timestamp) -> Env<'a> {
-        Env { now, tz: TimeZone::system(), store: StoreOptions::default(), replies: None }
+        Env { now, tz: TimeZone::system(), store: StoreOptions::default(), replies: None, delist_command: None }
     }
 }
 
@@ -350,6 +355,8 @@ pub enum CasesError {
     Csv(#[from] csv::Error),
     #[error("writing JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("{case} stays open: {summary}")]
+    DelistCommand { case: CaseRef, summary: String },
 }
 
 impl CasesError {
@@ -359,6 +366,7 @@ impl CasesError {
             CasesError::Store(StoreError::NotFound(_)) => EXIT_NOT_FOUND,
             CasesError::Store(StoreError::WrongState { .. }) => EXIT_REFUSED,
             CasesError::Usage(_) => 2,
+            CasesError::DelistCommand { .. } => EXIT_DELIST_FAILED,
             _ => 1,
         }
     }
@@ -450,6 +458,13 @@ struct CaseOut {
     /// "in 5h12m", "overdue by 3h12m", "met", "missed", "-".
     sla: String,
     ndr_line: Option<String>,
+    /// How a closed case was closed: delisted, not_listed, rejected.
+    resolution: Option<String>,
+    /// Where the blocklist lists the IP (a DNSBL zone, `cidr:<path>`), and why.
+    listing_source: Option<String>,
+    listing_reason: Option<String>,
+    listing_since: Option<String>,
+    listing_checked_at: Option<String>,
 }
 
 impl CaseOut {
@@ -468,6 +483,11 @@ impl CaseOut {
             resolved_at: c.resolved_at.map(|t| t.to_string()),
             seconds_left: c.due_at.filter(|_| c.state == CaseState::Open).map(|d| d.as_second() - now.as_second()),
             sla: SlaStatus::of(c, now).describe(),
+            resolution: c.resolution.clone(),
+            listing_source: c.listing.as_ref().map(|l| l.source.clone()),
+            listing_reason: c.listing.as_ref().and_then(|l| l.reason.clone()),
+            listing_since: c.listing.as_ref().and_then(|l| l.since).map(|t| t.to_string()),
+            listing_checked_at: c.listing.as_ref().and_then(|l| l.checked_at).map(|t| t.to_string()),
             ndr_line: c.ndr_line.clone(),
         }
     }
@@ -644,6 +664,23 @@ fn show(store: &Store, a: ShowArgs, env: &Env<'_>, out: &mut dyn Write) -> Resul
     writeln!(out, "  Due:            {}", opt(c.due_at))?;
     writeln!(out, "  First response: {}", opt(c.first_response_at))?;
     writeln!(out, "  Resolved:       {}", opt(c.resolved_at))?;
+    if let Some(r) = &c.resolution {
+        writeln!(out, "  Resolution:     {r}")?;
+    }
+    if let Some(l) = &c.listing {
+        writeln!(
+            out,
+            "  Listed on:      {}: {}{}{}",
+            one_line(&l.source),
+            one_line(l.reason.as_deref().unwrap_or("(no reason given)")),
+            l.since.map(|t| format!(", since {}", local_with_zone(t, tz))).unwrap_or_default(),
+            l.checked_at.map(|t| format!(" (looked up {})", local_with_zone(t, tz))).unwrap_or_default(),
+        )?;
+    }
+    // The last run of delist_command: a failure keeps the case open, and staff must see why.
+    if let Some(e) = d.events.iter().rev().find(|e| e.text.as_deref().is_some_and(|t| t.contains("delist_command succeeded") || t.contains("delist_command FAILED"))) {
+        writeln!(out, "  Delist command: {}", one_line(e.text.as_deref().unwrap_or("")))?;
+    }
 
     if let Some(m) = c.opened_by.and_then(|id| d.messages.iter().find(|m| m.id == id)) {
         writeln!(out, "\nEvidence (message {}):", m.id)?;
@@ -816,6 +853,11 @@ fn resolve(store: &mut Store, a: ResolveArgs, env: &Env<'_>, out: &mut dyn Write
             Some(resolution_reply(store, &d, kind, a.reply_note, replies, &by, env.now)?)
         }
     };
+    if resolution == Resolution::Delisted {
+        if let Some(argv) = &env.delist_command {
+            run_delist_command(store, a.case, argv, &by, env.now)?;
+        }
+    }
     let res = Resolve { actor: by, note: Some(a.note), resolution, reply };
     let queued = store.resolve(a.case, &res, env.now)?;
     let state = match resolution {
@@ -829,7 +871,27 @@ fn resolve(store: &mut Store, a: ResolveArgs, env: &Env<'_>, out: &mut dyn Write
     Ok(())
 }
 
-fn resolution_reply(
+/// Take the case's IP off the list with `delist_command` before resolving it as delisted.
+/// Its exit status and first lines of output go in the history either way; a failure stops
+/// the resolve, so the case stays open and the failure is what staff see.
+fn run_delist_command(store: &mut Store, r: CaseRef, argv: &[String], by: &str, now: Timestamp) -> Result<(), CasesError> {
+    let case = store.case(r)?.ok_or(StoreError::NotFound(r))?;
+    if !case.state.is_active() {
+        return Err(StoreError::WrongState { case: r, state: case.state, action: "resolve" }.into());
+    }
+    let Some(ip) = case.ip.as_deref() else { return Ok(()) };
+    let run = crate::blocklist::command::run(argv, ip, &r.to_string(), crate::blocklist::command::DELIST_COMMAND_TIMEOUT);
+    store.note(r, by, &run.summary(), now)?;
+    if run.succeeded() {
+        Ok(())
+    } else {
+        Err(CasesError::DelistCommand { case: r, summary: run.summary() })
+    }
+}
+
+/// The reply of a staff resolution, in the case's language, answering the case's latest
+/// message; also used by the blocklist task when a case resolves by itself.
+pub fn resolution_reply(
     store: &Store,
     d: &CaseDetail,
     kind: ReplyKind,
@@ -895,6 +957,7 @@ fn stats(store: &Store, a: StatsArgs, env: &Env<'_>, out: &mut dyn Write) -> Res
             "window_cases": s.window_cases, "sla_decided": s.sla_decided, "sla_met": s.sla_met,
             "sla_met_pct": s.sla_met_pct,
             "first_response": spread(&s.first_response), "resolution": spread(&s.resolution),
+            "not_listed": s.not_listed, "delisted_by_blocklist": s.delisted_by_blocklist,
         });
         serde_json::to_writer_pretty(&mut *out, &v)?;
         writeln!(out)?;
@@ -925,6 +988,10 @@ fn stats(store: &Store, a: StatsArgs, env: &Env<'_>, out: &mut dyn Write) -> Res
         secs(s.resolution.p95_secs),
         s.resolution.count
     )?;
+    if s.not_listed > 0 || s.delisted_by_blocklist > 0 {
+        writeln!(out, "  not listed:      {} (answered at once, no staff work)", s.not_listed)?;
+        writeln!(out, "  left the list:   {} (resolved by the blocklist link)", s.delisted_by_blocklist)?;
+    }
     Ok(())
 }
 

@@ -75,8 +75,16 @@ impl Intake {
 
     /// Take one message through the pipeline, in a transaction of its own (look-ups
     /// included, see `Pipeline::process`).
-    fn process_one(&self, fetched: &Fetched) -> Result<Processed, PipelineError> {
-        with_store(&self.store, |store| self.pipeline.process(store, fetched, jiff::Timestamp::now()))
+    async fn process_one(&self, fetched: &Fetched) -> Result<Processed, PipelineError> {
+        if !self.pipeline.has_blocklist() {
+            return with_store(&self.store, |store| self.pipeline.process(store, fetched, jiff::Timestamp::now()));
+        }
+        // Extract and look up first; lock the store only for the transaction.
+        let prepared = self.pipeline.prepare(fetched);
+        let enrichment = self.pipeline.enrich(&prepared).await;
+        with_store(&self.store, |store| {
+            self.pipeline.process_enriched(store, fetched, prepared, &enrichment, jiff::Timestamp::now())
+        })
     }
 
     async fn maildir_loop(mut self, root: &std::path::Path, poll: Duration) -> Result<RunStats, DaemonError> {
@@ -115,7 +123,7 @@ impl Intake {
                     }
                 };
                 let started = std::time::Instant::now();
-                let done = match self.process_one(&fetched) {
+                let done = match self.process_one(&fetched).await {
                     Ok(d) => {
                         crate::metrics::message_handled(d.outcome(), d.action.map_or("none", |a| a.as_str()), started.elapsed());
                         d
@@ -328,7 +336,20 @@ async fn drain_imap(src: &mut ImapSource, intake: &Intake, stats: &mut RunStats,
         }
         let job = {
             let (store, pipeline, batch) = (store.clone(), pipeline.clone(), std::mem::take(&mut fetched));
-            tokio::task::spawn_blocking(move || record_batch(&store, &pipeline, &batch))
+            tokio::spawn(async move {
+                // With a blocklist, the batch's lookups run concurrently, off the store lock,
+                // while the connection files and fetches; then the batch is recorded as usual.
+                let ahead = if pipeline.has_blocklist() {
+                    let prepared: Vec<_> = batch.iter().map(|f| pipeline.prepare(f)).collect();
+                    let enrichments = futures::future::join_all(prepared.iter().map(|p| pipeline.enrich(p))).await;
+                    Some(prepared.into_iter().zip(enrichments).collect())
+                } else {
+                    None
+                };
+                tokio::task::spawn_blocking(move || record_batch(&store, &pipeline, &batch, ahead))
+                    .await
+                    .map_err(|e| DaemonError::Task(format!("recording a batch: {e}")))?
+            })
         };
         let on_the_wire = async {
             if let Some(done) = unfiled.take() {
@@ -367,17 +388,27 @@ async fn drain_imap(src: &mut ImapSource, intake: &Intake, stats: &mut RunStats,
 /// Record one fetched batch in one transaction (each message still all or nothing, see
 /// `Store::batch`). The store stays locked until the commit: the outbox must not see, let
 /// alone send, a reply whose request is not committed yet.
-fn record_batch(store: &SharedStore, pipeline: &Pipeline, fetched: &[Fetched]) -> Result<Recorded, DaemonError> {
+fn record_batch(
+    store: &SharedStore,
+    pipeline: &Pipeline,
+    fetched: &[Fetched],
+    ahead: Option<Vec<(crate::pipeline::Prepared, crate::enrich::Enrichment)>>,
+) -> Result<Recorded, DaemonError> {
     let mut out = Recorded::default();
     if fetched.is_empty() {
         return Ok(out);
     }
     let mut guard = lock(store);
     let mut batch = guard.batch()?;
+    let mut ahead = ahead.map(Vec::into_iter);
     for f in fetched {
+        let prepared = ahead.as_mut().and_then(Iterator::next);
         let SourceKey::Imap { uid, .. } = f.key else { continue };
         let started = std::time::Instant::now();
-        let done = pipeline.process(&mut batch, f, jiff::Timestamp::now())?;
+        let done = match prepared {
+            Some((p, e)) => pipeline.process_enriched(&mut batch, f, p, &e, jiff::Timestamp::now())?,
+            None => pipeline.process(&mut batch, f, jiff::Timestamp::now())?,
+        };
         crate::metrics::message_handled(done.outcome(), done.action.map_or("none", |a| a.as_str()), started.elapsed());
         out.stats.count(&done);
         out.queued_reply |= done.queued_reply;

@@ -49,6 +49,10 @@ pub enum DaemonError {
     Send(#[from] crate::reply::send::SendError),
     #[error(transparent)]
     Instance(#[from] instance::InstanceError),
+    /// The blocklist failed its start-up check (a zone failing the RFC 5782 test entries,
+    /// a CIDR file that does not load): a configuration problem.
+    #[error(transparent)]
+    Blocklist(#[from] crate::blocklist::BlocklistError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::listener::ListenerError),
     #[error(transparent)]
@@ -127,7 +131,16 @@ pub async fn run(cfg: Config, mode: Mode) -> Result<RunStats, DaemonError> {
     let cfg = Arc::new(cfg);
     let (stop_tx, stop_rx) = watch::channel(false);
     let wake_outbox = Arc::new(Notify::new());
-    let pipeline = Arc::new(Pipeline::new(&cfg)?);
+    let mut pipeline = Pipeline::new(&cfg)?;
+    // Checked before READY: a zone failing the RFC 5782 test entries is refused at start.
+    let blocklist = match &cfg.blocklist {
+        Some(b) => Some(crate::blocklist::Blocklist::start(b).await?),
+        None => None,
+    };
+    if let (Some(b), Some(bc)) = (&blocklist, &cfg.blocklist) {
+        pipeline.set_blocklist(b.clone(), bc.auto_delist_first);
+    }
+    let pipeline = Arc::new(pipeline);
 
     // Opened (checked and migrated) up front so a bad database stops us before READY.
     let store = Store::open_checked(&cfg.store.database, pipeline.store_options())?;
@@ -196,6 +209,22 @@ pub async fn run(cfg: Config, mode: Mode) -> Result<RunStats, DaemonError> {
         }
     }
 
+    // [blocklist]: open cases whose IP left the list are resolved by themselves.
+    if let (Some(b), Some(bc)) = (&blocklist, &cfg.blocklist) {
+        let recheck = crate::blocklist::recheck::run(
+            store.clone(),
+            b.clone(),
+            bc.clone(),
+            recheck_settings(&cfg),
+            wake_outbox.clone(),
+            stop_rx.clone(),
+        );
+        tasks.spawn("blocklist-recheck", async move {
+            recheck.await;
+            Ok(Done::Helper)
+        });
+    }
+
     let intake_done = Arc::new(AtomicBool::new(false));
     {
         let (store, wake, stop, done) = (store.clone(), wake_outbox.clone(), stop_rx.clone(), intake_done.clone());
@@ -240,6 +269,15 @@ pub async fn run(cfg: Config, mode: Mode) -> Result<RunStats, DaemonError> {
         })
         .await?;
     Ok(stats)
+}
+
+fn recheck_settings(cfg: &Config) -> crate::blocklist::recheck::ReplySettings {
+    crate::blocklist::recheck::ReplySettings {
+        from: cfg.replies.from.clone(),
+        message_id_domain: cfg.replies.message_id_domain.clone(),
+        portal_url: cfg.replies.portal_url.clone(),
+        support_url: cfg.replies.support_url.clone(),
+    }
 }
 
 /// `WATCHDOG=1` every `period`, only while every loop beat within its limit; otherwise the

@@ -94,7 +94,7 @@ macro_rules! embedded {
 }
 
 const EMBEDDED: &[(&str, &str)] =
-    embedded!("acknowledge", "missing_info", "redirect_portal", "tenant_support", "delisted", "rejected");
+    embedded!("acknowledge", "missing_info", "redirect_portal", "tenant_support", "delisted", "rejected", "not_listed");
 
 fn file_name(kind: ReplyKind, lang: Lang) -> String {
     format!("{}.{}.txt", kind.name(), lang.code())
@@ -176,7 +176,12 @@ impl Templates {
                     Some((path, text)) => (path.display().to_string(), text.clone()),
                     None => match embedded_source(&file) {
                         Some(src) => (file, src.to_string()),
-                        None => return Err(RenderError::Missing { kind: kind.name(), lang }),
+                        // A kind not yet translated into a language is answered in English
+                        // rather than not at all.
+                        None => match embedded_source(&file_name(kind, Lang::En)) {
+                            Some(src) if lang != Lang::En => (file_name(kind, Lang::En), src.to_string()),
+                            _ => return Err(RenderError::Missing { kind: kind.name(), lang }),
+                        },
                     },
                 };
                 let (subject, body) = split_file(&name, &source)?;
@@ -687,6 +692,7 @@ mod tests {
                     v.status_code = Some("5.7.705".into());
                     vec!["5.7.705", "https://support.example.test/", "5.7.750"]
                 }
+                ReplyKind::NotListed => vec!["DL-000042", "203.0.113.7", "198.51.100.4", "550 5.7.511", "[DL-000042]"],
                 ReplyKind::Delisted | ReplyKind::Rejected => {
                     vec![
                         "DL-000042",

@@ -9,7 +9,10 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../dnsbl/mod.rs"]
+mod dnsbl;
 
+mod blocklist;
 mod crash;
 mod escalation;
 mod flow;
