@@ -6,8 +6,10 @@
 //!   it is only filed away again (the crash came between commit and filing);
 //! * the message row, its case(s), their history and the queued reply are written in one
 //!   SQLite transaction: a crash before `COMMIT` leaves nothing, after it leaves everything;
-//! * the same message delivered twice (same Message-ID and sender, different bytes, e.g.
-//!   another Received: line) is recorded as a duplicate and handled once.
+//! * the same message delivered twice (same Message-ID, sender, redirect and evidence,
+//!   different bytes, e.g. another Received: line) is recorded as a duplicate and handled
+//!   once; a Message-ID alone proves nothing (small MTAs reuse them, a bounce is resent by
+//!   several people).
 
 use std::net::IpAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -68,7 +70,14 @@ pub fn reply_vars(
         ndr_line: ev.ndr_line().map(|l| l.text.clone()),
         missing: d.missing.clone(),
         original_subject: ev.headers.subject.clone(),
-        sender_name: ev.headers.from_name.clone(),
+        // A redirected message is greeted as the person who redirected it, never as the
+        // author of the bounce it carries ("Mail Delivery System").
+        sender_name: if ev.headers.resent_from.is_some() {
+            ev.headers.resent_from_name.clone()
+        } else {
+            ev.headers.from_name.clone()
+        },
+        portal_ips: d.portal_ips.iter().map(|ip| ip.to_string()).collect(),
         sla_hours: settings.sla_hours,
         due_at: due_at.map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string()),
         portal_url: settings.portal_url.clone(),
@@ -77,13 +86,53 @@ pub fn reply_vars(
     }
 }
 
-/// Where an automatic reply goes: the Return-Path (RFC 3834 §4), else From.
+/// Where an automatic reply goes: the Return-Path (RFC 3834 §4), else the person who
+/// redirected the message (Resent-From, RFC 5322 §3.6.6), else From.
 pub fn reply_recipient(ev: &Evidence) -> Option<&str> {
     match &ev.headers.return_path {
         ReturnPath::Address(a) => Some(a.as_str()),
         ReturnPath::Null => None,
-        ReturnPath::Absent => ev.headers.from.as_deref(),
+        ReturnPath::Absent => ev.headers.resent_from.as_deref().or(ev.headers.from.as_deref()),
     }
+}
+
+/// What makes two deliveries with one Message-ID the same message: author, redirect,
+/// status code and banned IPs (lower-cased where case does not matter).
+fn identity(ev: &Evidence) -> serde_json::Value {
+    let lower = |s: &Option<String>| s.as_deref().map(str::to_ascii_lowercase);
+    let mut ips: Vec<String> = ev.valid_ips().iter().map(IpAddr::to_string).collect();
+    ips.sort();
+    serde_json::json!({
+        "from": lower(&ev.headers.from),
+        "resent_from": lower(&ev.headers.resent_from),
+        "resent_message_id": ev.headers.resent_message_id,
+        "code": ev.status_code.map(|c| c.to_string()),
+        "ips": ips,
+    })
+}
+
+/// [`identity`] of a recorded message, from its stored evidence JSON.
+fn identity_of_recorded(v: &serde_json::Value) -> serde_json::Value {
+    let h = &v["headers"];
+    let lower = |k: &str| h[k].as_str().map(str::to_ascii_lowercase);
+    let mut ips: Vec<String> = v["ips"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|f| f["problem"].is_null())
+                .filter_map(|f| f["ip"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    ips.sort();
+    ips.dedup();
+    serde_json::json!({
+        "from": lower("from"),
+        "resent_from": lower("resent_from"),
+        "resent_message_id": h["resent_message_id"].as_str(),
+        "code": v["status_code"].as_str(),
+        "ips": ips,
+    })
 }
 
 /// The message being recorded: its bytes, their hash, and its row when it is recorded
@@ -249,11 +298,22 @@ impl Pipeline {
         self.record(store, Taken { fetched: &f, sha: &sha, existing: Some(id) }, &ev, &d, now)
     }
 
-    /// A message already recorded under the same Message-ID from the same sender.
+    /// A message already recorded that is this same message: same Message-ID, same author,
+    /// same redirect (Resent-From, Resent-Message-ID) and the same evidence (code and IPs).
+    /// The same bounce resent by a second person, or two bounces from a small MTA that
+    /// numbers its Message-IDs by spool inode (`<4@host>` for different people and IPs),
+    /// are different messages and each is handled. (Same source key or same bytes are
+    /// caught before extraction.)
     fn duplicate_of(&self, store: &Store, ev: &Evidence) -> Result<Option<crate::cases::MessageRow>, StoreError> {
         let Some(mid) = &ev.headers.message_id else { return Ok(None) };
         let row = store.find_message_by_message_id(mid)?;
-        Ok(row.filter(|r| r.sender.as_deref().map(str::to_ascii_lowercase) == ev.headers.from.as_deref().map(str::to_ascii_lowercase)))
+        let mine = identity(ev);
+        Ok(row.filter(|r| {
+            r.evidence
+                .as_deref()
+                .and_then(|e| serde_json::from_str::<serde_json::Value>(e).ok())
+                .is_some_and(|v| identity_of_recorded(&v) == mine)
+        }))
     }
 
     fn new_message<'a>(&self, f: &'a Fetched, sha: &str, ev: Option<&Evidence>, now: Timestamp) -> NewMessage<'a> {
@@ -296,7 +356,7 @@ impl Pipeline {
     ) -> Result<Processed, PipelineError> {
         let mut m = self.new_message(f, sha, Some(ev), now);
         m.outcome = Outcome::Ignored;
-        m.error = Some(format!("duplicate of message {} (same Message-ID and sender)", first.id.0));
+        m.error = Some(format!("duplicate of message {} (same Message-ID, sender, redirect and evidence)", first.id.0));
         let tx = store.transaction()?;
         tx.insert_message(&m)?;
         tx.commit()?;
@@ -408,6 +468,13 @@ impl Pipeline {
                         cases.push(r);
                     }
                 }
+            }
+        }
+
+        // Cases opened without a reply say so: nobody has told the sender.
+        if let Some(why) = &d.unanswered {
+            for r in &cases {
+                tx.add_event(&event(*r, EventKind::Note, why.clone()))?;
             }
         }
 

@@ -859,6 +859,7 @@ fn resolution_reply(
         portal_url: replies.portal_url.clone(),
         support_url: replies.support_url.clone(),
         staff_note: note_for_sender,
+        portal_ips: Vec::new(),
     };
     let rendered = (replies.render)(kind, c.lang(), &vars)?;
     let composed = replies.composer.compose(&ComposeRequest {

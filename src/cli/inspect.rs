@@ -22,6 +22,9 @@ pub struct Summary {
     pub case_ref: Option<String>,
     /// Would an automatic reply go out.
     pub reply: bool,
+    /// IPs the same message shows rejected with a portal code, beside its 5.7.511 ones.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub portal_ips: Vec<String>,
     pub reason: String,
 }
 
@@ -36,6 +39,7 @@ impl Summary {
             language: ev.language.code().to_string(),
             case_ref: d.case_ref.or(ev.case_ref).map(|r| r.to_string()),
             reply: d.reply.is_some(),
+            portal_ips: d.portal_ips.iter().map(IpAddr::to_string).collect(),
             reason: d.reason.clone(),
         }
     }

@@ -87,8 +87,10 @@ fn is_read(name: &str) -> bool {
     const EXACT: &[&str] = &[
         "message-id", "return-path", "in-reply-to", "references", "content-language", "from", "sender",
         "resent-from", "auto-submitted", "precedence", "subject", "x-apple-action",
+        "x-ms-exchange-inbox-rules-loop", "x-sieve-redirected-from", "resent-message-id", "authentication-results",
     ];
-    const PREFIX: &[&str] = &["list-", "x-auto", "x-mail-autoreply", "x-spam-"];
+    // Resent-* fields mark where a redirect's block ends (see `return_path_of`).
+    const PREFIX: &[&str] = &["list-", "x-auto", "x-mail-autoreply", "x-spam-", "resent-"];
     EXACT.iter().any(|e| e.eq_ignore_ascii_case(name))
         || PREFIX.iter().any(|p| name.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p)))
 }
@@ -110,6 +112,23 @@ pub(crate) fn return_path(value: &str) -> ReturnPath {
     }
 }
 
+/// The Return-Path of the last delivery: the topmost one (RFC 5321 §4.4: the delivering
+/// MTA prepends it). A Return-Path found only *below* a Resent-* block belongs to the
+/// original message that a person redirected (RFC 5322 §3.6.6: resent fields are prepended
+/// as a block); a bounce resent with mutt's `b` keeps its `Return-Path: <>` there, and it
+/// says nothing about who sent this copy.
+fn return_path_of(fields: &[(String, String)]) -> ReturnPath {
+    for (name, value) in fields {
+        if name.eq_ignore_ascii_case("return-path") {
+            return return_path(value);
+        }
+        if name.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("resent-")) {
+            return ReturnPath::Absent;
+        }
+    }
+    ReturnPath::Absent
+}
+
 /// Read the top-level header of a parsed message.
 pub(crate) fn read(msg: &Message<'_>) -> Top {
     let Some(root) = msg.parts.first() else { return Top::default() };
@@ -125,7 +144,7 @@ pub(crate) fn read(msg: &Message<'_>) -> Top {
 
     let (from, from_name) = first_addr(msg.from(), field("from"));
     let (reply_to, _) = first_addr(msg.reply_to(), field("reply-to"));
-    let (resent_from, _) = first_addr(msg.resent_from(), field("resent-from"));
+    let (resent_from, resent_from_name) = first_addr(msg.resent_from(), field("resent-from"));
     let date = msg.date().filter(|d| d.is_valid()).and_then(|d| {
         jiff::Timestamp::from_second(d.to_timestamp()).ok().map(|t| t.to_string())
     });
@@ -134,13 +153,15 @@ pub(crate) fn read(msg: &Message<'_>) -> Top {
         from,
         from_name,
         reply_to,
-        return_path: field("return-path").map_or(ReturnPath::Absent, return_path),
+        return_path: return_path_of(&fields),
         subject: msg.subject().map(|s| clip(s.trim())),
         date,
         in_reply_to: field("in-reply-to").map(refs::message_ids).unwrap_or_default(),
         references: field("references").map(refs::message_ids).unwrap_or_default(),
         content_language: field("content-language").map(|s| clip(s.trim())).filter(|s| !s.is_empty()),
         resent_from,
+        resent_from_name,
+        resent_message_id: field("resent-message-id").and_then(|v| refs::message_ids(v).into_iter().next()).map(|s| clip(&s)),
     };
     let content_type = root.content_type().map(|ct| match ct.subtype() {
         Some(sub) => format!("{}/{}", ct.ctype(), sub).to_ascii_lowercase(),
@@ -182,6 +203,16 @@ mod tests {
         assert_eq!(return_path(" < > "), ReturnPath::Null);
         assert_eq!(return_path(""), ReturnPath::Absent);
         assert_eq!(return_path("<a@B.example>"), ReturnPath::Address("a@b.example".into()));
+    }
+
+    #[test]
+    fn only_the_topmost_return_path_counts() {
+        let f = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
+        let resent = f(&[("Resent-From", "judy@example.org"), ("Return-Path", "<>"), ("From", "MAILER-DAEMON@x")]);
+        assert_eq!(return_path_of(&resent), ReturnPath::Absent);
+        let delivered = f(&[("Return-Path", "<judy@example.org>"), ("Resent-From", "judy@example.org"), ("Return-Path", "<>")]);
+        assert_eq!(return_path_of(&delivered), ReturnPath::Address("judy@example.org".into()));
+        assert_eq!(return_path_of(&f(&[("Return-Path", "<>"), ("Return-Path", "<a@b.example>")])), ReturnPath::Null);
     }
 
     #[test]

@@ -131,12 +131,25 @@ fn classify_v6(ip: Ipv6Addr) -> Option<IpProblem> {
 pub(crate) fn parse(text: &str) -> Option<IpAddr> {
     let t = text.trim();
     let t = strip_ci_prefix(t, "ipv6:").unwrap_or(t);
+    // With a port: `[2001:db8::1]:25` (RFC 3986 §3.2.2 brackets), `203.0.113.7:25`.
+    if let Some((inner, port)) = t.strip_prefix('[').and_then(|r| r.split_once("]:")) {
+        if is_port(port) {
+            return parse(inner);
+        }
+    }
+    if let Some((v4, port)) = t.split_once(':').filter(|(a, p)| !p.contains(':') && a.contains('.')) {
+        return if is_port(port) { v4.parse::<Ipv4Addr>().ok().map(IpAddr::V4) } else { None };
+    }
     let t = t.split('%').next().unwrap_or(t); // zone index
     if t.contains(':') {
         t.parse::<Ipv6Addr>().ok().map(|v6| IpAddr::V6(v6).to_canonical())
     } else {
         t.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
     }
+}
+
+fn is_port(p: &str) -> bool {
+    (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn strip_ci_prefix<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -150,7 +163,7 @@ fn finding(text: &str, source: IpSource) -> IpFinding {
         Some(ip) => classify(ip),
         None => Some(IpProblem::Malformed),
     };
-    IpFinding { text: text.to_string(), ip, source, problem }
+    IpFinding { text: text.to_string(), ip, source, problem, code: None }
 }
 
 /// Words every rejection phrase contains: a cheap test for a whole piece of text before the
@@ -172,16 +185,18 @@ pub(crate) fn may_hold_ip(s: &str) -> bool {
     })
 }
 
-/// IPs named by a rejection phrase in a (folded) line; true when the line has such a phrase.
-/// The bracket content is taken whole, without the spaces an MTA may have wrapped into it.
-pub(crate) fn rejection_ips(line: &str, out: &mut Vec<IpFinding>) -> bool {
+/// IPs named by a rejection phrase in a (folded) line, each with the byte offset of its
+/// phrase; true when the line has such a phrase. The bracket content is taken whole, without
+/// the spaces an MTA may have wrapped into it.
+pub(crate) fn rejection_ips(line: &str, out: &mut Vec<(usize, IpFinding)>) -> bool {
     let mut any = false;
     for caps in REJECTION.captures_iter(line) {
         any = true;
         let Some(m) = caps.get(1).or_else(|| caps.get(2)) else { continue };
         let compact: String = m.as_str().chars().filter(|c| !c.is_whitespace()).collect();
         let text = if compact.is_empty() { "[]".to_string() } else { compact };
-        out.push(finding(&text, IpSource::Rejection));
+        let at = caps.get(0).map_or(0, |m| m.start());
+        out.push((at, finding(&text, IpSource::Rejection)));
     }
     any
 }
@@ -218,7 +233,16 @@ fn ip_token(s: &str, start: usize) -> Option<(&str, usize)> {
         tok.parse::<Ipv6Addr>().ok()?;
         return Some((&s[start..end], end));
     }
-    if colons == 0 {
+    let tok = if colons == 1 {
+        // `203.0.113.7:25`: the address, without its port.
+        match tok.split_once(':') {
+            Some((a, p)) if is_port(p) && a.contains('.') => &tok[..a.len()],
+            _ => return None,
+        }
+    } else {
+        tok
+    };
+    if colons <= 1 {
         let parts: Vec<&str> = tok.split('.').collect();
         if parts.len() == 4 && parts.iter().all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit())) {
             return Some((tok, end));
@@ -232,7 +256,10 @@ fn next_ip_token(s: &str, from: usize, to: usize) -> Option<(usize, &str, usize)
     let to = to.min(s.len());
     let mut i = from;
     while i < to {
-        if s.is_char_boundary(i) && (s.as_bytes()[i].is_ascii_hexdigit() || strip_ci_prefix(&s[i..], "ipv6:").is_some()) {
+        let b = s.as_bytes();
+        // `::ffff:203.0.113.9` starts with its colons.
+        let colons = b[i] == b':' && b.get(i + 1) == Some(&b':');
+        if s.is_char_boundary(i) && (b[i].is_ascii_hexdigit() || colons || strip_ci_prefix(&s[i..], "ipv6:").is_some()) {
             if let Some((tok, end)) = ip_token(s, i) {
                 return Some((i, tok, end));
             }
@@ -240,6 +267,20 @@ fn next_ip_token(s: &str, from: usize, to: usize) -> Option<(usize, &str, usize)
         i += 1;
     }
     None
+}
+
+/// Every address-shaped token in a line (at most 32), whatever the words around it: in a
+/// follow-up to our missing-information reply, the sender's new text answers our question.
+pub(crate) fn any_ips(line: &str, out: &mut Vec<IpFinding>) {
+    if !may_hold_ip(line) {
+        return;
+    }
+    let mut pos = 0;
+    for _ in 0..32 {
+        let Some((_, tok, end)) = next_ip_token(line, pos, line.len()) else { break };
+        out.push(finding(tok, IpSource::Stated));
+        pos = end;
+    }
 }
 
 /// IPs a sender states in prose: after a keyword ("our IP is", "notre IP :", "IPアドレス"),
@@ -287,7 +328,7 @@ mod tests {
     fn rej(line: &str) -> Vec<(String, Option<IpProblem>)> {
         let mut v = Vec::new();
         rejection_ips(line, &mut v);
-        v.into_iter().map(|f| (f.text, f.problem)).collect()
+        v.into_iter().map(|(_, f)| (f.text, f.problem)).collect()
     }
 
     fn stated(line: &str) -> Vec<String> {
@@ -335,6 +376,9 @@ mod tests {
         assert_eq!(parse("::ffff:203.0.113.7").unwrap().to_string(), "203.0.113.7");
         assert_eq!(parse("203.0.113.300"), None);
         assert_eq!(parse("203.0.113.07"), None);
+        assert_eq!(parse("203.0.113.7:25").unwrap().to_string(), "203.0.113.7");
+        assert_eq!(parse("[2001:db8::1]:25").unwrap().to_string(), "2001:db8::1");
+        assert_eq!(parse("203.0.113.7:abc"), None);
     }
 
     #[test]
@@ -367,6 +411,8 @@ mod tests {
         assert_eq!(stated("our IPv6 address is 2001:DB8::25"), vec!["2001:db8::25"]);
         assert_eq!(stated("IP: 203.0.113.300"), vec!["203.0.113.300"]);
         assert_eq!(stated("please delist 198.51.100.20"), vec!["198.51.100.20"]);
+        assert_eq!(stated("our IP is 203.0.113.7:25."), vec!["203.0.113.7"]);
+        assert_eq!(stated("our IP is ::ffff:203.0.113.9)"), vec!["203.0.113.9"]);
     }
 
     #[test]

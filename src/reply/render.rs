@@ -40,6 +40,9 @@ pub struct ReplyVars {
     pub support_url: String,
     /// A note from staff (resolution replies).
     pub staff_note: Option<String>,
+    /// IPs of the same request rejected with a portal code (5.7.606–649): the
+    /// acknowledgement points to the portal for them.
+    pub portal_ips: Vec<String>,
 }
 
 /// A rendered reply: one header-safe subject line and a body.
@@ -346,6 +349,48 @@ fn multi_line(s: &str, max_chars: usize) -> String {
     out
 }
 
+/// Does a display name read as a person's or an organisation's name? Letters (any script),
+/// spaces and the marks names use (`.`, `'`, `-`, `,`), at most 64 characters, no digits
+/// runs, no URL, no `@`. Anything else could carry a message of a stranger's choosing into
+/// our reply (backscatter spam): the reply then greets neutrally.
+pub fn looks_like_a_name(name: &str) -> bool {
+    let n = name.trim();
+    let chars = n.chars().count();
+    (1..=64).contains(&chars)
+        && n.chars().any(char::is_alphabetic)
+        && n.chars().all(|c| c.is_alphabetic() || c == ' ' || matches!(c, '.' | '\'' | '’' | '-' | ',' | '(' | ')' | '&') || is_name_mark(c))
+        && n.split_whitespace().count() <= 8
+        && !n.to_ascii_lowercase().contains("www.")
+}
+
+/// Combining marks (Hindi, Thai… names) and the middle dot of Japanese/Chinese names.
+fn is_name_mark(c: char) -> bool {
+    matches!(c, '\u{0300}'..='\u{036F}' | '\u{0900}'..='\u{0DFF}' | '\u{0E00}'..='\u{0E7F}' | '・' | '·')
+}
+
+/// The rejection as a reply may quote it: up to the enhanced status code and the bracketed
+/// address (`550 5.7.511 Access denied, banned sender[203.0.113.7]`), nothing after. The
+/// rest of an "NDR line" is text anyone can write into a forged request; staff still see
+/// all of it. With no bracket, or a URL or address before it, only the codes are kept.
+pub fn rejection_head(line: &str) -> String {
+    let codes_end = {
+        let mut words = line.split(' ');
+        let first = words.next().unwrap_or("");
+        let mut end = first.len();
+        if first.len() == 3 && first.bytes().all(|b| b.is_ascii_digit()) {
+            if let Some(second) = words.next() {
+                end += 1 + second.len();
+            }
+        }
+        end
+    };
+    let head = line.find(']').map(|i| &line[..=i]).filter(|h| {
+        let l = h.to_ascii_lowercase();
+        h.chars().count() <= 160 && !l.contains("://") && !l.contains("www.") && !l.contains('@')
+    });
+    head.unwrap_or(&line[..codes_end.min(line.len())]).to_string()
+}
+
 fn clean_opt(v: &Option<String>, max: usize) -> Option<String> {
     v.as_deref().map(|s| one_line(s, max)).filter(|s| !s.is_empty())
 }
@@ -364,14 +409,15 @@ fn clean(vars: &ReplyVars) -> ReplyVars {
         case_refs: list(&vars.case_refs),
         ips: list(&vars.ips),
         status_code: clean_opt(&vars.status_code, 32),
-        ndr_line: clean_opt(&vars.ndr_line, MAX_VALUE_CHARS),
+        ndr_line: clean_opt(&vars.ndr_line, MAX_VALUE_CHARS).map(|l| rejection_head(&l)),
         missing: vars.missing.iter().map(clean_missing).collect(),
         original_subject: clean_opt(&vars.original_subject, MAX_SUBJECT_CHARS),
-        sender_name: clean_opt(&vars.sender_name, MAX_NAME_CHARS),
+        sender_name: clean_opt(&vars.sender_name, MAX_NAME_CHARS).filter(|n| looks_like_a_name(n)),
         sla_hours: vars.sla_hours,
         due_at: clean_opt(&vars.due_at, 64),
         portal_url: one_line(&vars.portal_url, MAX_VALUE_CHARS),
         support_url: one_line(&vars.support_url, MAX_VALUE_CHARS),
+        portal_ips: list(&vars.portal_ips),
         staff_note: vars
             .staff_note
             .as_deref()
@@ -438,6 +484,7 @@ fn sample_vars() -> ReplyVars {
         portal_url: "https://portal.example/".into(),
         support_url: "https://support.example/".into(),
         staff_note: Some("First line.\nSecond line.".into()),
+        portal_ips: vec!["198.51.100.9".into()],
     }
 }
 
@@ -459,6 +506,7 @@ mod tests {
             portal_url: "https://delist.example.test/portal".into(),
             support_url: "https://support.example.test/".into(),
             staff_note: Some("Traffic looks clean since Monday.\nThanks for fixing the relay.".into()),
+            portal_ips: Vec::new(),
         }
     }
 
@@ -529,6 +577,7 @@ mod tests {
             portal_url: format!("https://portal.example/{INJECT}"),
             support_url: "https://support.example/\n\nBcc: x@y\0".to_string(),
             staff_note: Some(format!("Fine.\r\nSecond line\0 with NUL\u{202E}and RLO.\r{big}")),
+            portal_ips: vec![format!("198.51.100.9{INJECT}")],
         }
     }
 
@@ -553,6 +602,36 @@ mod tests {
             }
             // A 10 kB value is cut, not carried whole into the reply.
             assert!(r.body.len() < 12_000, "{what}: body of {} bytes", r.body.len());
+        }
+    }
+
+    #[test]
+    fn only_name_like_display_names_are_greeted() {
+        for ok in ["Jane Postmaster", "Jean-Luc O'Neil", "山田 太郎", "Müller, Anna", "NOC team"] {
+            assert!(looks_like_a_name(ok), "{ok}");
+        }
+        for bad in ["Buy now at https://spam.example", "win@prize.example", "Call 555 1234", "www.example.com", "", &"A".repeat(65), "a b c d e f g h i"] {
+            assert!(!looks_like_a_name(bad), "{bad}");
+        }
+        let v = ReplyVars { sender_name: Some("Cheap pills: spam.example".into()), ..rich() };
+        let body = render(ReplyKind::Acknowledge, Lang::En, &v).unwrap().body;
+        assert!(!body.contains("pills"), "{body}");
+    }
+
+    #[test]
+    fn the_rejection_is_quoted_up_to_its_bracketed_ip() {
+        assert_eq!(
+            rejection_head("550 5.7.511 Access denied, banned sender[203.0.113.7]. To request removal see https://x.example"),
+            "550 5.7.511 Access denied, banned sender[203.0.113.7]"
+        );
+        assert_eq!(rejection_head("550 5.7.511 visit https://spam.example now [203.0.113.7]"), "550 5.7.511");
+        assert_eq!(rejection_head("5.7.511 no bracket here"), "5.7.511");
+        let v = ReplyVars { ndr_line: Some("550 5.7.511 banned sender[203.0.113.7]. BUY PILLS".into()), ..rich() };
+        for lang in Lang::ALL {
+            for kind in ReplyKind::ALL {
+                let body = render(kind, lang, &v).unwrap().body;
+                assert!(!body.contains("PILLS"), "{kind:?} {lang}");
+            }
         }
     }
 

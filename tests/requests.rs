@@ -1,0 +1,105 @@
+//! Requests through the whole pipeline (extract → decide → one SQLite transaction) on a real
+//! store, without a mail server: what is recorded, which cases open, which replies queue.
+//! Issue 10: duplicates, automatic forwards, several rejections, backscatter.
+
+use std::path::Path;
+
+use delistd::cases::{Store, StoreOptions};
+use delistd::config::Config;
+use delistd::intake::{Fetched, SourceKey};
+use delistd::pipeline::Pipeline;
+
+const CONFIG: &str = "[intake]\nsource = \"maildir\"\n[maildir]\npath = \"mail\"\n[smtp]\nreply_dir = \"out\"\n\
+[store]\ndatabase = \"d.sqlite\"\n[replies]\nfrom = \"Delist desk <delist@example.test>\"\n";
+
+struct Desk {
+    pipeline: Pipeline,
+    store: Store,
+    next_uid: u32,
+}
+
+impl Desk {
+    fn new(extra_config: &str) -> Desk {
+        let src = format!("{CONFIG}{extra_config}");
+        let cfg = Config::parse(&src, Path::new("/nonexistent/delistd.toml")).expect("config");
+        let pipeline = Pipeline::new(&cfg).expect("pipeline");
+        let store = Store::open_in_memory(pipeline.store_options()).expect("store");
+        Desk { pipeline, store, next_uid: 1 }
+    }
+
+    fn take(&mut self, raw: &str) -> delistd::pipeline::Processed {
+        let uid = self.next_uid;
+        self.next_uid += 1;
+        let f = Fetched {
+            key: SourceKey::Imap { mailbox: "INBOX".into(), uidvalidity: 1, uid },
+            raw: raw.replace('\n', "\r\n").into_bytes(),
+            size: raw.len() as u64,
+        };
+        self.pipeline.process(&mut self.store, &f, jiff::Timestamp::now()).expect("processed")
+    }
+
+    fn count(&self, sql: &str) -> i64 {
+        self.store.connection().query_row(sql, [], |r| r.get(0)).expect("count")
+    }
+}
+
+fn bounce(message_id: &str, resent: Option<&str>, ip: &str) -> String {
+    let resent = resent
+        .map(|who| format!("Return-Path: <{who}>\nResent-From: {who}\nResent-Message-ID: <r.{who}>\n"))
+        .unwrap_or_else(|| "Return-Path: <>\n".into());
+    format!(
+        "{resent}From: MAILER-DAEMON <>\nTo: someone@example.org\nSubject: failure notice\nMessage-ID: <{message_id}>\n\n\
+         Hi. This is the qmail-send program.\n\n<x@customer.example.net>:\n\
+         550 5.7.511 Access denied, banned sender[{ip}]. To request removal from this list, forward this message.\n"
+    )
+}
+
+#[test]
+fn a_reused_message_id_is_not_a_duplicate_unless_it_is_the_same_message() {
+    let mut desk = Desk::new("");
+    // The same bounce resent by two different people: two requests, one case.
+    let a = desk.take(&bounce("4@mx.example.org", Some("ann@example.org"), "203.0.113.10"));
+    let b = desk.take(&bounce("4@mx.example.org", Some("bob@example.net"), "203.0.113.10"));
+    assert!(a.queued_reply && b.queued_reply, "{a:?} {b:?}");
+    // A small MTA reusing `<4@host>` for another person's bounce about another IP.
+    let c = desk.take(&bounce("4@mx.example.org", Some("cy@example.com"), "203.0.113.11"));
+    assert_eq!(c.cases.len(), 1);
+    assert_eq!(desk.count("SELECT count(*) FROM cases"), 2);
+    // The very same redirect delivered again (another Received: line): a duplicate.
+    let again = bounce("4@mx.example.org", Some("cy@example.com"), "203.0.113.11");
+    let d = desk.take(&format!("Received: from relay2.example.com\n{again}"));
+    assert!(!d.queued_reply && d.cases.is_empty(), "{d:?}");
+    assert_eq!(desk.count("SELECT count(*) FROM messages WHERE error LIKE 'duplicate of message%'"), 1);
+}
+
+#[test]
+fn an_automatic_forward_opens_a_marked_case_without_reply() {
+    let mut desk = Desk::new("");
+    let p = desk.take(
+        "Return-Path: <ops@example.com>\nFrom: Ops <ops@example.com>\nTo: delist@example.test\nSubject: FW: Undeliverable\n\
+         Message-ID: <fw-1@example.com>\nAuto-Submitted: auto-generated\nX-MS-Exchange-Inbox-Rules-Loop: ops@example.com\n\n\
+         Remote Server returned '550 5.7.511 Access denied, banned sender[198.51.100.33]. To request removal'\n",
+    );
+    assert_eq!((p.cases.len(), p.queued_reply), (1, false), "{p:?}");
+    assert_eq!(desk.count("SELECT count(*) FROM outbox"), 0);
+    let notes = desk.count("SELECT count(*) FROM events WHERE kind = 'note' AND text LIKE '%nobody has told the sender%'");
+    assert_eq!(notes, 1, "the case says nobody was told");
+}
+
+#[test]
+fn several_rejections_open_cases_only_for_5_7_511() {
+    let mut desk = Desk::new("");
+    let p = desk.take(
+        "Return-Path: <nina@example.net>\nFrom: Nina <nina@example.net>\nTo: delist@example.test\nSubject: blocked\n\
+         Message-ID: <mix-1@example.net>\n\n\
+         550 5.7.606 Access denied, banned sending IP [198.51.100.61]. Visit the portal.\n\n\
+         550 5.7.511 Access denied, banned sender[203.0.113.62]. To request removal from this list.\n",
+    );
+    assert_eq!(p.cases.len(), 1);
+    assert!(p.queued_reply);
+    assert_eq!(desk.count("SELECT count(*) FROM cases WHERE ip = '203.0.113.62'"), 1);
+    assert_eq!(desk.count("SELECT count(*) FROM cases WHERE ip = '198.51.100.61'"), 0);
+    let raw: Vec<u8> = desk.store.connection().query_row("SELECT raw FROM outbox", [], |r| r.get(0)).unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.contains("198.51.100.61"), "the reply points to the portal for the other IP:\n{text}");
+}
