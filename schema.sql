@@ -190,3 +190,8 @@ FROM events;
 -- count is read from the index alone.
 DROP INDEX outbox_by_recipient;
 CREATE INDEX outbox_by_recipient ON outbox (recipient, queued_at, state);
+
+-- @version 3
+-- The rate limit counts the real mailbox (case-folded, `+tag` removed) and caps each
+-- domain per hour: it reads every reply queued in the last day, by time.
+CREATE INDEX outbox_by_queued_at ON outbox (queued_at, state);

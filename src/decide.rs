@@ -139,11 +139,72 @@ pub struct ReferencedCase {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Context {
     pub referenced: Referenced,
+    /// The authserv-id of our own border MTA (`[auth] trusted_authserv_id`): only its
+    /// `Authentication-Results:` fields are believed (RFC 8601 §5). `None`: no check.
+    pub trusted_authserv_id: Option<String>,
 }
 
 impl Default for Context {
     fn default() -> Self {
-        Context { referenced: Referenced::NotLooked }
+        Context { referenced: Referenced::NotLooked, trusted_authserv_id: None }
+    }
+}
+
+/// What our own MX says about who sent the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authentication {
+    /// No trusted authserv-id is configured: everyone is answered, as before.
+    NotChecked,
+    /// No field of ours, or one that checked nothing: nothing to go on.
+    Unknown,
+    /// SPF for the Return-Path domain, or DKIM or DMARC for the From domain, passed.
+    Passed(String),
+    /// All of them failed (or were absent among results that did not pass): the Return-Path
+    /// and From may be forged, and a reply could go to a stranger (backscatter).
+    Failed(String),
+}
+
+fn domain_of(addr: Option<&str>) -> Option<String> {
+    addr.and_then(|a| a.rsplit_once('@')).map(|(_, d)| d.trim_end_matches('>').to_ascii_lowercase())
+}
+
+/// Read our MX's verdict (the topmost field with our authserv-id: the MX prepends it).
+pub fn authentication(ev: &Evidence, trusted: Option<&str>) -> Authentication {
+    let Some(id) = trusted.map(str::to_ascii_lowercase) else { return Authentication::NotChecked };
+    let Some(field) = ev.auth_results.iter().find(|a| a.authserv_id == id) else { return Authentication::Unknown };
+    if field.results.is_empty() {
+        return Authentication::Unknown;
+    }
+    let rp = match &ev.headers.return_path {
+        crate::extract::ReturnPath::Address(a) => domain_of(Some(a)),
+        _ => None,
+    };
+    let from = domain_of(ev.headers.from.as_deref());
+    // Relaxed alignment (RFC 7489 §3.1): the same domain or a parent of it.
+    let aligned = |d: &Option<String>, with: &Option<String>| match (d, with) {
+        (None, _) => true,
+        (Some(d), Some(w)) => w == d || w.ends_with(&format!(".{d}")),
+        (Some(_), None) => false,
+    };
+    let mut seen = Vec::new();
+    for r in &field.results {
+        let counts = match r.method.as_str() {
+            "spf" => aligned(&r.domain, &rp),
+            "dkim" | "dmarc" => aligned(&r.domain, &from),
+            _ => continue,
+        };
+        let text = format!("{}={}", r.method, r.result);
+        if r.result == "pass" && counts {
+            return Authentication::Passed(text);
+        }
+        if !seen.contains(&text) {
+            seen.push(text);
+        }
+    }
+    if seen.is_empty() {
+        Authentication::Unknown
+    } else {
+        Authentication::Failed(seen.join(", "))
     }
 }
 
@@ -283,8 +344,24 @@ fn not_a_forward(sign: &AutoSign) -> bool {
     }
 }
 
-/// Apply the decision table.
+/// Apply the decision table; then, when our MX says the sender is not authenticated,
+/// keep the case but send no automatic reply: the Return-Path may be a forged victim's.
 pub fn decide(ev: &Evidence, ctx: &Context) -> Decision {
+    let mut d = decide_table(ev, ctx);
+    if d.reply.is_some() {
+        if let Authentication::Failed(why) = authentication(ev, ctx.trusted_authserv_id.as_deref()) {
+            let id = ctx.trusted_authserv_id.as_deref().unwrap_or("");
+            d.reply = None;
+            d.reason.push_str(&format!("; not answered: sender not authenticated ({why} per {id})"));
+            d.unanswered = Some(format!(
+                "no automatic reply: {id} found the sender unauthenticated ({why}); the Return-Path may be forged (RFC 8601)"
+            ));
+        }
+    }
+    d
+}
+
+fn decide_table(ev: &Evidence, ctx: &Context) -> Decision {
     let groups = by_code(ev);
     // The 5.7.511 IPs when the message has any; else every valid IP, judged on its code.
     let (ips, code) = if groups.banned.is_empty() {
@@ -472,6 +549,7 @@ mod tests {
 
     fn found(awaiting: bool, code: Option<&str>, ip: Option<&str>) -> Context {
         Context {
+            trusted_authserv_id: None,
             referenced: Referenced::Found(ReferencedCase {
                 case_ref: CaseRef(7),
                 awaiting_info: awaiting,
@@ -571,6 +649,40 @@ mod tests {
         assert_eq!(decide(&e, &Context::default()).action, Action::RedirectPortal);
     }
 
+    fn signed(results: &[(&str, &str, Option<&str>)], by: &str) -> Evidence {
+        let mut e = ev(Some("5.7.511"), &["203.0.113.7"]);
+        e.headers.from = Some("ops@example.com".into());
+        e.headers.return_path = crate::extract::ReturnPath::Address("bounce@mail.example.com".into());
+        e.auth_results.push(crate::extract::AuthResults {
+            authserv_id: by.into(),
+            results: results
+                .iter()
+                .map(|(m, r, d)| crate::extract::MethodResult { method: m.to_string(), result: r.to_string(), domain: d.map(str::to_string) })
+                .collect(),
+        });
+        e
+    }
+
+    #[test]
+    fn unauthenticated_senders_get_a_case_but_no_reply() {
+        let ours = Context { trusted_authserv_id: Some("mx.delist.example".into()), ..Context::default() };
+        let forged = signed(&[("spf", "fail", Some("mail.example.com")), ("dkim", "none", None), ("dmarc", "fail", Some("example.com"))], "mx.delist.example");
+        let d = decide(&forged, &ours);
+        assert_eq!((d.action, d.reply), (Action::Acknowledge, None));
+        assert!(d.unanswered.as_deref().is_some_and(|u| u.contains("spf=fail")), "{d:?}");
+        // One aligned pass is enough.
+        let ok = signed(&[("spf", "fail", Some("mail.example.com")), ("dkim", "pass", Some("example.com"))], "mx.delist.example");
+        assert_eq!(decide(&ok, &ours).reply, Some(ReplyKind::Acknowledge));
+        // A DKIM pass for someone else's domain proves nothing about From.
+        let other = signed(&[("dkim", "pass", Some("attacker.example")), ("spf", "softfail", None)], "mx.delist.example");
+        assert_eq!(decide(&other, &ours).reply, None);
+        // Fields written by anyone else are ignored (RFC 8601 §5), as is everything when
+        // no authserv-id is trusted.
+        let foreign = signed(&[("spf", "fail", None)], "mx.attacker.example");
+        assert_eq!(decide(&foreign, &ours).reply, Some(ReplyKind::Acknowledge));
+        assert_eq!(decide(&forged, &Context::default()).reply, Some(ReplyKind::Acknowledge));
+    }
+
     #[test]
     fn another_code_does_not_ask_for_an_ip() {
         let d = decide(&ev(Some("5.7.1"), &[]), &Context::default());
@@ -629,7 +741,7 @@ mod tests {
     fn unknown_reference_is_a_new_request() {
         let mut e = ev(Some("5.7.511"), &["203.0.113.7"]);
         e.case_ref = Some(CaseRef(99));
-        let d = decide(&e, &Context { referenced: Referenced::Unknown });
+        let d = decide(&e, &Context { referenced: Referenced::Unknown, ..Context::default() });
         assert_eq!(d.action, Action::Acknowledge);
         assert!(d.reason.contains("DL-000099"));
     }

@@ -63,8 +63,10 @@ pub fn config(p: &DemoPaths) -> Config {
             portal_url: "https://sender.office.com/".into(),
             support_url: "https://admin.microsoft.com/#/support".into(),
             max_per_recipient_per_day: 5,
+            max_per_domain_per_hour: 30,
             templates_dir: None,
         },
         max_message_bytes: 10 * 1024 * 1024,
+        auth: Default::default(),
     }
 }

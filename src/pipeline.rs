@@ -162,6 +162,9 @@ pub struct Pipeline {
     from: String,
     message_id_domain: String,
     max_per_day: u32,
+    /// At most this many automatic replies to one domain per hour.
+    max_per_domain_per_hour: u32,
+    trusted_authserv_id: Option<String>,
     store: StoreOptions,
 }
 
@@ -201,6 +204,8 @@ impl Pipeline {
             from: cfg.replies.from.clone(),
             message_id_domain: cfg.replies.message_id_domain.clone(),
             max_per_day: cfg.replies.max_per_recipient_per_day,
+            max_per_domain_per_hour: cfg.replies.max_per_domain_per_hour,
+            trusted_authserv_id: cfg.auth.trusted_authserv_id.clone(),
             store: StoreOptions {
                 sla: SignedDuration::from_secs(cfg.store.sla.as_secs() as i64),
                 ..StoreOptions::default()
@@ -268,7 +273,7 @@ impl Pipeline {
                 None => Referenced::Unknown,
             },
         };
-        Ok(decide(ev, &Context { referenced }))
+        Ok(decide(ev, &Context { referenced, trusted_authserv_id: self.trusted_authserv_id.clone() }))
     }
 
     /// Run a recorded message (a quarantined one, usually) through again, updating its record
@@ -389,9 +394,23 @@ impl Pipeline {
             (Some(_), None) => Some("no address to reply to (null or missing Return-Path and From)".to_string()),
             (Some(_), Some(to)) if self.is_ourselves(to) => Some(format!("{to} is our own address")),
             (Some(_), Some(to)) => {
-                let since = now - SignedDuration::from_hours(24);
-                let n = store.replies_sent_to_since(to, since)?;
-                (n >= self.max_per_day).then(|| format!("{n} replies to {to} in 24 h already (limit {})", self.max_per_day))
+                // Counted on the real mailbox (no `victim+1@`, `Victim@` variants each with an
+                // allowance of their own) and on its domain, so a forged batch cannot use
+                // the desk to flood one target.
+                let n = store.replies_to_mailbox_since(
+                    to,
+                    now - SignedDuration::from_hours(24),
+                    now - SignedDuration::from_hours(1),
+                )?;
+                let mailbox = crate::cases::mailbox_key(to);
+                if n.mailbox >= self.max_per_day {
+                    Some(format!("{} replies to {mailbox} in 24 h already (limit {})", n.mailbox, self.max_per_day))
+                } else if n.domain >= self.max_per_domain_per_hour {
+                    let domain = mailbox.rsplit_once('@').map_or("", |(_, d)| d).to_string();
+                    Some(format!("{} replies to {domain} in the last hour already (limit {})", n.domain, self.max_per_domain_per_hour))
+                } else {
+                    None
+                }
             }
         };
 
@@ -526,6 +545,10 @@ impl Pipeline {
             }
         } else if let Some(why) = &suppressed {
             tx.set_outcome(msg, m.outcome, Some(&format!("reply suppressed: {why}")))?;
+            // Staff see it on the case: the sender was not told.
+            for r in &cases {
+                tx.add_event(&event(*r, EventKind::Note, format!("automatic reply suppressed: {why}")))?;
+            }
         }
         tx.commit()?;
 
@@ -538,6 +561,7 @@ impl Pipeline {
             ips = %d.banned_ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","),
             cases = %cases.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","),
             reply = if queued { "queued" } else if suppressed.is_some() { "suppressed" } else { "none" },
+            suppressed = suppressed.as_deref().or(d.unanswered.as_deref()).unwrap_or("-"),
             outcome = m.outcome.as_str(),
             reason = %d.reason,
             "message handled"

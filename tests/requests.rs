@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use delistd::cases::{Store, StoreOptions};
+use delistd::cases::Store;
 use delistd::config::Config;
 use delistd::intake::{Fetched, SourceKey};
 use delistd::pipeline::Pipeline;
@@ -102,4 +102,64 @@ fn several_rejections_open_cases_only_for_5_7_511() {
     let raw: Vec<u8> = desk.store.connection().query_row("SELECT raw FROM outbox", [], |r| r.get(0)).unwrap();
     let text = String::from_utf8_lossy(&raw);
     assert!(text.contains("198.51.100.61"), "the reply points to the portal for the other IP:\n{text}");
+}
+
+fn request(from: &str, message_id: &str, ip: &str, extra: &str) -> String {
+    format!(
+        "Return-Path: <{from}>\nFrom: Someone <{from}>\nTo: delist@example.test\nSubject: delist\nMessage-ID: <{message_id}>\n{extra}\n\
+         550 5.7.511 Access denied, banned sender[{ip}]. To request removal from this list.\n"
+    )
+}
+
+#[test]
+fn the_rate_limit_counts_the_real_mailbox_and_each_domain() {
+    let mut desk = Desk::new("");
+    // Default: 5 a day per mailbox. Case and +tags do not buy more.
+    let variants = ["victim@example.org", "Victim@example.org", "victim+1@example.org", "VICTIM+2@Example.ORG", "victim+x@example.org", "victim+y@example.org", "victim+z@example.org"];
+    let mut queued = 0;
+    for (i, to) in variants.iter().enumerate() {
+        queued += usize::from(desk.take(&request(to, &format!("v{i}@x"), &format!("203.0.113.{}", 100 + i), "")).queued_reply);
+    }
+    assert_eq!(queued, 5, "five replies to one mailbox, whatever its spelling");
+    assert_eq!(desk.count("SELECT count(*) FROM events WHERE kind = 'note' AND text LIKE 'automatic reply suppressed: % victim@example.org %'"), 2);
+
+    // Per domain and hour.
+    let mut desk = Desk::new("max_per_domain_per_hour = 3\n");
+    let mut queued = 0;
+    for i in 0..5 {
+        queued += usize::from(desk.take(&request(&format!("user{i}@target.example"), &format!("t{i}@x"), &format!("198.51.100.{}", 10 + i), "")).queued_reply);
+    }
+    assert_eq!(queued, 3);
+    assert!(desk.take(&request("someone@other.example", "o1@x", "198.51.100.99", "")).queued_reply, "other domains are not held back");
+}
+
+#[test]
+fn a_forged_request_gets_a_case_but_no_reply_when_our_mx_says_so() {
+    let mut desk = Desk::new("[auth]\ntrusted_authserv_id = \"mx.delist.example\"\n");
+    let forged = "Authentication-Results: mx.delist.example; spf=fail smtp.mailfrom=victim@example.org; dkim=none; dmarc=fail header.from=example.org\n";
+    let p = desk.take(&request("victim@example.org", "f1@x", "203.0.113.50", forged));
+    assert_eq!((p.cases.len(), p.queued_reply), (1, false), "{p:?}");
+    let notes = desk.count("SELECT count(*) FROM events WHERE kind = 'note' AND text LIKE '%unauthenticated (spf=fail, dkim=none, dmarc=fail)%'");
+    assert_eq!(notes, 1, "staff see why nobody was answered");
+
+    // A field from anyone else is ignored (RFC 8601 §5): the request is answered.
+    let foreign = "Authentication-Results: mx.attacker.example; spf=fail smtp.mailfrom=x@example.net\n";
+    assert!(desk.take(&request("ops@example.net", "f2@x", "203.0.113.51", foreign)).queued_reply);
+    // An authenticated sender is answered.
+    let good = "Authentication-Results: mx.delist.example; spf=pass smtp.mailfrom=ops@example.com; dkim=pass header.d=example.com\n";
+    assert!(desk.take(&request("ops@example.com", "f3@x", "203.0.113.52", good)).queued_reply);
+}
+
+#[test]
+fn the_reply_quotes_little_of_the_senders_text() {
+    let mut desk = Desk::new("");
+    let raw = "Return-Path: <victim@example.org>\nFrom: \"Win a prize at https://spam.example\" <victim@example.org>\n\
+               To: delist@example.test\nSubject: delist\nMessage-ID: <q1@x>\n\n\
+               550 5.7.511 Access denied, banned sender[203.0.113.60]. CHEAP PILLS https://spam.example/buy\n";
+    assert!(desk.take(raw).queued_reply);
+    let out: Vec<u8> = desk.store.connection().query_row("SELECT raw FROM outbox", [], |r| r.get(0)).unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(!text.contains("spam.example") && !text.contains("PILLS"), "{text}");
+    assert!(text.contains("Hello,"), "a neutral greeting:\n{text}");
+    assert!(text.contains("banned sender[203.0.113.60]"));
 }

@@ -29,6 +29,7 @@
 //! * A report's returned message (the third part of multipart/report) is context: its header
 //!   identifies bounces of our replies, its text is not evidence (`mime.rs`).
 
+mod authres;
 mod auto;
 mod forms;
 mod headers;
@@ -44,6 +45,8 @@ mod text;
 use std::net::IpAddr;
 
 use serde::Serialize;
+
+pub use authres::{AuthResults, MethodResult};
 
 use crate::types::{CaseRef, Lang, StatusCode};
 
@@ -99,6 +102,10 @@ pub struct Evidence {
     /// a follow-up to our missing-information reply they answer our question.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub own_ips: Vec<IpAddr>,
+    /// `Authentication-Results:` fields of the top-level header (RFC 8601), in order, each
+    /// with who wrote it; which to believe is the decision's business.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub auth_results: Vec<AuthResults>,
 }
 
 impl Evidence {
@@ -329,6 +336,7 @@ pub fn extract(raw: &[u8], opts: &ExtractOptions) -> Evidence {
         bounce_of,
         replies_to_us: threaded_to_us || found.quoted_case.is_some(),
         own_ips: found.own_ips,
+        auth_results: authres::read(&walk.top.fields),
     }
 }
 
