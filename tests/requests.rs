@@ -163,3 +163,39 @@ fn the_reply_quotes_little_of_the_senders_text() {
     assert!(text.contains("Hello,"), "a neutral greeting:\n{text}");
     assert!(text.contains("banned sender[203.0.113.60]"));
 }
+
+#[test]
+fn an_answer_to_our_question_completes_the_case_with_any_ip_in_its_new_text() {
+    let mut desk = Desk::new("");
+    let first = desk.take(&format!(
+        "Return-Path: <uma@example.org>\nFrom: Uma <uma@example.org>\nTo: delist@example.test\nSubject: blocked\n\
+         Message-ID: <ask-1@example.org>\n\nWe get 5.7.511 errors since this morning, please help.\n"
+    ));
+    assert_eq!(first.cases.len(), 1);
+    let case = first.cases[0];
+    let answer = desk.take(&format!(
+        "Return-Path: <uma@example.org>\nFrom: Uma <uma@example.org>\nTo: delist@example.test\n\
+         Subject: Re: [{case}] Delisting request: information missing\nMessage-ID: <ask-2@example.org>\n\n\
+         Sorry, here it is: 198.51.100.44\n\n> 550 5.7.511 Access denied, banned sender[a.b.c.d]. To request removal\n"
+    ));
+    assert!(answer.queued_reply, "{answer:?}");
+    let c = desk.store.case(case).unwrap().unwrap();
+    assert_eq!(c.ip.as_deref(), Some("198.51.100.44"));
+}
+
+#[test]
+fn a_redirected_bounce_is_answered_to_and_greets_the_person_who_redirected_it() {
+    let mut desk = Desk::new("");
+    let p = desk.take(
+        "Resent-From: Judy Ray <judy@example.org>\nResent-Message-ID: <rs-9@example.org>\nReturn-Path: <>\n\
+         From: Microsoft Outlook <MAILER-DAEMON@mail.example.org>\nTo: judy@example.org\nSubject: Undeliverable: x\n\
+         Auto-Submitted: auto-replied\nMessage-ID: <b-9@mail.example.org>\n\n\
+         550 5.7.511 Access denied, banned sender[203.0.113.90]. To request removal from this list.\n",
+    );
+    assert!(p.queued_reply, "{p:?}");
+    let (to, raw): (String, Vec<u8>) =
+        desk.store.connection().query_row("SELECT recipient, raw FROM outbox", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    assert_eq!(to, "judy@example.org");
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.contains("Hello Judy Ray,") && !text.contains("Outlook,"), "{text}");
+}

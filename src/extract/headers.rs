@@ -21,7 +21,12 @@ pub(crate) struct Top {
 /// Raw value of a header (unfolded, lossily decoded), as written after the colon.
 pub(crate) fn raw_value(raw: &[u8], h: &Header<'_>) -> String {
     let bytes = raw.get(h.offset_start as usize..h.offset_end as usize).unwrap_or_default();
-    let text = String::from_utf8_lossy(bytes);
+    // Raw 8-bit bytes in a header (RFC 6532 allows UTF-8; older clients write their legacy
+    // charset, GBK or Big5, unencoded): read like an unlabelled body.
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => std::borrow::Cow::Borrowed(t),
+        Err(_) => std::borrow::Cow::Owned(super::mime::decode_unlabelled(bytes)),
+    };
     let text = text.trim();
     if !text.contains(['\r', '\n']) {
         return text.to_string();
@@ -129,6 +134,18 @@ fn return_path_of(fields: &[(String, String)]) -> ReturnPath {
     ReturnPath::Absent
 }
 
+/// The value of a top-level field whose raw bytes are not UTF-8, decoded as legacy text;
+/// `None` for the usual, valid field (the parser's reading stands).
+fn raw_8bit_field(msg: &Message<'_>, name: HeaderName<'_>) -> Option<String> {
+    let root = msg.parts.first()?;
+    let h = root.headers.iter().find(|h| h.name == name)?;
+    let bytes = msg.raw_message.as_ref().get(h.offset_start as usize..h.offset_end as usize)?;
+    if std::str::from_utf8(bytes).is_ok() {
+        return None;
+    }
+    Some(clip(raw_value(msg.raw_message.as_ref(), h).trim()))
+}
+
 /// Read the top-level header of a parsed message.
 pub(crate) fn read(msg: &Message<'_>) -> Top {
     let Some(root) = msg.parts.first() else { return Top::default() };
@@ -142,7 +159,14 @@ pub(crate) fn read(msg: &Message<'_>) -> Top {
         .collect();
     let field = |name: &str| fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
 
-    let (from, from_name) = first_addr(msg.from(), field("from"));
+    let (from, mut from_name) = first_addr(msg.from(), field("from"));
+    // A display name written in raw legacy 8-bit bytes: the parser's reading is mojibake.
+    if let Some(raw_from) = raw_8bit_field(msg, HeaderName::From) {
+        if let Some((name, _)) = raw_from.rsplit_once('<') {
+            let name = name.trim().trim_matches('"').trim();
+            from_name = (!name.is_empty()).then(|| clip(name));
+        }
+    }
     let (reply_to, _) = first_addr(msg.reply_to(), field("reply-to"));
     let (resent_from, resent_from_name) = first_addr(msg.resent_from(), field("resent-from"));
     let date = msg.date().filter(|d| d.is_valid()).and_then(|d| {
@@ -154,7 +178,7 @@ pub(crate) fn read(msg: &Message<'_>) -> Top {
         from_name,
         reply_to,
         return_path: return_path_of(&fields),
-        subject: msg.subject().map(|s| clip(s.trim())),
+        subject: raw_8bit_field(msg, HeaderName::Subject).or_else(|| msg.subject().map(|s| clip(s.trim()))),
         date,
         in_reply_to: field("in-reply-to").map(refs::message_ids).unwrap_or_default(),
         references: field("references").map(refs::message_ids).unwrap_or_default(),
@@ -213,6 +237,22 @@ mod tests {
         let delivered = f(&[("Return-Path", "<judy@example.org>"), ("Resent-From", "judy@example.org"), ("Return-Path", "<>")]);
         assert_eq!(return_path_of(&delivered), ReturnPath::Address("judy@example.org".into()));
         assert_eq!(return_path_of(&f(&[("Return-Path", "<>"), ("Return-Path", "<a@b.example>")])), ReturnPath::Null);
+    }
+
+    #[test]
+    fn raw_legacy_8bit_fields_are_decoded() {
+        let (subj, _, _) = encoding_rs::GBK.encode("解除封锁请求");
+        let (name, _, _) = encoding_rs::GBK.encode("张伟");
+        let mut raw = b"From: ".to_vec();
+        raw.extend_from_slice(&name);
+        raw.extend_from_slice(b" <zw@example.cn>\r\nSubject: ");
+        raw.extend_from_slice(&subj);
+        raw.extend_from_slice(b"\r\n\r\nbody\r\n");
+        let msg = MessageParser::default().parse(&raw[..]).unwrap();
+        let f = read(&msg).facts;
+        assert_eq!(f.subject.as_deref(), Some("解除封锁请求"));
+        assert_eq!(f.from_name.as_deref(), Some("张伟"));
+        assert_eq!(f.from.as_deref(), Some("zw@example.cn"));
     }
 
     #[test]

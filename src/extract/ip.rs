@@ -31,10 +31,19 @@ static REJECTION: LazyLock<Regex> = LazyLock::new(|| {
 /// of its own (not `X-Originating-IP:`, not `client-ip=`).
 static STATED: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(concat!(
-        r"(?i)(?:ip|ＩＰ)\s*アドレス|(?:^|[^\w\-=.])(?:",
-        r"ip(?:v[46])?(?:[\s\-]?(?:address(?:es)?|adresse[ns]?|addr))?s?",
-        r"|adresses?\s+ip|indirizz[oi]\s+ip",
+        // CJK: no word boundaries ("IP地址：", "IPアドレス", "IP 주소", "我们的服务器").
+        r"(?i)(?:ip|ＩＰ)\s*(?:アドレス|地址|位址|주소)|我们的服务器|我司服务器|우리\s*서버",
+        r"|(?:^|[^\w\-=.])(?:",
+        // "IP", "IPv4", "IP address", and the hyphenated or spaced forms of other languages:
+        // IP-Adresse (de), IP-adres (nl), IP-adress (sv), IP adresi/adresimiz (tr),
+        // IP-адрес (ru), each with an optional plural.
+        r"ip(?:v[46])?(?:[\s\-]?(?:address(?:es)?|adresse[ns]?|addr|adres(?:sen|i|imiz|y)?|adress(?:en|er)?|адрес(?:а|ом)?))?s?",
+        // "adresse IP" (fr), "indirizzo IP" (it), "dirección IP" (es), "endereço IP" (pt),
+        // "adres IP" (pl), "адрес IP" (ru)
+        r"|adresses?\s+ip|indirizz[oi]\s+ip|direcci[óo]n(?:es)?\s+ip|endere[çc]os?\s+ip|adres(?:y)?\s+ip|адрес\s+ip",
         r"|(?:our|my|the)\s+(?:mail\s+)?server|notre\s+serveur|nostro\s+server|unser(?:em|en)?\s+(?:mail)?server",
+        r"|nuestro\s+servidor|nosso\s+servidor|onze\s+(?:mail)?server|nasz\s+serwer|наш\s+(?:почтовый\s+)?сервер",
+        r"|sunucumuz|v[åa]r\s+(?:e-?post)?server",
         r"|delist(?:ing)?|unblock|d[ée]bloquer|sbloccare|entsperren",
         r")(?:[^\w\-.]|$)"
     ))
@@ -208,7 +217,10 @@ fn ip_token(s: &str, start: usize) -> Option<(&str, usize)> {
     let bytes = s.as_bytes();
     if start > 0 {
         let p = bytes[start - 1];
-        if p.is_ascii_alphanumeric() || p == b'.' || p == b':' || p == b'_' {
+        // A colon right before is part of an IPv6 address (`2001:db8::`) unless it ends a
+        // label (`IP地址:203.0.113.7`, `IP:203.0.113.7`).
+        let label_colon = p == b':' && start >= 2 && !(bytes[start - 2].is_ascii_hexdigit() || bytes[start - 2] == b':');
+        if p.is_ascii_alphanumeric() || p == b'.' || (p == b':' && !label_colon) || p == b'_' {
             return None;
         }
     }
@@ -412,6 +424,17 @@ mod tests {
         assert_eq!(stated("IP: 203.0.113.300"), vec!["203.0.113.300"]);
         assert_eq!(stated("please delist 198.51.100.20"), vec!["198.51.100.20"]);
         assert_eq!(stated("our IP is 203.0.113.7:25."), vec!["203.0.113.7"]);
+        // More languages, hyphenated and spaced forms.
+        assert_eq!(stated("Nuestra dirección IP es 203.0.113.21."), vec!["203.0.113.21"]);
+        assert_eq!(stated("O nosso endereço IP: 203.0.113.22"), vec!["203.0.113.22"]);
+        assert_eq!(stated("Ons IP-adres is 203.0.113.23"), vec!["203.0.113.23"]);
+        assert_eq!(stated("我们的IP地址:203.0.113.24"), vec!["203.0.113.24"]);
+        assert_eq!(stated("저희 IP 주소는 203.0.113.25 입니다"), vec!["203.0.113.25"]);
+        assert_eq!(stated("Nasz adres IP to 203.0.113.26"), vec!["203.0.113.26"]);
+        assert_eq!(stated("Наш IP-адрес: 203.0.113.27"), vec!["203.0.113.27"]);
+        assert_eq!(stated("IP adresimiz 203.0.113.28"), vec!["203.0.113.28"]);
+        assert_eq!(stated("Vår IP-adress är 203.0.113.29"), vec!["203.0.113.29"]);
+        assert_eq!(stated("onze mailserver 203.0.113.30 wordt geweigerd"), vec!["203.0.113.30"]);
         assert_eq!(stated("our IP is ::ffff:203.0.113.9)"), vec!["203.0.113.9"]);
     }
 
