@@ -10,6 +10,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod bounces;
 mod crash;
 mod flow;
 mod hostile;
