@@ -16,11 +16,12 @@ const DEFANGED: &[&str] = &["[.]", "(.)", "{.}", "[dot]", "(dot)", "{dot}"];
 fn may_need(text: &str) -> bool {
     let b = text.as_bytes();
     // U+FF01..U+FF5E are EF BC 81 .. EF BD 9E in UTF-8.
+    // One pass over the opening brackets (rare in mail text), not over every byte.
     memchr::memchr(0xEF, b).is_some()
-        || memchr::memmem::find(b, b".]").is_some()
-        || memchr::memmem::find(b, b".)").is_some()
-        || memchr::memmem::find(b, b".}").is_some()
-        || b.windows(4).any(|w| w[1..].eq_ignore_ascii_case(b"dot") && matches!(w[0], b'[' | b'(' | b'{'))
+        || memchr::memchr3_iter(b'[', b'(', b'{', b).any(|i| {
+            let next = &b[i + 1..b.len().min(i + 4)];
+            next.first() == Some(&b'.') || next.eq_ignore_ascii_case(b"dot")
+        })
 }
 
 /// NFKC for the full-width ASCII block (U+FF01–U+FF5E → U+0021–U+007E) and the

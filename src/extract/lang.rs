@@ -98,9 +98,16 @@ fn word_bits(w: &str) -> u8 {
 
 /// The best score and the best of the others.
 fn lead(score: &[usize; 7]) -> (usize, usize) {
-    let mut sorted = *score;
-    sorted.sort_unstable_by(|a, b| b.cmp(a));
-    (sorted[0], sorted[1])
+    let (mut top, mut second) = (0, 0);
+    for &s in score {
+        if s > top {
+            second = top;
+            top = s;
+        } else if s > second {
+            second = s;
+        }
+    }
+    (top, second)
 }
 
 /// The first supported language of a Content-Language value (`fr-FR`, `de, en`).

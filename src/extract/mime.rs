@@ -309,7 +309,11 @@ fn body_bytes(msg: &Message<'_>, part: &MessagePart<'_>) -> Option<Vec<u8>> {
 fn needs_redecoding(part: &MessagePart<'_>, text: &str) -> bool {
     let charset = part.content_type().and_then(|ct| ct.attribute("charset")).map(str::to_ascii_lowercase);
     let unlabelled = matches!(charset.as_deref(), None | Some("us-ascii") | Some("ascii") | Some("utf-8") | Some("utf8"));
-    unlabelled && (text.contains('\u{FFFD}') || text.starts_with('\u{FEFF}') || memchr::memchr(0, text.as_bytes()).is_some())
+    // `is_ascii` and `memchr` are vectorised: most parts are ASCII text and cost two fast
+    // passes; only non-ASCII text is searched for replacement characters.
+    unlabelled
+        && (memchr::memchr(0, text.as_bytes()).is_some()
+            || (!text.is_ascii() && (text.starts_with('\u{FEFF}') || text.contains('\u{FFFD}'))))
 }
 
 /// A byte-order mark and the encoding it announces (Unicode §23.8).

@@ -80,8 +80,10 @@ struct Acc {
     /// (source rank, sequence, finding, found in quoted text)
     rejection: Vec<(u8, usize, IpFinding, bool)>,
     stated: Vec<IpFinding>,
-    /// Any address in the sender's own new text, phrase or not.
+    /// Any address in the sender's own new text, phrase or not (only in a reply to us,
+    /// where it may answer our question; elsewhere a bare number proves nothing).
     bare: Vec<IpFinding>,
+    collect_bare: bool,
     own_text: String,
     raw_own_text: String,
     /// The first of our cases that quoted text names: the message quotes our reply.
@@ -147,7 +149,7 @@ impl Acc {
             if self.stated.len() < MAX_IPS * 4 {
                 ip::stated_ips(l.text, &mut self.stated);
             }
-            if kind != PartKind::RawFallback && self.bare.len() < MAX_IPS {
+            if self.collect_bare && kind != PartKind::RawFallback && self.bare.len() < MAX_IPS {
                 ip::any_ips(l.text, &mut self.bare);
             }
             let buf = if kind == PartKind::RawFallback { &mut self.raw_own_text } else { &mut self.own_text };
@@ -183,7 +185,7 @@ const MAX_CLAIMED: usize = 8;
 /// message answers one of our replies (its thread fields say so); what it quotes is then
 /// our own text, never new evidence. Quoted text that names one of our cases means the same.
 pub(crate) fn scan(pieces: &[Piece], subject: Option<&str>, replies_to_us: bool) -> Scanned {
-    let mut acc = Acc::default();
+    let mut acc = Acc { collect_bare: replies_to_us, ..Acc::default() };
     for p in pieces {
         if p.kind == PartKind::DeliveryStatus {
             let ds = ndr::scan_delivery_status(&p.text);
