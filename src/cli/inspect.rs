@@ -71,6 +71,15 @@ pub fn write_human(out: &mut dyn std::io::Write, s: &Summary, ev: &Evidence, d: 
         let m: Vec<String> = d.missing.iter().map(|m| m.describe()).collect();
         writeln!(out, "  missing      {}", m.join("; "))?;
     }
+    if !s.portal_ips.is_empty() {
+        writeln!(out, "  portal IPs   {} (the acknowledgement points them to the portal)", s.portal_ips.join(", "))?;
+    }
+    if ev.replies_to_us {
+        writeln!(out, "  replies to   one of our replies: what it quotes was not read as evidence")?;
+    }
+    if let Some(why) = &d.unanswered {
+        writeln!(out, "  no reply     {why}")?;
+    }
     writeln!(out, "  reason       {}", s.reason)?;
     Ok(())
 }
