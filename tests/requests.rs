@@ -167,10 +167,10 @@ fn the_reply_quotes_little_of_the_senders_text() {
 #[test]
 fn an_answer_to_our_question_completes_the_case_with_any_ip_in_its_new_text() {
     let mut desk = Desk::new("");
-    let first = desk.take(&format!(
+    let first = desk.take(
         "Return-Path: <uma@example.org>\nFrom: Uma <uma@example.org>\nTo: delist@example.test\nSubject: blocked\n\
-         Message-ID: <ask-1@example.org>\n\nWe get 5.7.511 errors since this morning, please help.\n"
-    ));
+         Message-ID: <ask-1@example.org>\n\nWe get 5.7.511 errors since this morning, please help.\n",
+    );
     assert_eq!(first.cases.len(), 1);
     let case = first.cases[0];
     let answer = desk.take(&format!(

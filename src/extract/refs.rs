@@ -20,9 +20,7 @@ static CASE_IN_TEXT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?-u:\b)DL-
 /// The first of our cases this text names the way our replies do (quoted text that does is
 /// a quote of our reply).
 pub(crate) fn case_in_text(text: &str) -> Option<CaseRef> {
-    if memchr::memmem::find(text.as_bytes(), b"DL-").is_none() {
-        return None;
-    }
+    memchr::memmem::find(text.as_bytes(), b"DL-")?;
     CASE_IN_TEXT.find(text).and_then(|m| m.as_str().parse().ok())
 }
 

@@ -207,8 +207,7 @@ pub(crate) fn scan(pieces: &[Piece], subject: Option<&str>, replies_to_us: bool)
         acc.line(PartKind::Subject, &l, true);
     }
 
-    let mut out = Scanned::default();
-    out.quoted_case = acc.quoted_case;
+    let mut out = Scanned { quoted_case: acc.quoted_case, ..Scanned::default() };
     let drop_quoted = replies_to_us || acc.quoted_case.is_some();
     if drop_quoted {
         acc.ndr.retain(|e| !e.3);
