@@ -13,7 +13,14 @@
 //! (a case is opened so nothing is lost) but not answered, and a delivery report about one
 //! of our own replies is attached to its case.
 //!
-//! Pure: what the store knows about a referenced case comes in through [`Context`].
+//! Two rules sit on top of the table. A message from a mail-system address (`postmaster@`)
+//! with none of the desk's codes is a report, not a request: not answered. And when the
+//! configured MX says the sender is not authenticated ([`authentication`], RFC 8601), the
+//! case opens as the table says but no automatic reply goes out ([`Decision::unanswered`]):
+//! its Return-Path may belong to a stranger.
+//!
+//! Pure: what the store knows about a referenced case, and whose Authentication-Results to
+//! believe, come in through [`Context`].
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
