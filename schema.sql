@@ -227,3 +227,8 @@ ALTER TABLE cases ADD COLUMN resolution TEXT;
 -- 1 while delist_command waits to run for the first request of an IP (auto_delist_first).
 ALTER TABLE cases ADD COLUMN auto_delist INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX cases_auto_delist ON cases (id) WHERE auto_delist = 1;
+
+-- @version 5
+-- The rate limit counts the real mailbox (case-folded, `+tag` removed) and caps each
+-- domain per hour: it reads every reply queued in the last day, by time.
+CREATE INDEX outbox_by_queued_at ON outbox (queued_at, state);

@@ -781,7 +781,7 @@ fn write_config(stack: &Stack, user: &str, db: &Path, out: &Path, connections: u
          [store]\ndatabase = \"{db}\"\n\n\
          [replies]\nfrom = \"Delist desk <{user}>\"\nmessage_id_domain = \"bench.example.test\"\n\
          # Thousands of replies go to twenty senders: the loop guard must not stop them.\n\
-         max_per_recipient_per_day = 1000000\n",
+         max_per_recipient_per_day = 1000000\nmax_per_domain_per_hour = 1000000\n",
         imap = stack.imap_port,
         smtp = stack.smtp_port,
         pw = password.display(),

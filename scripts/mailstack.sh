@@ -125,12 +125,15 @@ choose_ports() {
         IMAPS_PORT=$(env_value DELISTD_TEST_IMAPS_PORT)
         SMTP_PORT=$(env_value DELISTD_TEST_SMTP_PORT)
         SMTPS_PORT=$(env_value DELISTD_TEST_SMTPS_PORT)
+        REFUSE_PORT=$(env_value DELISTD_TEST_REFUSE_PORT)
+        [[ -n $REFUSE_PORT ]] || REFUSE_PORT=$(pick_port "$IMAP_PORT" "$IMAPS_PORT" "$SMTP_PORT" "$SMTPS_PORT")
         return
     fi
     IMAP_PORT=${DELISTD_TEST_IMAP_PORT:-$(pick_port)}
     IMAPS_PORT=${DELISTD_TEST_IMAPS_PORT:-$(pick_port "$IMAP_PORT")}
     SMTP_PORT=${DELISTD_TEST_SMTP_PORT:-$(pick_port "$IMAP_PORT" "$IMAPS_PORT")}
     SMTPS_PORT=${DELISTD_TEST_SMTPS_PORT:-$(pick_port "$IMAP_PORT" "$IMAPS_PORT" "$SMTP_PORT")}
+    REFUSE_PORT=${DELISTD_TEST_REFUSE_PORT:-$(pick_port "$IMAP_PORT" "$IMAPS_PORT" "$SMTP_PORT" "$SMTPS_PORT")}
 }
 
 # --- one-time set-up of a state directory ----------------------------------------------------
@@ -178,7 +181,8 @@ fill() {
         -e "s|@PASSWD_FILE@|$PASSWD_FILE|g" -e "s|@SCRATCH_PASSWORD@|$SCRATCH_PASSWORD|g" -e "s|@MAIL_UID@|$MAIL_UID|g" -e "s|@MAIL_GID@|$MAIL_GID|g" \
         -e "s|@CONF_DIR@|$CONF_DIR|g" -e "s|@QUEUE_DIR@|$QUEUE_DIR|g" -e "s|@DATA_DIR@|$DATA_DIR|g" \
         -e "s|@IMAP_PORT@|$IMAP_PORT|g" -e "s|@IMAPS_PORT@|$IMAPS_PORT|g" \
-        -e "s|@SMTP_PORT@|$SMTP_PORT|g" -e "s|@SMTPS_PORT@|$SMTPS_PORT|g" "$1" >"$2"
+        -e "s|@SMTP_PORT@|$SMTP_PORT|g" -e "s|@SMTPS_PORT@|$SMTPS_PORT|g" \
+        -e "s|@REFUSE_PORT@|$REFUSE_PORT|g" "$1" >"$2"
     if grep -q '@[A-Z_]*@' "$2"; then
         die "unfilled placeholder in $2: $(grep -o '@[A-Z_]*@' "$2" | head -1)"
     fi
@@ -197,6 +201,7 @@ export DELISTD_TEST_IMAPS_PORT='$IMAPS_PORT'
 export DELISTD_TEST_SMTP_HOST='localhost'
 export DELISTD_TEST_SMTP_PORT='$SMTP_PORT'
 export DELISTD_TEST_SMTPS_PORT='$SMTPS_PORT'
+export DELISTD_TEST_REFUSE_PORT='$REFUSE_PORT'
 export DELISTD_TEST_CA_FILE='$TLS_DIR/ca.crt'
 export DELISTD_TEST_USERS_FILE='$USERS_FILE'
 export DELISTD_TEST_DELIST_USER='delist@example.test'
@@ -238,7 +243,18 @@ prepare() {
     chown root:dovecot "$PASSWD_FILE"
     chmod 640 "$PASSWD_FILE"
     awk 'NF == 2 {print $1 " " $1}' "$USERS_FILE" >"$CONF_DIR/vmailbox"
-    printf '%s\n' '!/@example\.test$/ catchall@example.test' >"$CONF_DIR/catchall.regexp"
+    # Mail to the refuse.test domains goes out to the refusing smtpd (not to catchall@).
+    printf '%s\n' 'if !/@([a-z0-9-]+\.)?refuse\.test$/' '!/@example\.test$/ catchall@example.test' 'endif' >"$CONF_DIR/catchall.regexp"
+    # The provider's rejections, one domain each: as Exchange Online words them, the
+    # address in IPv4 and IPv6 form (issue 10: genuine bounces, written by Postfix).
+    printf '%s\n' \
+        "ban4.refuse.test 550 5.7.511 Access denied, banned sender[203.0.113.201]. To request removal from this list, forward this message to delist@messaging.microsoft.com. For more information please go to https://go.microsoft.com/fwlink/?LinkId=526653. [AM5EUR02FT012.eop-EUR02.prod.protection.outlook.com]" \
+        "ban4r.refuse.test 550 5.7.511 Access denied, banned sender[203.0.113.205]. To request removal from this list, forward this message to delist@messaging.microsoft.com." \
+        "ban6.refuse.test 550 5.7.511 Access denied, banned sender[2001:db8::202]. To request removal from this list, forward this message to delist@messaging.microsoft.com. For more information please go to https://go.microsoft.com/fwlink/?LinkId=526653." \
+        "portal.refuse.test 550 5.7.606 Access denied, banned sending IP [203.0.113.203]. To request removal from this list please visit https://sender.office.com/ and follow the directions." \
+        "tenant.refuse.test 550 5.7.750 Service unavailable. Client blocked from sending from unregistered domains. For more information please go to https://go.microsoft.com/fwlink/?LinkId=526653." \
+        >"$CONF_DIR/refuse"
+    printf '%s\n' "refuse.test smtp:[127.0.0.1]:$REFUSE_PORT" ".refuse.test smtp:[127.0.0.1]:$REFUSE_PORT" >"$CONF_DIR/transport"
     printf '%s\n' '/^t-[^@]+@example\.test$/ scratch' '/^o-[^@]+@example\.test$/ oauth' >"$CONF_DIR/scratch.regexp"
 
     fill "$TEMPLATES/dovecot.conf.in" "$DOVECOT_CONF"

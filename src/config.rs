@@ -27,6 +27,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub replies: Replies,
     pub max_message_bytes: usize,
+    pub auth: Auth,
     /// `[metrics]`: the Prometheus and health listener of `delistd run`; none when absent.
     pub metrics: Option<Metrics>,
     /// `[escalation]`: warnings to staff before and when a case misses its SLA.
@@ -70,6 +71,16 @@ impl Default for BlocklistConfig {
             auto_delist_first: false,
         }
     }
+}
+
+/// Whose word we take on sender authentication (`[auth]`).
+#[derive(Debug, Clone, Default)]
+pub struct Auth {
+    /// The authserv-id our own border MTA writes in `Authentication-Results:` (RFC 8601
+    /// §2.5). Only its fields are read; when they say SPF, DKIM and DMARC all failed, the
+    /// request gets its case but no automatic reply (the sender address may be forged).
+    /// `None`: every sender is answered.
+    pub trusted_authserv_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -204,8 +215,12 @@ pub struct Replies {
     pub message_id_domain: String,
     pub portal_url: String,
     pub support_url: String,
-    /// At most this many automatic replies to one recipient in 24 hours (loop guard).
+    /// At most this many automatic replies to one recipient in 24 hours (loop guard). The
+    /// recipient is the mailbox, case-folded, without a `+tag`.
     pub max_per_recipient_per_day: u32,
+    /// At most this many automatic replies to one domain in an hour (forged requests
+    /// naming many addresses of one victim domain).
+    pub max_per_domain_per_hour: u32,
     pub templates_dir: Option<PathBuf>,
 }
 
@@ -249,6 +264,7 @@ struct RawFile {
     metrics: Option<ops::RawMetrics>,
     escalation: Option<ops::RawEscalation>,
     blocklist: Option<RawBlocklist>,
+    auth: Option<RawAuth>,
 }
 
 #[derive(Deserialize)]
@@ -262,6 +278,12 @@ struct RawBlocklist {
     auto_resolve: Option<bool>,
     delist_command: Option<Vec<String>>,
     auto_delist_first: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    trusted_authserv_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -332,6 +354,7 @@ struct RawReplies {
     portal_url: Option<String>,
     support_url: Option<String>,
     max_per_recipient_per_day: Option<u32>,
+    max_per_domain_per_hour: Option<u32>,
     templates_dir: Option<PathBuf>,
 }
 
@@ -732,11 +755,23 @@ impl Config {
                 .and_then(|r| r.support_url.clone())
                 .unwrap_or_else(|| "https://admin.microsoft.com/#/support".into()),
             max_per_recipient_per_day: r.and_then(|r| r.max_per_recipient_per_day).unwrap_or(5),
+            max_per_domain_per_hour: r.and_then(|r| r.max_per_domain_per_hour).unwrap_or(30),
             templates_dir: r.and_then(|r| r.templates_dir.as_deref()).map(rel),
         };
         if replies.max_per_recipient_per_day == 0 {
             c.problem("replies.max_per_recipient_per_day", "0 would never answer anyone; use 1 or more");
         }
+        if replies.max_per_domain_per_hour == 0 {
+            c.problem("replies.max_per_domain_per_hour", "0 would never answer anyone; use 1 or more");
+        }
+        let trusted = raw.auth.as_ref().and_then(|a| a.trusted_authserv_id.as_deref()).map(str::trim);
+        if let Some(id) = trusted {
+            // RFC 8601 §2.5: a domain name, no spaces, no `;`.
+            if id.is_empty() || id.contains(|c: char| c.is_whitespace() || c == ';' || c == '(') {
+                c.problem("auth.trusted_authserv_id", format!("{id:?} is not an authserv-id (write the host name your MX puts first in Authentication-Results, e.g. \"mx.example.net\")"));
+            }
+        }
+        let auth = Auth { trusted_authserv_id: trusted.filter(|s| !s.is_empty()).map(str::to_string) };
 
         let max_message_bytes = raw.limits.as_ref().and_then(|l| l.max_message_bytes).unwrap_or(10 * 1024 * 1024);
         if !(64 * 1024..=1024 * 1024 * 1024).contains(&max_message_bytes) {
@@ -760,6 +795,7 @@ impl Config {
                 metrics,
                 escalation,
                 blocklist,
+                auth,
             }),
             _ => Err(invalid(problems)),
         }

@@ -13,14 +13,21 @@
 //! (a case is opened so nothing is lost) but not answered, and a delivery report about one
 //! of our own replies is attached to its case.
 //!
-//! Pure: what the store knows about a referenced case comes in through [`Context`].
+//! Two rules sit on top of the table. A message from a mail-system address (`postmaster@`)
+//! with none of the desk's codes is a report, not a request: not answered. And when the
+//! configured MX says the sender is not authenticated ([`authentication`], RFC 8601), the
+//! case opens as the table says but no automatic reply goes out ([`Decision::unanswered`]):
+//! its Return-Path may belong to a stranger.
+//!
+//! Pure: what the store knows about a referenced case, and whose Authentication-Results to
+//! believe, come in through [`Context`].
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::extract::{AutoSign, Evidence, IpProblem};
+use crate::extract::{AutoSign, Evidence, IpProblem, IpSource};
 use crate::types::{CaseRef, StatusCode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -143,11 +150,72 @@ pub struct ReferencedCase {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Context {
     pub referenced: Referenced,
+    /// The authserv-id of our own border MTA (`[auth] trusted_authserv_id`): only its
+    /// `Authentication-Results:` fields are believed (RFC 8601 §5). `None`: no check.
+    pub trusted_authserv_id: Option<String>,
 }
 
 impl Default for Context {
     fn default() -> Self {
-        Context { referenced: Referenced::NotLooked }
+        Context { referenced: Referenced::NotLooked, trusted_authserv_id: None }
+    }
+}
+
+/// What our own MX says about who sent the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authentication {
+    /// No trusted authserv-id is configured: everyone is answered, as before.
+    NotChecked,
+    /// No field of ours, or one that checked nothing: nothing to go on.
+    Unknown,
+    /// SPF for the Return-Path domain, or DKIM or DMARC for the From domain, passed.
+    Passed(String),
+    /// All of them failed (or were absent among results that did not pass): the Return-Path
+    /// and From may be forged, and a reply could go to a stranger (backscatter).
+    Failed(String),
+}
+
+fn domain_of(addr: Option<&str>) -> Option<String> {
+    addr.and_then(|a| a.rsplit_once('@')).map(|(_, d)| d.trim_end_matches('>').to_ascii_lowercase())
+}
+
+/// Read our MX's verdict (the topmost field with our authserv-id: the MX prepends it).
+pub fn authentication(ev: &Evidence, trusted: Option<&str>) -> Authentication {
+    let Some(id) = trusted.map(str::to_ascii_lowercase) else { return Authentication::NotChecked };
+    let Some(field) = ev.auth_results.iter().find(|a| a.authserv_id == id) else { return Authentication::Unknown };
+    if field.results.is_empty() {
+        return Authentication::Unknown;
+    }
+    let rp = match &ev.headers.return_path {
+        crate::extract::ReturnPath::Address(a) => domain_of(Some(a)),
+        _ => None,
+    };
+    let from = domain_of(ev.headers.from.as_deref());
+    // Relaxed alignment (RFC 7489 §3.1): the same domain or a parent of it.
+    let aligned = |d: &Option<String>, with: &Option<String>| match (d, with) {
+        (None, _) => true,
+        (Some(d), Some(w)) => w == d || w.ends_with(&format!(".{d}")),
+        (Some(_), None) => false,
+    };
+    let mut seen = Vec::new();
+    for r in &field.results {
+        let counts = match r.method.as_str() {
+            "spf" => aligned(&r.domain, &rp),
+            "dkim" | "dmarc" => aligned(&r.domain, &from),
+            _ => continue,
+        };
+        let text = format!("{}={}", r.method, r.result);
+        if r.result == "pass" && counts {
+            return Authentication::Passed(text);
+        }
+        if !seen.contains(&text) {
+            seen.push(text);
+        }
+    }
+    if seen.is_empty() {
+        Authentication::Unknown
+    } else {
+        Authentication::Failed(seen.join(", "))
     }
 }
 
@@ -167,6 +235,14 @@ pub struct Decision {
     pub banned_ips: Vec<IpAddr>,
     /// The case this message belongs to, when it names one (follow-up, bounce of our reply).
     pub case_ref: Option<CaseRef>,
+    /// IPs rejected with a portal code (5.7.606–649) in a message that also carries 5.7.511
+    /// rejections: the acknowledgement points to the portal for them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub portal_ips: Vec<IpAddr>,
+    /// Cases are opened but no automatic reply goes out, and why: staff see it on the case,
+    /// since nobody has told the sender.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unanswered: Option<String>,
 }
 
 fn is_portal(code: StatusCode) -> bool {
@@ -177,6 +253,11 @@ fn is_tenant(code: StatusCode) -> bool {
     code.is_5_7_in(700, 750)
 }
 
+/// The codes this desk knows: 5.7.511, the portal range and tenant blocks.
+fn is_provider_code(code: StatusCode) -> bool {
+    code == StatusCode::BANNED_SENDER || is_portal(code) || is_tenant(code)
+}
+
 /// What a request with this code and these IPs lacks; empty when it is complete.
 fn missing_for(ev: &Evidence, code: Option<StatusCode>, ips: &[IpAddr]) -> Vec<Missing> {
     let mut missing = Vec::new();
@@ -185,7 +266,10 @@ fn missing_for(ev: &Evidence, code: Option<StatusCode>, ips: &[IpAddr]) -> Vec<M
         Some(c) if c != StatusCode::BANNED_SENDER => missing.push(Missing::WrongCode { code: c }),
         Some(_) => {}
     }
-    if ips.is_empty() {
+    // A rejection with another code (`550 5.7.1 … [198.51.100.10]`) is the problem to
+    // explain; asking for an IP on top would say we found none when the sender gave one.
+    let wrong_code = matches!(missing.first(), Some(Missing::WrongCode { .. }));
+    if ips.is_empty() && !wrong_code {
         // Say why the IPs we saw are no good, rather than "no IP" when there was one.
         let invalid: Vec<Missing> = ev
             .ips
@@ -216,10 +300,91 @@ fn describe_missing(missing: &[Missing]) -> String {
     missing.iter().map(Missing::describe).collect::<Vec<_>>().join("; ")
 }
 
-/// Apply the decision table.
+/// Valid public banned IPs grouped by the code of the rejection that names them (an IP with
+/// no code of its own takes the message's code).
+#[derive(Debug, Default)]
+struct ByCode {
+    banned: Vec<IpAddr>,
+    /// The 5.7.511 IPs that a rejection phrase names (not only the sender's prose).
+    banned_by_rejection: Vec<IpAddr>,
+    portal: Vec<IpAddr>,
+    /// The first code other than 5.7.511 that names a valid IP.
+    first_other: Option<StatusCode>,
+}
+
+fn by_code(ev: &Evidence) -> ByCode {
+    let mut g = ByCode::default();
+    for f in &ev.ips {
+        let (Some(ip), None) = (f.ip, f.problem) else { continue };
+        let code = f.code.or(ev.status_code);
+        let push = |v: &mut Vec<IpAddr>| {
+            if !v.contains(&ip) {
+                v.push(ip)
+            }
+        };
+        match code {
+            Some(c) if c == StatusCode::BANNED_SENDER => {
+                push(&mut g.banned);
+                if f.source == IpSource::Rejection {
+                    push(&mut g.banned_by_rejection);
+                }
+            }
+            Some(c) => {
+                if is_portal(c) {
+                    push(&mut g.portal);
+                }
+                g.first_other.get_or_insert(c);
+            }
+            None => {}
+        }
+    }
+    g
+}
+
+/// Signs of an absence notice, a list post or a spam verdict: such a message may mention a
+/// request (it quotes one, it discusses one) without being one.
+fn not_a_forward(sign: &AutoSign) -> bool {
+    const ABSENCE: &[&str] = &["automatic reply", "auto reply", "autoreply", "auto-reply", "out of office", "abwesenheit", "réponse automatique", "risposta automatica", "自動応答"];
+    match sign {
+        AutoSign::AutoreplyHeader(_) | AutoSign::ListHeader(_) | AutoSign::Precedence(_) | AutoSign::SpamVerdict(_) => true,
+        AutoSign::AutomaticSubject(s) => {
+            let s = s.to_lowercase();
+            ABSENCE.iter().any(|a| s.starts_with(a))
+        }
+        _ => false,
+    }
+}
+
+/// Apply the decision table; then, when our MX says the sender is not authenticated,
+/// keep the case but send no automatic reply: the Return-Path may be a forged victim's.
 pub fn decide(ev: &Evidence, ctx: &Context) -> Decision {
-    let ips = ev.valid_ips();
-    let code = ev.status_code;
+    let mut d = decide_table(ev, ctx);
+    if d.reply.is_some() {
+        if let Authentication::Failed(why) = authentication(ev, ctx.trusted_authserv_id.as_deref()) {
+            let id = ctx.trusted_authserv_id.as_deref().unwrap_or("");
+            d.reply = None;
+            d.reason.push_str(&format!("; not answered: sender not authenticated ({why} per {id})"));
+            d.unanswered = Some(format!(
+                "no automatic reply: {id} found the sender unauthenticated ({why}); the Return-Path may be forged (RFC 8601)"
+            ));
+        }
+    }
+    d
+}
+
+fn decide_table(ev: &Evidence, ctx: &Context) -> Decision {
+    let groups = by_code(ev);
+    // The 5.7.511 IPs when the message has any; else every valid IP, judged on its code.
+    let (ips, code) = if groups.banned.is_empty() {
+        let code = match ev.status_code {
+            // A 5.7.511 named only in passing while every valid IP is rejected with another code.
+            Some(c) if c == StatusCode::BANNED_SENDER && groups.first_other.is_some() => groups.first_other,
+            c => c,
+        };
+        (ev.valid_ips(), code)
+    } else {
+        (groups.banned.clone(), Some(StatusCode::BANNED_SENDER))
+    };
     let automatic = ev.is_automatic();
     let mut d = Decision {
         action: Action::Ignore,
@@ -229,6 +394,8 @@ pub fn decide(ev: &Evidence, ctx: &Context) -> Decision {
         status_code: code,
         banned_ips: ips.clone(),
         case_ref: None,
+        portal_ips: Vec::new(),
+        unanswered: None,
     };
 
     // A delivery report about one of our own replies: attach it, never answer (RFC 3834 §2).
@@ -250,11 +417,14 @@ pub fn decide(ev: &Evidence, ctx: &Context) -> Decision {
                     _ => None,
                 };
                 let combined_code = code.or(case.and_then(|c| c.status_code));
-                let combined_ips: Vec<IpAddr> =
-                    if ips.is_empty() { case.and_then(|c| c.ip).into_iter().collect() } else { ips.clone() };
                 // Without a store we cannot tell whether the case was waiting; take the
                 // message alone: it completes a request when it is complete by itself.
                 let awaiting = case.map(|c| c.awaiting_info).unwrap_or(true);
+                // Answering our question for the IP, the sender's new text may give it
+                // with no "our IP is" phrase at all.
+                let given: Vec<IpAddr> = if ips.is_empty() && awaiting { ev.own_ips.clone() } else { ips.clone() };
+                let combined_ips: Vec<IpAddr> =
+                    if given.is_empty() { case.and_then(|c| c.ip).into_iter().collect() } else { given };
                 let missing = missing_for(ev, combined_code, &combined_ips);
                 d.action = Action::FollowUp;
                 d.case_ref = Some(r);
@@ -287,20 +457,52 @@ pub fn decide(ev: &Evidence, ctx: &Context) -> Decision {
     };
 
     if automatic {
-        // Only a forwarded request is kept: an auto-reply, a list post or a report that merely
-        // mentions a code and an IP is not a request (see tests/fixtures/ignore-*.eml).
-        let forwarded = ev.auto_signs.iter().any(|s| matches!(s, AutoSign::AutoSubmitted(v) if v == "auto-forwarded"));
-        let complete = forwarded && code == Some(StatusCode::BANNED_SENDER) && !ips.is_empty();
+        // Only a forwarded rejection is kept: a mailbox rule, a Sieve redirect, or the
+        // sender's own bounce sent on unchanged, whose NDR names the IP. An auto-reply, a
+        // list post or a message that merely mentions a code and an IP is not a request
+        // (see tests/fixtures/ignore-*.eml).
+        let forwarded = !ev.auto_signs.iter().any(not_a_forward);
+        let complete = forwarded && !groups.banned_by_rejection.is_empty();
         if complete {
+            let ips = groups.banned_by_rejection.clone();
+            let signs: Vec<String> = ev.auto_signs.iter().map(|s| format!("{s:?}")).collect();
             d.action = Action::Acknowledge;
+            d.status_code = Some(StatusCode::BANNED_SENDER);
+            d.banned_ips = ips.clone();
             d.reason = format!(
                 "automatic message carrying a complete 5.7.511 request for {}; case opened, not answered (RFC 3834){unknown_ref}",
                 list_ips(&ips)
             );
+            d.unanswered = Some(format!(
+                "opened from an automatic message ({}); no automatic reply was sent (RFC 3834), so nobody has told the sender",
+                signs.join(", ")
+            ));
         } else {
             let signs: Vec<String> = ev.auto_signs.iter().map(|s| format!("{s:?}")).collect();
             d.reason = format!("automatic message ({}); not answered (RFC 3834){unknown_ref}", signs.join(", "));
         }
+        return d;
+    }
+
+    // postmaster@ is a person at work when it brings a rejection of ours; without one, a
+    // message from it is most likely its mail system's own report (Exchange, InterScan,
+    // IMail write their bounces as postmaster@ with no automatic header): no reply.
+    let provider_code = code.into_iter().chain(ev.other_codes.iter().copied()).any(is_provider_code);
+    if ev.from_mail_system_address() && !provider_code {
+        d.reason = format!("from a mail-system address with no delisting status code: a report, not a request; not answered{unknown_ref}");
+        return d;
+    }
+
+    if !groups.banned.is_empty() {
+        d.action = Action::Acknowledge;
+        d.reply = Some(ReplyKind::Acknowledge);
+        d.portal_ips = groups.portal.clone();
+        let portal = if groups.portal.is_empty() {
+            String::new()
+        } else {
+            format!("; the portal handles {}", list_ips(&groups.portal))
+        };
+        d.reason = format!("5.7.511 request for {}{portal}{unknown_ref}", list_ips(&ips));
         return d;
     }
 
@@ -335,7 +537,7 @@ pub fn decide(ev: &Evidence, ctx: &Context) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::extract::{IpFinding, IpSource};
+    use crate::extract::IpFinding;
 
     fn ev(code: Option<&str>, ips: &[&str]) -> Evidence {
         Evidence {
@@ -349,7 +551,7 @@ mod tests {
                         Some(IpAddr::V4(v4)) if v4.is_private() => Some(IpProblem::Private),
                         _ => None,
                     };
-                    IpFinding { text: t.to_string(), ip, source: IpSource::Rejection, problem }
+                    IpFinding { text: t.to_string(), ip, source: IpSource::Rejection, problem, code: None }
                 })
                 .collect(),
             ..Evidence::default()
@@ -358,6 +560,7 @@ mod tests {
 
     fn found(awaiting: bool, code: Option<&str>, ip: Option<&str>) -> Context {
         Context {
+            trusted_authserv_id: None,
             referenced: Referenced::Found(ReferencedCase {
                 case_ref: CaseRef(7),
                 awaiting_info: awaiting,
@@ -419,13 +622,92 @@ mod tests {
         let d = decide(&e, &Context::default());
         assert_eq!((d.action, d.reply), (Action::Acknowledge, None));
 
+        assert!(d.unanswered.is_some());
+
+        // The sender's own bounce, redirected to us unchanged: a case, no reply.
+        let mut e = ev(Some("5.7.511"), &["203.0.113.7"]);
+        e.auto_signs.extend([AutoSign::AutoSubmitted("auto-replied".into()), AutoSign::NullReturnPath, AutoSign::DeliveryReport]);
+        let d = decide(&e, &Context::default());
+        assert_eq!((d.action, d.reply), (Action::Acknowledge, None));
+
         // An out-of-office reply or a list post that mentions a complete request is not one.
-        for sign in [AutoSign::AutoSubmitted("auto-replied".into()), AutoSign::ListHeader("List-Id".into())] {
+        for sign in [AutoSign::AutoreplyHeader("X-Autoreply: yes".into()), AutoSign::ListHeader("List-Id".into())] {
             let mut e = ev(Some("5.7.511"), &["203.0.113.7"]);
             e.auto_signs.push(sign);
             let d = decide(&e, &Context::default());
             assert_eq!((d.action, d.reply), (Action::Ignore, None));
         }
+        // Nor is an automatic message whose IP only the prose states.
+        let mut e = ev(Some("5.7.511"), &["203.0.113.7"]);
+        e.ips[0].source = IpSource::Stated;
+        e.auto_signs.push(AutoSign::AutoSubmitted("auto-replied".into()));
+        assert_eq!(decide(&e, &Context::default()).action, Action::Ignore);
+    }
+
+    #[test]
+    fn several_rejections_are_judged_one_by_one() {
+        let mut e = ev(Some("5.7.606"), &["198.51.100.4", "203.0.113.7"]);
+        e.ips[0].code = Some(StatusCode::new(5, 7, 606));
+        e.ips[1].code = Some(StatusCode::BANNED_SENDER);
+        let d = decide(&e, &Context::default());
+        assert_eq!((d.action, d.reply), (Action::Acknowledge, Some(ReplyKind::Acknowledge)));
+        assert_eq!(d.banned_ips, vec!["203.0.113.7".parse::<IpAddr>().unwrap()]);
+        assert_eq!(d.portal_ips, vec!["198.51.100.4".parse::<IpAddr>().unwrap()]);
+        assert_eq!(d.status_code, Some(StatusCode::BANNED_SENDER));
+        // Only portal rejections: the portal, even when 5.7.511 is mentioned in passing.
+        let mut e = ev(Some("5.7.511"), &["198.51.100.4"]);
+        e.ips[0].code = Some(StatusCode::new(5, 7, 606));
+        assert_eq!(decide(&e, &Context::default()).action, Action::RedirectPortal);
+    }
+
+    fn signed(results: &[(&str, &str, Option<&str>)], by: &str) -> Evidence {
+        let mut e = ev(Some("5.7.511"), &["203.0.113.7"]);
+        e.headers.from = Some("ops@example.com".into());
+        e.headers.return_path = crate::extract::ReturnPath::Address("bounce@mail.example.com".into());
+        e.auth_results.push(crate::extract::AuthResults {
+            authserv_id: by.into(),
+            results: results
+                .iter()
+                .map(|(m, r, d)| crate::extract::MethodResult { method: m.to_string(), result: r.to_string(), domain: d.map(str::to_string) })
+                .collect(),
+        });
+        e
+    }
+
+    #[test]
+    fn unauthenticated_senders_get_a_case_but_no_reply() {
+        let ours = Context { trusted_authserv_id: Some("mx.delist.example".into()), ..Context::default() };
+        let forged = signed(&[("spf", "fail", Some("mail.example.com")), ("dkim", "none", None), ("dmarc", "fail", Some("example.com"))], "mx.delist.example");
+        let d = decide(&forged, &ours);
+        assert_eq!((d.action, d.reply), (Action::Acknowledge, None));
+        assert!(d.unanswered.as_deref().is_some_and(|u| u.contains("spf=fail")), "{d:?}");
+        // One aligned pass is enough.
+        let ok = signed(&[("spf", "fail", Some("mail.example.com")), ("dkim", "pass", Some("example.com"))], "mx.delist.example");
+        assert_eq!(decide(&ok, &ours).reply, Some(ReplyKind::Acknowledge));
+        // A DKIM pass for someone else's domain proves nothing about From.
+        let other = signed(&[("dkim", "pass", Some("attacker.example")), ("spf", "softfail", None)], "mx.delist.example");
+        assert_eq!(decide(&other, &ours).reply, None);
+        // Fields written by anyone else are ignored (RFC 8601 §5), as is everything when
+        // no authserv-id is trusted.
+        let foreign = signed(&[("spf", "fail", None)], "mx.attacker.example");
+        assert_eq!(decide(&foreign, &ours).reply, Some(ReplyKind::Acknowledge));
+        assert_eq!(decide(&forged, &Context::default()).reply, Some(ReplyKind::Acknowledge));
+    }
+
+    #[test]
+    fn another_code_does_not_ask_for_an_ip() {
+        let d = decide(&ev(Some("5.7.1"), &[]), &Context::default());
+        assert_eq!(d.missing, vec![Missing::WrongCode { code: StatusCode::new(5, 7, 1) }]);
+    }
+
+    #[test]
+    fn follow_up_to_our_question_takes_any_ip_in_the_new_text() {
+        let mut e = ev(None, &[]);
+        e.case_ref = Some(CaseRef(7));
+        e.own_ips = vec!["203.0.113.9".parse().unwrap()];
+        let d = decide(&e, &found(true, Some("5.7.511"), None));
+        assert_eq!((d.action, d.reply), (Action::FollowUp, Some(ReplyKind::Acknowledge)));
+        assert_eq!(d.banned_ips, e.own_ips);
     }
 
     #[test]
@@ -470,7 +752,7 @@ mod tests {
     fn unknown_reference_is_a_new_request() {
         let mut e = ev(Some("5.7.511"), &["203.0.113.7"]);
         e.case_ref = Some(CaseRef(99));
-        let d = decide(&e, &Context { referenced: Referenced::Unknown });
+        let d = decide(&e, &Context { referenced: Referenced::Unknown, ..Context::default() });
         assert_eq!(d.action, Action::Acknowledge);
         assert!(d.reason.contains("DL-000099"));
     }

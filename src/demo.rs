@@ -63,11 +63,13 @@ pub fn config(p: &DemoPaths) -> Config {
             portal_url: "https://sender.office.com/".into(),
             support_url: "https://admin.microsoft.com/#/support".into(),
             max_per_recipient_per_day: 5,
+            max_per_domain_per_hour: 30,
             templates_dir: None,
         },
         max_message_bytes: 10 * 1024 * 1024,
         metrics: None,
         escalation: None,
         blocklist: None,
+        auth: Default::default(),
     }
 }

@@ -27,7 +27,7 @@ pub struct Enrichment {
 /// banned IPs), decided here without the store, as the store's facts only matter for
 /// follow-ups, whose IPs are the same.
 pub fn ips_to_look_up(ev: &Evidence) -> Vec<IpAddr> {
-    let d = decide(ev, &Context { referenced: Referenced::NotLooked });
+    let d = decide(ev, &Context { referenced: Referenced::NotLooked, ..Context::default() });
     if d.status_code == Some(StatusCode::BANNED_SENDER) && d.missing.is_empty() {
         d.banned_ips
     } else {

@@ -239,6 +239,14 @@ fn check_config(path: &std::path::Path, connect: bool) -> Exit {
         Ok(c) => {
             println!("{}: ok", path.display());
             println!("{c:#?}");
+            match &c.auth.trusted_authserv_id {
+                Some(id) => println!(
+                    "sender authentication: Authentication-Results from {id:?} are believed; a request whose SPF, DKIM and DMARC all fail gets its case but no automatic reply"
+                ),
+                None => println!(
+                    "sender authentication: not checked ([auth] trusted_authserv_id is not set): every request is answered, even one whose sender address may be forged"
+                ),
+            }
             if connect {
                 return check_blocklist(&c);
             }

@@ -6,8 +6,10 @@
 //!   it is only filed away again (the crash came between commit and filing);
 //! * the message row, its case(s), their history and the queued reply are written in one
 //!   SQLite transaction: a crash before `COMMIT` leaves nothing, after it leaves everything;
-//! * the same message delivered twice (same Message-ID and sender, different bytes, e.g.
-//!   another Received: line) is recorded as a duplicate and handled once.
+//! * the same message delivered twice (same Message-ID, sender, redirect and evidence,
+//!   different bytes, e.g. another Received: line) is recorded as a duplicate and handled
+//!   once; a Message-ID alone proves nothing (small MTAs reuse them, a bounce is resent by
+//!   several people).
 
 use std::net::IpAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -71,22 +73,70 @@ pub fn reply_vars(
         ndr_line: ev.ndr_line().map(|l| l.text.clone()),
         missing: d.missing.clone(),
         original_subject: ev.headers.subject.clone(),
-        sender_name: ev.headers.from_name.clone(),
+        // A redirected message is greeted as the person who redirected it, never as the
+        // author of the bounce it carries ("Mail Delivery System").
+        sender_name: if ev.headers.resent_from.is_some() {
+            ev.headers.resent_from_name.clone()
+        } else {
+            ev.headers.from_name.clone()
+        },
+        portal_ips: d.portal_ips.iter().map(|ip| ip.to_string()).collect(),
         sla_hours: settings.sla_hours,
-        due_at: due_at.map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string()),
+        due: due_at,
+        due_at: None,
         portal_url: settings.portal_url.clone(),
         support_url: settings.support_url.clone(),
         staff_note: None,
     }
 }
 
-/// Where an automatic reply goes: the Return-Path (RFC 3834 §4), else From.
+/// Where an automatic reply goes: the Return-Path (RFC 3834 §4), else the person who
+/// redirected the message (Resent-From, RFC 5322 §3.6.6), else From.
 pub fn reply_recipient(ev: &Evidence) -> Option<&str> {
     match &ev.headers.return_path {
         ReturnPath::Address(a) => Some(a.as_str()),
         ReturnPath::Null => None,
-        ReturnPath::Absent => ev.headers.from.as_deref(),
+        ReturnPath::Absent => ev.headers.resent_from.as_deref().or(ev.headers.from.as_deref()),
     }
+}
+
+/// What makes two deliveries with one Message-ID the same message: author, redirect,
+/// status code and banned IPs (lower-cased where case does not matter).
+fn identity(ev: &Evidence) -> serde_json::Value {
+    let lower = |s: &Option<String>| s.as_deref().map(str::to_ascii_lowercase);
+    let mut ips: Vec<String> = ev.valid_ips().iter().map(IpAddr::to_string).collect();
+    ips.sort();
+    serde_json::json!({
+        "from": lower(&ev.headers.from),
+        "resent_from": lower(&ev.headers.resent_from),
+        "resent_message_id": ev.headers.resent_message_id,
+        "code": ev.status_code.map(|c| c.to_string()),
+        "ips": ips,
+    })
+}
+
+/// [`identity`] of a recorded message, from its stored evidence JSON.
+fn identity_of_recorded(v: &serde_json::Value) -> serde_json::Value {
+    let h = &v["headers"];
+    let lower = |k: &str| h[k].as_str().map(str::to_ascii_lowercase);
+    let mut ips: Vec<String> = v["ips"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|f| f["problem"].is_null())
+                .filter_map(|f| f["ip"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    ips.sort();
+    ips.dedup();
+    serde_json::json!({
+        "from": lower("from"),
+        "resent_from": lower("resent_from"),
+        "resent_message_id": h["resent_message_id"].as_str(),
+        "code": v["status_code"].as_str(),
+        "ips": ips,
+    })
 }
 
 /// The message being recorded: its bytes, their hash, and its row when it is recorded
@@ -151,6 +201,9 @@ pub struct Pipeline {
     from: String,
     message_id_domain: String,
     max_per_day: u32,
+    /// At most this many automatic replies to one domain per hour.
+    max_per_domain_per_hour: u32,
+    trusted_authserv_id: Option<String>,
     store: StoreOptions,
 }
 
@@ -192,6 +245,8 @@ impl Pipeline {
             from: cfg.replies.from.clone(),
             message_id_domain: cfg.replies.message_id_domain.clone(),
             max_per_day: cfg.replies.max_per_recipient_per_day,
+            max_per_domain_per_hour: cfg.replies.max_per_domain_per_hour,
+            trusted_authserv_id: cfg.auth.trusted_authserv_id.clone(),
             store: StoreOptions {
                 sla: SignedDuration::from_secs(cfg.store.sla.as_secs() as i64),
                 ..StoreOptions::default()
@@ -318,7 +373,7 @@ impl Pipeline {
                 None => Referenced::Unknown,
             },
         };
-        Ok(decide(ev, &Context { referenced }))
+        Ok(decide(ev, &Context { referenced, trusted_authserv_id: self.trusted_authserv_id.clone() }))
     }
 
     /// Run a recorded message (a quarantined one, usually) through again, updating its record
@@ -371,11 +426,22 @@ impl Pipeline {
         self.record(store, Taken { fetched: &f, sha: &sha, existing: Some(id), handled_before }, &ev, &d, &crate::enrich::Enrichment::default(), now)
     }
 
-    /// A message already recorded under the same Message-ID from the same sender.
+    /// A message already recorded that is this same message: same Message-ID, same author,
+    /// same redirect (Resent-From, Resent-Message-ID) and the same evidence (code and IPs).
+    /// The same bounce resent by a second person, or two bounces from a small MTA that
+    /// numbers its Message-IDs by spool inode (`<4@host>` for different people and IPs),
+    /// are different messages and each is handled. (Same source key or same bytes are
+    /// caught before extraction.)
     fn duplicate_of(&self, store: &Store, ev: &Evidence) -> Result<Option<crate::cases::MessageRow>, StoreError> {
         let Some(mid) = &ev.headers.message_id else { return Ok(None) };
         let row = store.find_message_by_message_id(mid)?;
-        Ok(row.filter(|r| r.sender.as_deref().map(str::to_ascii_lowercase) == ev.headers.from.as_deref().map(str::to_ascii_lowercase)))
+        let mine = identity(ev);
+        Ok(row.filter(|r| {
+            r.evidence
+                .as_deref()
+                .and_then(|e| serde_json::from_str::<serde_json::Value>(e).ok())
+                .is_some_and(|v| identity_of_recorded(&v) == mine)
+        }))
     }
 
     fn new_message<'a>(&self, f: &'a Fetched, sha: &str, ev: Option<&Evidence>, now: Timestamp) -> NewMessage<'a> {
@@ -418,7 +484,7 @@ impl Pipeline {
     ) -> Result<Processed, PipelineError> {
         let mut m = self.new_message(f, sha, Some(ev), now);
         m.outcome = Outcome::Ignored;
-        m.error = Some(format!("duplicate of message {} (same Message-ID and sender)", first.id.0));
+        m.error = Some(format!("duplicate of message {} (same Message-ID, sender, redirect and evidence)", first.id.0));
         let tx = store.transaction()?;
         tx.insert_message(&m)?;
         tx.commit()?;
@@ -485,11 +551,24 @@ impl Pipeline {
             (Some(_), None) => Some("no address to reply to (null or missing Return-Path and From)".to_string()),
             (Some(_), Some(to)) if self.is_ourselves(to) => Some(format!("{to} is our own address")),
             (Some(_), Some(to)) => {
-                let since = now - SignedDuration::from_hours(24);
-                // Bounded on both sides: replies queued "later" than now were queued while
-                // the clock was ahead, and must not hold this sender back until it catches up.
-                let n = store.replies_sent_to_between(to, since, now)?;
-                (n >= self.max_per_day).then(|| format!("{n} replies to {to} in 24 h already (limit {})", self.max_per_day))
+                // Counted on the real mailbox (no `victim+1@`, `Victim@` variants each with an
+                // allowance of their own) and on its domain, so a forged batch cannot use
+                // the desk to flood one target.
+                let n = store.replies_to_mailbox_since(
+                    to,
+                    now - SignedDuration::from_hours(24),
+                    now - SignedDuration::from_hours(1),
+                    now,
+                )?;
+                let mailbox = crate::cases::mailbox_key(to);
+                if n.mailbox >= self.max_per_day {
+                    Some(format!("{} replies to {mailbox} in 24 h already (limit {})", n.mailbox, self.max_per_day))
+                } else if n.domain >= self.max_per_domain_per_hour {
+                    let domain = mailbox.rsplit_once('@').map_or("", |(_, d)| d).to_string();
+                    Some(format!("{} replies to {domain} in the last hour already (limit {})", n.domain, self.max_per_domain_per_hour))
+                } else {
+                    None
+                }
             }
         };
 
@@ -585,6 +664,13 @@ impl Pipeline {
             }
         }
 
+        // Cases opened without a reply say so: nobody has told the sender.
+        if let Some(why) = &d.unanswered {
+            for r in &cases {
+                tx.add_event(&event(*r, EventKind::Note, why.clone()))?;
+            }
+        }
+
         // The reply's cases and their IPs (parallel lists, as in the acknowledgement). Cases
         // closed as not listed are answered with `not_listed` when nothing else is left open;
         // otherwise the acknowledgement names only the cases that stay open.
@@ -654,6 +740,10 @@ impl Pipeline {
             }
         } else if let Some(why) = &suppressed {
             tx.set_outcome(msg, m.outcome, Some(&format!("reply suppressed: {why}")))?;
+            // Staff see it on the case: the sender was not told.
+            for r in &cases {
+                tx.add_event(&event(*r, EventKind::Note, format!("automatic reply suppressed: {why}")))?;
+            }
         }
         tx.commit()?;
         if let Some(kind) = queued_kind {
@@ -670,6 +760,7 @@ impl Pipeline {
             cases = %cases.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","),
             reply = if queued { "queued" } else if suppressed.is_some() { "suppressed" } else { "none" },
             not_listed = not_listed.len(),
+            suppressed = suppressed.as_deref().or(d.unanswered.as_deref()).unwrap_or("-"),
             outcome = m.outcome.as_str(),
             reason = %d.reason,
             "message handled"

@@ -121,10 +121,16 @@ pub enum Lang {
     It,
     Ja,
     De,
+    Es,
+    Pt,
+    Nl,
+    /// Chinese, written in simplified characters.
+    Zh,
 }
 
 impl Lang {
-    pub const ALL: [Lang; 5] = [Lang::En, Lang::Fr, Lang::It, Lang::Ja, Lang::De];
+    pub const ALL: [Lang; 9] =
+        [Lang::En, Lang::Fr, Lang::It, Lang::Ja, Lang::De, Lang::Es, Lang::Pt, Lang::Nl, Lang::Zh];
 
     /// ISO 639-1 code.
     pub fn code(self) -> &'static str {
@@ -134,6 +140,10 @@ impl Lang {
             Lang::It => "it",
             Lang::Ja => "ja",
             Lang::De => "de",
+            Lang::Es => "es",
+            Lang::Pt => "pt",
+            Lang::Nl => "nl",
+            Lang::Zh => "zh",
         }
     }
 
@@ -189,6 +199,9 @@ mod tests {
         assert_eq!(Lang::from_tag("fr-CA"), Some(Lang::Fr));
         assert_eq!(Lang::from_tag("ja_JP"), Some(Lang::Ja));
         assert_eq!(Lang::from_tag("DE"), Some(Lang::De));
-        assert_eq!(Lang::from_tag("es"), None);
+        assert_eq!(Lang::from_tag("es-MX"), Some(Lang::Es));
+        assert_eq!(Lang::from_tag("pt_BR"), Some(Lang::Pt));
+        assert_eq!(Lang::from_tag("zh-Hans-CN"), Some(Lang::Zh));
+        assert_eq!(Lang::from_tag("ko"), None);
     }
 }

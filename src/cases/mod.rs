@@ -38,7 +38,7 @@ pub use outbox::{ComposeError, ComposeRequest, ComposedReply, ReplyComposer};
 pub use shared::{lock, with_store, SharedStore};
 pub use sla::{SlaStatus, Stats};
 pub use staff::{CaseDetail, CaseFilter, Resolution, Resolve};
-pub use store::{Store, StoreOptions, Tx};
+pub use store::{mailbox_key, RecentReplies, Store, StoreOptions, Tx};
 
 /// The actor recorded on events written by the daemon itself.
 pub const DAEMON_ACTOR: &str = "delistd";

@@ -56,6 +56,29 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Replies queued or sent since a time to a domain (see `Store::replies_to_mailbox_since`).
+const REPLIES_TO_DOMAIN_SINCE: &str = "SELECT recipient, queued_at FROM outbox WHERE queued_at >= ?1 \
+     AND queued_at <= ?3 AND state IN ('queued', 'sent') AND to_staff = 0 AND recipient LIKE ?2 ESCAPE '\\'";
+
+/// The mailbox an address delivers to, for counting: case-folded, the sub-address
+/// (`+tag`, RFC 5233) removed. `Victim+1@Example.org` and `victim@example.org` are one.
+pub fn mailbox_key(addr: &str) -> String {
+    let a = addr.trim().trim_start_matches('<').trim_end_matches('>').to_lowercase();
+    match a.rsplit_once('@') {
+        Some((local, domain)) => format!("{}@{domain}", local.split('+').next().unwrap_or(local)),
+        None => a,
+    }
+}
+
+/// How many automatic replies went lately to a mailbox and to its domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecentReplies {
+    /// To the same mailbox ([`mailbox_key`]) since the day's start.
+    pub mailbox: u32,
+    /// To any address of the domain since the hour's start.
+    pub domain: u32,
+}
+
 /// The rate limit's count (see `Store::replies_sent_to_since`).
 const REPLIES_TO_SINCE: &str =
     "SELECT count(*) FROM outbox WHERE recipient = ?1 AND queued_at >= ?2 AND queued_at <= ?3 \
@@ -178,6 +201,41 @@ impl Store {
             .prepare_cached(REPLIES_TO_SINCE)?
             .query_row(params![recipient, since.as_second(), until.as_second()], |r| r.get(0))?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    /// Replies queued or sent to `recipient`'s mailbox (any case, any `+tag`) since `day`,
+    /// and to its domain since `hour`: what the rate limit counts.
+    ///
+    /// Both windows end at `now`: replies stamped later were queued while the clock ran
+    /// ahead, and must not hold a sender back until it catches up. Mail to our own staff
+    /// (escalation warnings) never counts.
+    pub fn replies_to_mailbox_since(
+        &self,
+        recipient: &str,
+        day: Timestamp,
+        hour: Timestamp,
+        now: Timestamp,
+    ) -> Result<RecentReplies, StoreError> {
+        let key = mailbox_key(recipient);
+        let domain = key.rsplit_once('@').map_or("", |(_, d)| d);
+        let pattern = format!("%@{}", domain.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        let mut stmt = self.conn.prepare_cached(REPLIES_TO_DOMAIN_SINCE)?;
+        let rows = stmt.query_map(params![day.min(hour).as_second(), pattern, now.as_second()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut n = RecentReplies { mailbox: 0, domain: 0 };
+        for row in rows {
+            let (to, at) = row?;
+            let k = mailbox_key(&to);
+            if k.rsplit_once('@').map(|(_, d)| d) != Some(domain) {
+                continue; // `LIKE` is case-insensitive for ASCII only; the key decides.
+            }
+            if at >= day.as_second() && k == key {
+                n.mailbox += 1;
+            }
+            if at >= hour.as_second() {
+                n.domain += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Refresh the query planner's statistics where they are stale (`PRAGMA optimize`,
@@ -623,6 +681,13 @@ pub(crate) mod tests {
 
     fn count(s: &Store, table: &str) -> i64 {
         s.conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn mailbox_keys_fold_case_and_drop_the_tag() {
+        assert_eq!(mailbox_key("Victim+1@Example.ORG"), "victim@example.org");
+        assert_eq!(mailbox_key("<victim@example.org>"), "victim@example.org");
+        assert_eq!(mailbox_key("a+b+c@x.example"), "a@x.example");
     }
 
     #[test]

@@ -917,10 +917,12 @@ pub fn resolution_reply(
         original_subject: opening.and_then(|m| m.subject.clone()),
         sender_name,
         sla_hours: u32::try_from(store.sla().as_secs() / 3600).unwrap_or(u32::MAX),
-        due_at: c.due_at.map(|t| t.to_string()),
+        due: c.due_at,
+        due_at: None,
         portal_url: replies.portal_url.clone(),
         support_url: replies.support_url.clone(),
         staff_note: note_for_sender,
+        portal_ips: Vec::new(),
     };
     let rendered = (replies.render)(kind, c.lang(), &vars)?;
     let composed = replies.composer.compose(&ComposeRequest {

@@ -22,6 +22,9 @@ pub struct Summary {
     pub case_ref: Option<String>,
     /// Would an automatic reply go out.
     pub reply: bool,
+    /// IPs the same message shows rejected with a portal code, beside its 5.7.511 ones.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub portal_ips: Vec<String>,
     pub reason: String,
 }
 
@@ -36,6 +39,7 @@ impl Summary {
             language: ev.language.code().to_string(),
             case_ref: d.case_ref.or(ev.case_ref).map(|r| r.to_string()),
             reply: d.reply.is_some(),
+            portal_ips: d.portal_ips.iter().map(IpAddr::to_string).collect(),
             reason: d.reason.clone(),
         }
     }
@@ -66,6 +70,15 @@ pub fn write_human(out: &mut dyn std::io::Write, s: &Summary, ev: &Evidence, d: 
     if !d.missing.is_empty() {
         let m: Vec<String> = d.missing.iter().map(|m| m.describe()).collect();
         writeln!(out, "  missing      {}", m.join("; "))?;
+    }
+    if !s.portal_ips.is_empty() {
+        writeln!(out, "  portal IPs   {} (the acknowledgement points them to the portal)", s.portal_ips.join(", "))?;
+    }
+    if ev.replies_to_us {
+        writeln!(out, "  replies to   one of our replies: what it quotes was not read as evidence")?;
+    }
+    if let Some(why) = &d.unanswered {
+        writeln!(out, "  no reply     {why}")?;
     }
     writeln!(out, "  reason       {}", s.reason)?;
     Ok(())

@@ -13,10 +13,19 @@ pub(crate) struct TopHeader<'a> {
     pub content_type: Option<&'a str>,
 }
 
-/// Local parts of role senders that never read replies (RFC 3834 §2, RFC 5321 §4.5.1).
+fn normalized_localpart(local: &str) -> String {
+    local.chars().filter(|c| !matches!(c, '-' | '_' | '.')).flat_map(char::to_lowercase).collect()
+}
+
+/// Local parts of senders that are software and never read replies: the mail system itself
+/// (RFC 5321 §4.5.5 MAILER-DAEMON) and declared no-reply addresses.
+///
+/// `postmaster@`, `abuse@`, `hostmaster@`, `noc@` are *not* here: RFC 5321 §4.5.1 and
+/// RFC 2142 make them mailboxes that people read, and they are exactly the people who write
+/// to a delist desk with a forwarded NDR and a cover note.
 fn is_role_localpart(local: &str) -> bool {
-    let n: String = local.chars().filter(|c| !matches!(c, '-' | '_' | '.')).flat_map(char::to_lowercase).collect();
-    n == "mailerdaemon" || n == "postmaster" || n.starts_with("noreply") || n.starts_with("donotreply") || n == "noreplies"
+    let n = normalized_localpart(local);
+    n == "mailerdaemon" || n.starts_with("noreply") || n.starts_with("donotreply") || n == "noreplies"
 }
 
 /// Subjects written by MTAs for bounces and by auto-responders for absence notices, as they
@@ -121,6 +130,11 @@ pub(crate) fn signs(top: &TopHeader<'_>) -> Vec<AutoSign> {
                     .then(|| AutoSign::AutoreplyHeader(format!("{name}: {}", value.trim())))
                     .and_then(original_only)
             }
+            // A mailbox rule (Exchange) or a Sieve `redirect` (Pigeonhole) passed the message
+            // on without a person looking at it.
+            "x-ms-exchange-inbox-rules-loop" | "x-sieve-redirected-from" => {
+                Some(AutoSign::AutoForward(format!("{name}: {}", clip(value.trim(), 80))))
+            }
             "x-spam-flag" => first_token(value).eq("yes").then(|| AutoSign::SpamVerdict(format!("{name}: {}", value.trim()))),
             "x-spam-status" => first_token(value).eq("yes").then(|| AutoSign::SpamVerdict(format!("{name}: {}", clip(value.trim(), 60)))),
             _ => None,
@@ -147,9 +161,17 @@ fn clip(s: &str, max: usize) -> &str {
     }
 }
 
-/// Is this address a role sender (MAILER-DAEMON, postmaster, no-reply)?
+/// Is this address a role sender (MAILER-DAEMON, no-reply)?
 pub(crate) fn is_role_address(addr: &str) -> bool {
     is_role_localpart(addr.rsplit_once('@').map_or(addr, |(l, _)| l))
+}
+
+/// Could a delivery report come from this address? MAILER-DAEMON, and `postmaster`, which
+/// Exchange and some appliances use as the author of their NDRs. Used only to recognise
+/// bounces of our own replies, never to call a message automatic.
+pub(crate) fn may_send_reports(addr: &str) -> bool {
+    let local = addr.rsplit_once('@').map_or(addr, |(l, _)| l);
+    is_role_address(addr) || normalized_localpart(local) == "postmaster"
 }
 
 #[cfg(test)]
@@ -201,9 +223,14 @@ mod tests {
 
     #[test]
     fn role_senders() {
-        for a in ["no-reply@example.com", "NoReply@example.com", "do_not_reply@example.com", "postmaster@example.com", "noreply+x@example.com"] {
+        for a in ["no-reply@example.com", "NoReply@example.com", "do_not_reply@example.com", "MAILER-DAEMON@example.com", "noreply+x@example.com"] {
             assert!(is_role_address(a), "{a}");
         }
+        // People read these (RFC 2142): a forwarded NDR from them is a request.
+        for a in ["postmaster@example.com", "abuse@example.com", "hostmaster@example.com", "noc@example.com"] {
+            assert!(!is_role_address(a), "{a}");
+        }
+        assert!(may_send_reports("postmaster@example.com") && may_send_reports("mailer-daemon@example.com"));
         assert!(!is_role_address("replies@example.com"));
         assert!(!is_role_address("nora@example.com"));
     }
@@ -225,6 +252,14 @@ mod tests {
         assert_eq!(s, vec![AutoSign::RoleSender("MAILER-DAEMON <>".into())]);
         let s = run(&[("X-Apple-Action", "VACATION")], ReturnPath::Absent, None);
         assert_eq!(s, vec![AutoSign::AutoreplyHeader("X-Apple-Action: VACATION".into())]);
+    }
+
+    #[test]
+    fn mailbox_rules_and_sieve_redirects_are_forwards() {
+        let s = run(&[("X-MS-Exchange-Inbox-Rules-Loop", "ops@example.com"), ("From", "Ops <postmaster@example.com>")], ReturnPath::Absent, None);
+        assert_eq!(s, vec![AutoSign::AutoForward("X-MS-Exchange-Inbox-Rules-Loop: ops@example.com".into())]);
+        let s = run(&[("X-Sieve-Redirected-From", "ops@example.com")], ReturnPath::Absent, None);
+        assert!(matches!(s.as_slice(), [AutoSign::AutoForward(_)]));
     }
 
     #[test]

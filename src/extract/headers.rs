@@ -21,7 +21,12 @@ pub(crate) struct Top {
 /// Raw value of a header (unfolded, lossily decoded), as written after the colon.
 pub(crate) fn raw_value(raw: &[u8], h: &Header<'_>) -> String {
     let bytes = raw.get(h.offset_start as usize..h.offset_end as usize).unwrap_or_default();
-    let text = String::from_utf8_lossy(bytes);
+    // Raw 8-bit bytes in a header (RFC 6532 allows UTF-8; older clients write their legacy
+    // charset, GBK or Big5, unencoded): read like an unlabelled body.
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => std::borrow::Cow::Borrowed(t),
+        Err(_) => std::borrow::Cow::Owned(super::mime::decode_unlabelled(bytes)),
+    };
     let text = text.trim();
     if !text.contains(['\r', '\n']) {
         return text.to_string();
@@ -87,8 +92,10 @@ fn is_read(name: &str) -> bool {
     const EXACT: &[&str] = &[
         "message-id", "return-path", "in-reply-to", "references", "content-language", "from", "sender",
         "resent-from", "auto-submitted", "precedence", "subject", "x-apple-action",
+        "x-ms-exchange-inbox-rules-loop", "x-sieve-redirected-from", "resent-message-id", "authentication-results",
     ];
-    const PREFIX: &[&str] = &["list-", "x-auto", "x-mail-autoreply", "x-spam-"];
+    // Resent-* fields mark where a redirect's block ends (see `return_path_of`).
+    const PREFIX: &[&str] = &["list-", "x-auto", "x-mail-autoreply", "x-spam-", "resent-"];
     EXACT.iter().any(|e| e.eq_ignore_ascii_case(name))
         || PREFIX.iter().any(|p| name.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p)))
 }
@@ -110,6 +117,35 @@ pub(crate) fn return_path(value: &str) -> ReturnPath {
     }
 }
 
+/// The Return-Path of the last delivery: the topmost one (RFC 5321 §4.4: the delivering
+/// MTA prepends it). A Return-Path found only *below* a Resent-* block belongs to the
+/// original message that a person redirected (RFC 5322 §3.6.6: resent fields are prepended
+/// as a block); a bounce resent with mutt's `b` keeps its `Return-Path: <>` there, and it
+/// says nothing about who sent this copy.
+fn return_path_of(fields: &[(String, String)]) -> ReturnPath {
+    for (name, value) in fields {
+        if name.eq_ignore_ascii_case("return-path") {
+            return return_path(value);
+        }
+        if name.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("resent-")) {
+            return ReturnPath::Absent;
+        }
+    }
+    ReturnPath::Absent
+}
+
+/// The value of a top-level field whose raw bytes are not UTF-8, decoded as legacy text;
+/// `None` for the usual, valid field (the parser's reading stands).
+fn raw_8bit_field(msg: &Message<'_>, name: HeaderName<'_>) -> Option<String> {
+    let root = msg.parts.first()?;
+    let h = root.headers.iter().find(|h| h.name == name)?;
+    let bytes = msg.raw_message.as_ref().get(h.offset_start as usize..h.offset_end as usize)?;
+    if std::str::from_utf8(bytes).is_ok() {
+        return None;
+    }
+    Some(clip(raw_value(msg.raw_message.as_ref(), h).trim()))
+}
+
 /// Read the top-level header of a parsed message.
 pub(crate) fn read(msg: &Message<'_>) -> Top {
     let Some(root) = msg.parts.first() else { return Top::default() };
@@ -123,9 +159,16 @@ pub(crate) fn read(msg: &Message<'_>) -> Top {
         .collect();
     let field = |name: &str| fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
 
-    let (from, from_name) = first_addr(msg.from(), field("from"));
+    let (from, mut from_name) = first_addr(msg.from(), field("from"));
+    // A display name written in raw legacy 8-bit bytes: the parser's reading is mojibake.
+    if let Some(raw_from) = raw_8bit_field(msg, HeaderName::From) {
+        if let Some((name, _)) = raw_from.rsplit_once('<') {
+            let name = name.trim().trim_matches('"').trim();
+            from_name = (!name.is_empty()).then(|| clip(name));
+        }
+    }
     let (reply_to, _) = first_addr(msg.reply_to(), field("reply-to"));
-    let (resent_from, _) = first_addr(msg.resent_from(), field("resent-from"));
+    let (resent_from, resent_from_name) = first_addr(msg.resent_from(), field("resent-from"));
     let date = msg.date().filter(|d| d.is_valid()).and_then(|d| {
         jiff::Timestamp::from_second(d.to_timestamp()).ok().map(|t| t.to_string())
     });
@@ -134,13 +177,15 @@ pub(crate) fn read(msg: &Message<'_>) -> Top {
         from,
         from_name,
         reply_to,
-        return_path: field("return-path").map_or(ReturnPath::Absent, return_path),
-        subject: msg.subject().map(|s| clip(s.trim())),
+        return_path: return_path_of(&fields),
+        subject: raw_8bit_field(msg, HeaderName::Subject).or_else(|| msg.subject().map(|s| clip(s.trim()))),
         date,
         in_reply_to: field("in-reply-to").map(refs::message_ids).unwrap_or_default(),
         references: field("references").map(refs::message_ids).unwrap_or_default(),
         content_language: field("content-language").map(|s| clip(s.trim())).filter(|s| !s.is_empty()),
         resent_from,
+        resent_from_name,
+        resent_message_id: field("resent-message-id").and_then(|v| refs::message_ids(v).into_iter().next()).map(|s| clip(&s)),
     };
     let content_type = root.content_type().map(|ct| match ct.subtype() {
         Some(sub) => format!("{}/{}", ct.ctype(), sub).to_ascii_lowercase(),
@@ -182,6 +227,32 @@ mod tests {
         assert_eq!(return_path(" < > "), ReturnPath::Null);
         assert_eq!(return_path(""), ReturnPath::Absent);
         assert_eq!(return_path("<a@B.example>"), ReturnPath::Address("a@b.example".into()));
+    }
+
+    #[test]
+    fn only_the_topmost_return_path_counts() {
+        let f = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
+        let resent = f(&[("Resent-From", "judy@example.org"), ("Return-Path", "<>"), ("From", "MAILER-DAEMON@x")]);
+        assert_eq!(return_path_of(&resent), ReturnPath::Absent);
+        let delivered = f(&[("Return-Path", "<judy@example.org>"), ("Resent-From", "judy@example.org"), ("Return-Path", "<>")]);
+        assert_eq!(return_path_of(&delivered), ReturnPath::Address("judy@example.org".into()));
+        assert_eq!(return_path_of(&f(&[("Return-Path", "<>"), ("Return-Path", "<a@b.example>")])), ReturnPath::Null);
+    }
+
+    #[test]
+    fn raw_legacy_8bit_fields_are_decoded() {
+        let (subj, _, _) = encoding_rs::GBK.encode("解除封锁请求");
+        let (name, _, _) = encoding_rs::GBK.encode("张伟");
+        let mut raw = b"From: ".to_vec();
+        raw.extend_from_slice(&name);
+        raw.extend_from_slice(b" <zw@example.cn>\r\nSubject: ");
+        raw.extend_from_slice(&subj);
+        raw.extend_from_slice(b"\r\n\r\nbody\r\n");
+        let msg = MessageParser::default().parse(&raw[..]).unwrap();
+        let f = read(&msg).facts;
+        assert_eq!(f.subject.as_deref(), Some("解除封锁请求"));
+        assert_eq!(f.from_name.as_deref(), Some("张伟"));
+        assert_eq!(f.from.as_deref(), Some("zw@example.cn"));
     }
 
     #[test]

@@ -31,10 +31,19 @@ static REJECTION: LazyLock<Regex> = LazyLock::new(|| {
 /// of its own (not `X-Originating-IP:`, not `client-ip=`).
 static STATED: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(concat!(
-        r"(?i)(?:ip|ＩＰ)\s*アドレス|(?:^|[^\w\-=.])(?:",
-        r"ip(?:v[46])?(?:[\s\-]?(?:address(?:es)?|adresse[ns]?|addr))?s?",
-        r"|adresses?\s+ip|indirizz[oi]\s+ip",
+        // CJK: no word boundaries ("IP地址：", "IPアドレス", "IP 주소", "我们的服务器").
+        r"(?i)(?:ip|ＩＰ)\s*(?:アドレス|地址|位址|주소)|我们的服务器|我司服务器|우리\s*서버",
+        r"|(?:^|[^\w\-=.])(?:",
+        // "IP", "IPv4", "IP address", and the hyphenated or spaced forms of other languages:
+        // IP-Adresse (de), IP-adres (nl), IP-adress (sv), IP adresi/adresimiz (tr),
+        // IP-адрес (ru), each with an optional plural.
+        r"ip(?:v[46])?(?:[\s\-]?(?:address(?:es)?|adresse[ns]?|addr|adres(?:sen|i|imiz|y)?|adress(?:en|er)?|адрес(?:а|ом)?))?s?",
+        // "adresse IP" (fr), "indirizzo IP" (it), "dirección IP" (es), "endereço IP" (pt),
+        // "adres IP" (pl), "адрес IP" (ru)
+        r"|adresses?\s+ip|indirizz[oi]\s+ip|direcci[óo]n(?:es)?\s+ip|endere[çc]os?\s+ip|adres(?:y)?\s+ip|адрес\s+ip",
         r"|(?:our|my|the)\s+(?:mail\s+)?server|notre\s+serveur|nostro\s+server|unser(?:em|en)?\s+(?:mail)?server",
+        r"|nuestro\s+servidor|nosso\s+servidor|onze\s+(?:mail)?server|nasz\s+serwer|наш\s+(?:почтовый\s+)?сервер",
+        r"|sunucumuz|v[åa]r\s+(?:e-?post)?server",
         r"|delist(?:ing)?|unblock|d[ée]bloquer|sbloccare|entsperren",
         r")(?:[^\w\-.]|$)"
     ))
@@ -131,12 +140,25 @@ fn classify_v6(ip: Ipv6Addr) -> Option<IpProblem> {
 pub(crate) fn parse(text: &str) -> Option<IpAddr> {
     let t = text.trim();
     let t = strip_ci_prefix(t, "ipv6:").unwrap_or(t);
+    // With a port: `[2001:db8::1]:25` (RFC 3986 §3.2.2 brackets), `203.0.113.7:25`.
+    if let Some((inner, port)) = t.strip_prefix('[').and_then(|r| r.split_once("]:")) {
+        if is_port(port) {
+            return parse(inner);
+        }
+    }
+    if let Some((v4, port)) = t.split_once(':').filter(|(a, p)| !p.contains(':') && a.contains('.')) {
+        return if is_port(port) { v4.parse::<Ipv4Addr>().ok().map(IpAddr::V4) } else { None };
+    }
     let t = t.split('%').next().unwrap_or(t); // zone index
     if t.contains(':') {
         t.parse::<Ipv6Addr>().ok().map(|v6| IpAddr::V6(v6).to_canonical())
     } else {
         t.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
     }
+}
+
+fn is_port(p: &str) -> bool {
+    (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn strip_ci_prefix<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -150,7 +172,7 @@ fn finding(text: &str, source: IpSource) -> IpFinding {
         Some(ip) => classify(ip),
         None => Some(IpProblem::Malformed),
     };
-    IpFinding { text: text.to_string(), ip, source, problem }
+    IpFinding { text: text.to_string(), ip, source, problem, code: None }
 }
 
 /// Words every rejection phrase contains: a cheap test for a whole piece of text before the
@@ -172,16 +194,18 @@ pub(crate) fn may_hold_ip(s: &str) -> bool {
     })
 }
 
-/// IPs named by a rejection phrase in a (folded) line; true when the line has such a phrase.
-/// The bracket content is taken whole, without the spaces an MTA may have wrapped into it.
-pub(crate) fn rejection_ips(line: &str, out: &mut Vec<IpFinding>) -> bool {
+/// IPs named by a rejection phrase in a (folded) line, each with the byte offset of its
+/// phrase; true when the line has such a phrase. The bracket content is taken whole, without
+/// the spaces an MTA may have wrapped into it.
+pub(crate) fn rejection_ips(line: &str, out: &mut Vec<(usize, IpFinding)>) -> bool {
     let mut any = false;
     for caps in REJECTION.captures_iter(line) {
         any = true;
         let Some(m) = caps.get(1).or_else(|| caps.get(2)) else { continue };
         let compact: String = m.as_str().chars().filter(|c| !c.is_whitespace()).collect();
         let text = if compact.is_empty() { "[]".to_string() } else { compact };
-        out.push(finding(&text, IpSource::Rejection));
+        let at = caps.get(0).map_or(0, |m| m.start());
+        out.push((at, finding(&text, IpSource::Rejection)));
     }
     any
 }
@@ -193,7 +217,10 @@ fn ip_token(s: &str, start: usize) -> Option<(&str, usize)> {
     let bytes = s.as_bytes();
     if start > 0 {
         let p = bytes[start - 1];
-        if p.is_ascii_alphanumeric() || p == b'.' || p == b':' || p == b'_' {
+        // A colon right before is part of an IPv6 address (`2001:db8::`) unless it ends a
+        // label (`IP地址:203.0.113.7`, `IP:203.0.113.7`).
+        let label_colon = p == b':' && start >= 2 && !(bytes[start - 2].is_ascii_hexdigit() || bytes[start - 2] == b':');
+        if p.is_ascii_alphanumeric() || p == b'.' || (p == b':' && !label_colon) || p == b'_' {
             return None;
         }
     }
@@ -218,7 +245,16 @@ fn ip_token(s: &str, start: usize) -> Option<(&str, usize)> {
         tok.parse::<Ipv6Addr>().ok()?;
         return Some((&s[start..end], end));
     }
-    if colons == 0 {
+    let tok = if colons == 1 {
+        // `203.0.113.7:25`: the address, without its port.
+        match tok.split_once(':') {
+            Some((a, p)) if is_port(p) && a.contains('.') => &tok[..a.len()],
+            _ => return None,
+        }
+    } else {
+        tok
+    };
+    if colons <= 1 {
         let parts: Vec<&str> = tok.split('.').collect();
         if parts.len() == 4 && parts.iter().all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit())) {
             return Some((tok, end));
@@ -232,7 +268,10 @@ fn next_ip_token(s: &str, from: usize, to: usize) -> Option<(usize, &str, usize)
     let to = to.min(s.len());
     let mut i = from;
     while i < to {
-        if s.is_char_boundary(i) && (s.as_bytes()[i].is_ascii_hexdigit() || strip_ci_prefix(&s[i..], "ipv6:").is_some()) {
+        let b = s.as_bytes();
+        // `::ffff:203.0.113.9` starts with its colons.
+        let colons = b[i] == b':' && b.get(i + 1) == Some(&b':');
+        if s.is_char_boundary(i) && (b[i].is_ascii_hexdigit() || colons || strip_ci_prefix(&s[i..], "ipv6:").is_some()) {
             if let Some((tok, end)) = ip_token(s, i) {
                 return Some((i, tok, end));
             }
@@ -240,6 +279,20 @@ fn next_ip_token(s: &str, from: usize, to: usize) -> Option<(usize, &str, usize)
         i += 1;
     }
     None
+}
+
+/// Every address-shaped token in a line (at most 32), whatever the words around it: in a
+/// follow-up to our missing-information reply, the sender's new text answers our question.
+pub(crate) fn any_ips(line: &str, out: &mut Vec<IpFinding>) {
+    if !may_hold_ip(line) {
+        return;
+    }
+    let mut pos = 0;
+    for _ in 0..32 {
+        let Some((_, tok, end)) = next_ip_token(line, pos, line.len()) else { break };
+        out.push(finding(tok, IpSource::Stated));
+        pos = end;
+    }
 }
 
 /// IPs a sender states in prose: after a keyword ("our IP is", "notre IP :", "IPアドレス"),
@@ -287,7 +340,7 @@ mod tests {
     fn rej(line: &str) -> Vec<(String, Option<IpProblem>)> {
         let mut v = Vec::new();
         rejection_ips(line, &mut v);
-        v.into_iter().map(|f| (f.text, f.problem)).collect()
+        v.into_iter().map(|(_, f)| (f.text, f.problem)).collect()
     }
 
     fn stated(line: &str) -> Vec<String> {
@@ -335,6 +388,9 @@ mod tests {
         assert_eq!(parse("::ffff:203.0.113.7").unwrap().to_string(), "203.0.113.7");
         assert_eq!(parse("203.0.113.300"), None);
         assert_eq!(parse("203.0.113.07"), None);
+        assert_eq!(parse("203.0.113.7:25").unwrap().to_string(), "203.0.113.7");
+        assert_eq!(parse("[2001:db8::1]:25").unwrap().to_string(), "2001:db8::1");
+        assert_eq!(parse("203.0.113.7:abc"), None);
     }
 
     #[test]
@@ -367,6 +423,19 @@ mod tests {
         assert_eq!(stated("our IPv6 address is 2001:DB8::25"), vec!["2001:db8::25"]);
         assert_eq!(stated("IP: 203.0.113.300"), vec!["203.0.113.300"]);
         assert_eq!(stated("please delist 198.51.100.20"), vec!["198.51.100.20"]);
+        assert_eq!(stated("our IP is 203.0.113.7:25."), vec!["203.0.113.7"]);
+        // More languages, hyphenated and spaced forms.
+        assert_eq!(stated("Nuestra dirección IP es 203.0.113.21."), vec!["203.0.113.21"]);
+        assert_eq!(stated("O nosso endereço IP: 203.0.113.22"), vec!["203.0.113.22"]);
+        assert_eq!(stated("Ons IP-adres is 203.0.113.23"), vec!["203.0.113.23"]);
+        assert_eq!(stated("我们的IP地址:203.0.113.24"), vec!["203.0.113.24"]);
+        assert_eq!(stated("저희 IP 주소는 203.0.113.25 입니다"), vec!["203.0.113.25"]);
+        assert_eq!(stated("Nasz adres IP to 203.0.113.26"), vec!["203.0.113.26"]);
+        assert_eq!(stated("Наш IP-адрес: 203.0.113.27"), vec!["203.0.113.27"]);
+        assert_eq!(stated("IP adresimiz 203.0.113.28"), vec!["203.0.113.28"]);
+        assert_eq!(stated("Vår IP-adress är 203.0.113.29"), vec!["203.0.113.29"]);
+        assert_eq!(stated("onze mailserver 203.0.113.30 wordt geweigerd"), vec!["203.0.113.30"]);
+        assert_eq!(stated("our IP is ::ffff:203.0.113.9)"), vec!["203.0.113.9"]);
     }
 
     #[test]

@@ -1,5 +1,9 @@
 //! The language of a request: the Content-Language header first, else the sender's own words
-//! (Japanese by its script, the others by counting common function words). English when unsure.
+//! (Japanese and Chinese by their script, the others by counting common function words).
+//! English when unsure.
+//!
+//! Han characters are shared by Chinese and Japanese; Japanese text nearly always has kana
+//! between them (particles, verb endings), so Han text with no kana is read as Chinese.
 
 use std::sync::LazyLock;
 
@@ -30,12 +34,31 @@ const DE: &[&str] = &[
     "freundlichen", "wurde", "werden", "auch", "aber", "oder", "ich", "haben", "wird", "damen", "herren", "seit",
 ];
 
-/// Word → bit set of the languages (en, fr, it, de) it counts for: an open-addressed table,
+const ES: &[&str] = &[
+    "el", "los", "las", "del", "y", "nuestro", "nuestra", "nuestros", "nuestras", "gracias", "hola", "saludos",
+    "dirección", "por", "para", "con", "está", "están", "favor", "estimados", "hemos", "pero", "muy", "atentamente",
+    "correo", "servidor", "bloqueado", "bloqueada", "desde", "ayuda", "su", "lista", "cuando", "también", "enviar",
+];
+const PT: &[&str] = &[
+    "não", "nosso", "nossa", "nossos", "obrigado", "obrigada", "olá", "endereço", "você", "vocês", "os", "do", "da",
+    "dos", "das", "em", "uma", "pelo", "pela", "foi", "é", "são", "estão", "também", "seu", "sua", "bloqueio", "para",
+    "com", "está", "favor", "atenciosamente", "servidor", "bloqueado", "enviar", "ajuda", "lista", "desde",
+];
+const NL: &[&str] = &[
+    "het", "een", "van", "zijn", "wij", "ons", "onze", "niet", "met", "voor", "dank", "bedankt", "groeten",
+    "vriendelijke", "geachte", "graag", "wordt", "worden", "deze", "naar", "bij", "ook", "maar", "uw", "u", "dat",
+    "hebben", "heeft", "geblokkeerd", "adres", "verwijderen", "alstublieft", "mvg", "hallo", "goedemiddag", "goedemorgen",
+];
+
+/// The languages told apart by words, in score order (bit `i` of a word's set is `BY_WORDS[i]`).
+const BY_WORDS: [Lang; 7] = [Lang::En, Lang::Fr, Lang::It, Lang::De, Lang::Es, Lang::Pt, Lang::Nl];
+
+/// Word → bit set of the languages of [`BY_WORDS`] it counts for: an open-addressed table,
 /// one hash and usually one comparison per word of text.
-const TABLE_SIZE: usize = 512;
+const TABLE_SIZE: usize = 1024;
 static WORDS: LazyLock<Vec<Option<(&'static str, u8)>>> = LazyLock::new(|| {
     let mut t: Vec<Option<(&'static str, u8)>> = vec![None; TABLE_SIZE];
-    for (bit, list) in [EN, FR, IT, DE].iter().enumerate() {
+    for (bit, list) in [EN, FR, IT, DE, ES, PT, NL].iter().enumerate() {
         for w in *list {
             let mut i = slot(w);
             loop {
@@ -74,10 +97,17 @@ fn word_bits(w: &str) -> u8 {
 }
 
 /// The best score and the best of the others.
-fn lead(score: &[usize; 4]) -> (usize, usize) {
-    let mut sorted = *score;
-    sorted.sort_unstable_by(|a, b| b.cmp(a));
-    (sorted[0], sorted[1])
+fn lead(score: &[usize; 7]) -> (usize, usize) {
+    let (mut top, mut second) = (0, 0);
+    for &s in score {
+        if s > top {
+            second = top;
+            top = s;
+        } else if s > second {
+            second = s;
+        }
+    }
+    (top, second)
 }
 
 /// The first supported language of a Content-Language value (`fr-FR`, `de, en`).
@@ -93,21 +123,25 @@ pub(crate) fn detect(text: &str) -> Lang {
     }
     let text = &text[..cut];
     let mut kana = 0usize;
-    let mut kanji = 0usize;
-    // ASCII text has no kana or kanji: skip the character walk.
+    let mut han = 0usize;
+    // ASCII text has no kana or Han: skip the character walk.
     let chars = if text.is_ascii() { "" } else { text };
     for c in chars.chars() {
         match c {
             '\u{3040}'..='\u{30ff}' => kana += 1,
-            '\u{4e00}'..='\u{9fff}' => kanji += 1,
+            '\u{4e00}'..='\u{9fff}' => han += 1,
             _ => {}
         }
     }
-    // Kana is only Japanese; ideographs alone could be Chinese, which we do not answer in.
-    if kana >= 2 || kanji >= 4 {
+    // Kana is only Japanese. Han with (almost) no kana is Chinese: a single stray kana (a
+    // quoted name, a katakana brand) does not make a Chinese letter Japanese.
+    if kana >= 2 {
         return Lang::Ja;
     }
-    let mut score = [0usize; 4]; // en, fr, it, de
+    if han >= 4 {
+        return Lang::Zh;
+    }
+    let mut score = [0usize; 7];
     let mut lower = String::new();
     let mut ascii_word = [0u8; 12];
     // Words come from prose-like tokens only: base64 or hex runs (a cut attachment, a
@@ -116,7 +150,7 @@ pub(crate) fn detect(text: &str) -> Lang {
         .split_ascii_whitespace()
         .filter(|t| t.len() <= 40 && t.bytes().filter(u8::is_ascii_digit).count() < 3 && !t.contains(['/', '+', '=']));
     'tokens: for t in tokens {
-        let count = |w: &str, score: &mut [usize; 4]| -> bool {
+        let count = |w: &str, score: &mut [usize; 7]| -> bool {
             let bits = word_bits(w);
             if bits == 0 {
                 return false;
@@ -154,11 +188,10 @@ pub(crate) fn detect(text: &str) -> Lang {
             }
         }
     }
-    let langs = [Lang::En, Lang::Fr, Lang::It, Lang::De];
-    let best = (0..4).max_by_key(|&i| (score[i], usize::from(i == 0))).unwrap_or(0);
-    let unique = (0..4).all(|i| i == best || score[i] < score[best]);
+    let best = (0..BY_WORDS.len()).max_by_key(|&i| (score[i], usize::from(i == 0))).unwrap_or(0);
+    let unique = (0..BY_WORDS.len()).all(|i| i == best || score[i] < score[best]);
     if score[best] >= 2 && unique {
-        langs[best]
+        BY_WORDS[best]
     } else {
         Lang::En
     }
@@ -170,7 +203,7 @@ mod tests {
 
     #[test]
     fn every_listed_word_is_found() {
-        for (bit, list) in [EN, FR, IT, DE].iter().enumerate() {
+        for (bit, list) in [EN, FR, IT, DE, ES, PT, NL].iter().enumerate() {
             for w in *list {
                 assert!(word_bits(w) & (1 << bit) != 0, "{w}");
             }
@@ -181,8 +214,9 @@ mod tests {
     #[test]
     fn content_language_tags() {
         assert_eq!(from_content_language("fr-FR"), Some(Lang::Fr));
-        assert_eq!(from_content_language("es, de-AT"), Some(Lang::De));
-        assert_eq!(from_content_language("es"), None);
+        assert_eq!(from_content_language("ko, de-AT"), Some(Lang::De));
+        assert_eq!(from_content_language("es"), Some(Lang::Es));
+        assert_eq!(from_content_language("ko-KR, nl"), Some(Lang::Nl));
     }
 
     #[test]
@@ -192,6 +226,11 @@ mod tests {
         assert_eq!(detect("Buongiorno, il nostro server è bloccato. Grazie per l'aiuto."), Lang::It);
         assert_eq!(detect("Hallo, unser Server ist gesperrt. Bitte entfernen Sie die Sperre."), Lang::De);
         assert_eq!(detect("お世話になっております。送信がブロックされました。"), Lang::Ja);
+        assert_eq!(detect("Hola, nuestro servidor está bloqueado. Por favor, ayuda con la lista. Gracias."), Lang::Es);
+        assert_eq!(detect("Olá, o nosso servidor foi bloqueado e não conseguimos enviar. Obrigado."), Lang::Pt);
+        assert_eq!(detect("Goedemiddag, onze server is geblokkeerd. Kunt u het adres verwijderen? Met vriendelijke groeten"), Lang::Nl);
+        assert_eq!(detect("您好，我们的邮件服务器被封锁了，IP地址：203.0.113.7，请帮忙解除。谢谢"), Lang::Zh);
+        assert_eq!(detect("我们的服务器被封锁了。请解除。コ"), Lang::Zh);
     }
 
     #[test]

@@ -228,6 +228,13 @@ impl Walker {
                 }
             }
             PartType::Text(text) => match (t.as_str(), sub.as_str()) {
+                // No charset, or one that cannot be right: read the bytes ourselves (a BOM, a
+                // legacy CJK encoding, 8-bit bytes under a us-ascii label).
+                _ if needs_redecoding(part, text) => {
+                    let decoded = body_bytes(msg, part).map(|b| decode_unlabelled(&b));
+                    let kind = if t == "message" { PartKind::AttachedMessage } else { kind };
+                    self.push(kind, decoded.unwrap_or_else(|| text.to_string()), false)
+                }
                 (_, "rfc822-headers") => self.headers_text(text.as_bytes()),
                 ("message", "delivery-status" | "global-delivery-status") => {
                     self.push(PartKind::DeliveryStatus, text.to_string(), false)
@@ -244,6 +251,12 @@ impl Walker {
                 (_, "rfc822-headers") => self.headers_text(b),
                 ("message", "rfc822" | "global") => self.nested_bytes(b, depth + 1),
                 _ if is_eml_name(part) => self.nested_bytes(b, depth + 1),
+                // A text file sent as application/octet-stream (Notepad's UTF-16 `.txt`).
+                _ if is_text_name(part) || bom(b).is_some() => {
+                    if let Some(text) = bom(b).map(|_| decode_unlabelled(b)).or_else(|| std::str::from_utf8(b).ok().map(str::to_string)) {
+                        self.push(PartKind::Body, text, false)
+                    }
+                }
                 _ => {}
             },
             PartType::Message(m) => {
@@ -271,6 +284,99 @@ impl Walker {
             self.note_original(&m);
         }
     }
+}
+
+fn is_text_name(part: &MessagePart<'_>) -> bool {
+    part.attachment_name().is_some_and(|n| {
+        let n = n.trim().trim_matches('"').to_ascii_lowercase();
+        n.ends_with(".txt") || n.ends_with(".log")
+    })
+}
+
+/// The part's body after its transfer encoding, before any charset decoding.
+fn body_bytes(msg: &Message<'_>, part: &MessagePart<'_>) -> Option<Vec<u8>> {
+    let raw = msg.raw_message.as_ref().get(part.offset_body as usize..part.offset_end as usize)?;
+    match part.encoding {
+        mail_parser::Encoding::Base64 => mail_parser::decoders::base64::base64_decode(raw),
+        mail_parser::Encoding::QuotedPrintable => mail_parser::decoders::quoted_printable::quoted_printable_decode(raw),
+        mail_parser::Encoding::None => Some(raw.to_vec()),
+    }
+}
+
+/// Should the parser's text be read again from the bytes? When no charset is declared and
+/// the parser had to guess (replacement characters, NULs of UTF-16), or when the label is
+/// us-ascii but the parser found more than ASCII. Cheap: looks at the decoded text only.
+fn needs_redecoding(part: &MessagePart<'_>, text: &str) -> bool {
+    let charset = part.content_type().and_then(|ct| ct.attribute("charset")).map(str::to_ascii_lowercase);
+    let unlabelled = matches!(charset.as_deref(), None | Some("us-ascii") | Some("ascii") | Some("utf-8") | Some("utf8"));
+    // `is_ascii` and `memchr` are vectorised: most parts are ASCII text and cost two fast
+    // passes; only non-ASCII text is searched for replacement characters.
+    unlabelled
+        && (memchr::memchr(0, text.as_bytes()).is_some()
+            || (!text.is_ascii() && (text.starts_with('\u{FEFF}') || text.contains('\u{FFFD}'))))
+}
+
+/// A byte-order mark and the encoding it announces (Unicode §23.8).
+fn bom(b: &[u8]) -> Option<&'static str> {
+    match b {
+        [0xFF, 0xFE, 0, 0, ..] => Some("utf-32le"),
+        [0, 0, 0xFE, 0xFF, ..] => Some("utf-32be"),
+        [0xFF, 0xFE, ..] => Some("utf-16le"),
+        [0xFE, 0xFF, ..] => Some("utf-16be"),
+        [0xEF, 0xBB, 0xBF, ..] => Some("utf-8"),
+        _ => None,
+    }
+}
+
+/// Text whose charset nobody declared (or declared wrong): a BOM decides; else UTF-8 when
+/// it is valid; else the first legacy encoding that decodes it without error, CJK ones
+/// first when most of the text is 8-bit (GB18030 covers GB2312/GBK), else Windows-1252.
+pub(crate) fn decode_unlabelled(b: &[u8]) -> String {
+    let utf32 = |b: &[u8], be: bool| -> String {
+        b.chunks_exact(4)
+            .filter_map(|c| {
+                let n = if be { u32::from_be_bytes([c[0], c[1], c[2], c[3]]) } else { u32::from_le_bytes([c[0], c[1], c[2], c[3]]) };
+                char::from_u32(n)
+            })
+            .collect()
+    };
+    match bom(b) {
+        Some("utf-32le") => return utf32(&b[4..], false),
+        Some("utf-32be") => return utf32(&b[4..], true),
+        Some("utf-16le") => return encoding_rs::UTF_16LE.decode_without_bom_handling(&b[2..]).0.into_owned(),
+        Some("utf-16be") => return encoding_rs::UTF_16BE.decode_without_bom_handling(&b[2..]).0.into_owned(),
+        Some(_) => return String::from_utf8_lossy(&b[3..]).into_owned(),
+        None => {}
+    }
+    if let Ok(s) = std::str::from_utf8(b) {
+        return s.to_string();
+    }
+    // Double-byte CJK encodings write each character as two 8-bit bytes in a row; Latin-1
+    // text has its 8-bit letters alone between ASCII ones.
+    let (mut paired, mut alone) = (0usize, 0usize);
+    let mut i = 0;
+    while i < b.len().min(64 * 1024) {
+        if b[i] >= 0x80 {
+            // (GBK and Big5 trail bytes may also be ASCII letters: those count as alone,
+            // which only errs towards Windows-1252 on very short texts.)
+            if b.get(i + 1).is_some_and(|n| *n >= 0x80) {
+                paired += 1;
+                i += 2;
+                continue;
+            }
+            alone += 1;
+        }
+        i += 1;
+    }
+    if paired > alone {
+        for enc in [encoding_rs::GB18030, encoding_rs::BIG5, encoding_rs::EUC_KR, encoding_rs::SHIFT_JIS] {
+            let (text, had_errors) = enc.decode_without_bom_handling(b);
+            if !had_errors {
+                return text.into_owned();
+            }
+        }
+    }
+    encoding_rs::WINDOWS_1252.decode_without_bom_handling(b).0.into_owned()
 }
 
 /// In multipart/alternative the parts say the same thing: read the plain text when it has
@@ -434,6 +540,17 @@ mod tests {
         let w = walk(raw.as_bytes());
         assert!(w.limited && w.broken);
         assert_eq!(structure_cut(b"Subject: x\r\n\r\n-- \r\nsig"), None);
+    }
+
+    #[test]
+    fn unlabelled_text_is_decoded_by_its_bom_or_its_bytes() {
+        let utf16: Vec<u8> = [0xFF, 0xFE].into_iter().chain("IP 203.0.113.7".encode_utf16().flat_map(u16::to_le_bytes)).collect();
+        assert_eq!(decode_unlabelled(&utf16), "IP 203.0.113.7");
+        let utf32: Vec<u8> = [0, 0, 0xFE, 0xFF].into_iter().chain("IP 地址".chars().flat_map(|c| (c as u32).to_be_bytes())).collect();
+        assert_eq!(decode_unlabelled(&utf32), "IP 地址");
+        let (gbk, _, _) = encoding_rs::GBK.encode("我们的服务器被封锁了，请帮忙解除");
+        assert_eq!(decode_unlabelled(&gbk), "我们的服务器被封锁了，请帮忙解除");
+        assert_eq!(decode_unlabelled(b"adresse IP d'exp\xe9diteur"), "adresse IP d'expéditeur");
     }
 
     #[test]

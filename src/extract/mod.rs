@@ -29,7 +29,9 @@
 //! * A report's returned message (the third part of multipart/report) is context: its header
 //!   identifies bounces of our replies, its text is not evidence (`mime.rs`).
 
+mod authres;
 mod auto;
+mod forms;
 mod headers;
 mod html;
 mod ip;
@@ -43,6 +45,8 @@ mod text;
 use std::net::IpAddr;
 
 use serde::Serialize;
+
+pub use authres::{AuthResults, MethodResult};
 
 use crate::types::{CaseRef, Lang, StatusCode};
 
@@ -90,6 +94,18 @@ pub struct Evidence {
     /// This message is a delivery report about one of *our* replies (it names our
     /// Message-ID); the case it belongs to.
     pub bounce_of: Option<CaseRef>,
+    /// The message answers one of our replies: its thread fields name one of our
+    /// Message-IDs or a case, or what it quotes names one of our cases. What it quotes is
+    /// then our own text and was not read as evidence.
+    pub replies_to_us: bool,
+    /// Valid public addresses anywhere in the sender's own new text (no phrase needed): in
+    /// a follow-up to our missing-information reply they answer our question.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub own_ips: Vec<IpAddr>,
+    /// `Authentication-Results:` fields of the top-level header (RFC 8601), in order, each
+    /// with who wrote it; which to believe is the decision's business.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub auth_results: Vec<AuthResults>,
 }
 
 impl Evidence {
@@ -114,6 +130,13 @@ impl Evidence {
     pub fn is_automatic(&self) -> bool {
         !self.auto_signs.is_empty()
     }
+
+    /// The author is an address mail systems write their reports as (`postmaster@`,
+    /// `MAILER-DAEMON@`). Not by itself a sign of an automatic message: people read
+    /// postmaster@ (RFC 5321 §4.5.1) and write to the desk from it.
+    pub fn from_mail_system_address(&self) -> bool {
+        self.headers.from.as_deref().is_some_and(auto::may_send_reports)
+    }
 }
 
 /// Facts taken from the top-level header of the message.
@@ -136,6 +159,12 @@ pub struct HeaderFacts {
     pub content_language: Option<String>,
     /// Resent-From when the message was redirected (RFC 5322 §3.6.6).
     pub resent_from: Option<String>,
+    /// Display name of Resent-From.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resent_from_name: Option<String>,
+    /// Resent-Message-ID of the redirect, without angle brackets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resent_message_id: Option<String>,
 }
 
 /// The Return-Path header (RFC 5321 §4.4), which is where automatic replies go (RFC 3834 §4).
@@ -188,6 +217,11 @@ pub struct IpFinding {
     pub source: IpSource,
     /// Why it cannot be the answer, when it cannot.
     pub problem: Option<IpProblem>,
+    /// The status code of the rejection that names this address, when a rejection does:
+    /// a message may carry a 5.7.511 NDR for one IP and a 5.7.606 NDR for another, and each
+    /// is judged on its own code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<StatusCode>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -249,6 +283,9 @@ pub enum AutoSign {
     RoleSender(String),
     /// X-Autoreply, X-Autorespond, X-Auto-Response-Suppress and the like.
     AutoreplyHeader(String),
+    /// A mailbox rule or a Sieve redirect passed the message on
+    /// (`X-MS-Exchange-Inbox-Rules-Loop`, `X-Sieve-Redirected-From`).
+    AutoForward(String),
     /// An upstream spam verdict (`X-Spam-Flag: YES`, `X-Spam-Status: Yes`).
     SpamVerdict(String),
     /// The message itself is a delivery status notification (multipart/report).
@@ -265,7 +302,10 @@ pub fn extract(raw: &[u8], opts: &ExtractOptions) -> Evidence {
 
     let walk = mime::walk(input);
     let facts = walk.top.facts.clone();
-    let found = scan::scan(&walk.pieces, facts.subject.as_deref());
+    let case_ref = refs::case_ref(facts.subject.as_deref(), &facts.in_reply_to, &facts.references);
+    let threaded_to_us =
+        case_ref.is_some() || facts.in_reply_to.iter().chain(&facts.references).any(|id| refs::is_our_message_id(id));
+    let found = scan::scan(&walk.pieces, facts.subject.as_deref(), threaded_to_us);
 
     let auto_signs = auto::signs(&auto::TopHeader {
         fields: &walk.top.fields,
@@ -277,7 +317,6 @@ pub fn extract(raw: &[u8], opts: &ExtractOptions) -> Evidence {
         .as_deref()
         .and_then(lang::from_content_language)
         .unwrap_or_else(|| lang::detect(&found.own_text));
-    let case_ref = refs::case_ref(facts.subject.as_deref(), &facts.in_reply_to, &facts.references);
     let bounce_of = bounce_of(&walk, &facts);
 
     Evidence {
@@ -290,9 +329,14 @@ pub fn extract(raw: &[u8], opts: &ExtractOptions) -> Evidence {
         other_codes: found.other_codes,
         ips: found.ips,
         language,
-        case_ref,
+        // A reply to ours whose thread fields were lost (a new subject, a client that drops
+        // In-Reply-To) still names its case in what it quotes.
+        case_ref: case_ref.or(found.quoted_case),
         auto_signs,
         bounce_of,
+        replies_to_us: threaded_to_us || found.quoted_case.is_some(),
+        own_ips: found.own_ips,
+        auth_results: authres::read(&walk.top.fields),
     }
 }
 
@@ -301,7 +345,7 @@ pub fn extract(raw: &[u8], opts: &ExtractOptions) -> Evidence {
 /// (`<DL-000042.…@…>`) or its `[DL-000042]` subject, in the attached or quoted original.
 fn bounce_of(walk: &mime::Walk, facts: &HeaderFacts) -> Option<CaseRef> {
     let report = walk.top.content_type.as_deref() == Some("multipart/report");
-    let from_daemon = facts.return_path == ReturnPath::Null || facts.from.as_deref().is_some_and(auto::is_role_address);
+    let from_daemon = facts.return_path == ReturnPath::Null || facts.from.as_deref().is_some_and(auto::may_send_reports);
     if !report && !from_daemon {
         return None;
     }

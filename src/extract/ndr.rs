@@ -161,6 +161,9 @@ pub(crate) struct LineScan {
     pub inner: Vec<StatusCode>,
     /// Byte offset where the first NDR line starts, if any.
     pub first_ndr_at: Option<usize>,
+    /// Every NDR head and loose code with its byte offset, in line order: a rejection phrase
+    /// takes the code written before it on the line.
+    pub codes_at: Vec<(usize, StatusCode)>,
 }
 
 /// Scan one logical (already unwrapped and folded) line.
@@ -212,6 +215,7 @@ pub(crate) fn scan_line(line: &str, kind: PartKind) -> LineScan {
             out.first_ndr_at = Some(h.at);
         }
         covered.push((h.at, end));
+        out.codes_at.push((h.at, h.code));
         out.ndr.push(NdrLine { text, reply_code: Some(h.reply), status_code: h.code, found_in: kind });
     }
     // Loose codes: every code that is not the head code of an NDR line. Starts and spans are
@@ -239,9 +243,17 @@ pub(crate) fn scan_line(line: &str, kind: PartKind) -> LineScan {
         } else if code.subject <= 7 {
             // RFC 3463 defines subjects 0–7; anything else in prose is a version number.
             out.loose.push(code);
+            out.codes_at.push((m.start(), code));
         }
     }
+    out.codes_at.sort_by_key(|(at, _)| *at);
     out
+}
+
+/// The code a rejection phrase at byte `at` belongs to: the last code written before it on
+/// the line, else the first after it.
+pub(crate) fn code_for(codes_at: &[(usize, StatusCode)], at: usize) -> Option<StatusCode> {
+    codes_at.iter().rev().find(|(p, _)| *p <= at).or(codes_at.first()).map(|(_, c)| *c)
 }
 
 /// Fields of one message/delivery-status part (RFC 3464 §2): the Status of each recipient,

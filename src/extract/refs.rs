@@ -14,6 +14,22 @@ static SUBJECT_TAG: LazyLock<Regex> =
 static OUR_ID_IN_TEXT: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?i)<(DL-\d{1,12})\.[^<>\s@]*@[^<>\s@]+>").expect("static regex"));
 
+/// A case reference as our replies write it in their text and subject (`DL-000042`).
+static CASE_IN_TEXT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?-u:\b)DL-\d{6,12}(?-u:\b)").expect("static regex"));
+
+/// The first of our cases this text names the way our replies do (quoted text that does is
+/// a quote of our reply).
+pub(crate) fn case_in_text(text: &str) -> Option<CaseRef> {
+    memchr::memmem::find(text.as_bytes(), b"DL-")?;
+    CASE_IN_TEXT.find(text).and_then(|m| m.as_str().parse().ok())
+}
+
+/// Is this Message-ID one of ours (`DL-000042.…@…` for a case, `delistd.…@…` otherwise)?
+pub(crate) fn is_our_message_id(id: &str) -> bool {
+    let id = id.trim().trim_start_matches('<');
+    from_message_id(id).is_some() || id.get(..8).is_some_and(|p| p.eq_ignore_ascii_case("delistd."))
+}
+
 /// The case a subject names with a `[DL-…]` tag.
 pub(crate) fn from_subject(subject: &str) -> Option<CaseRef> {
     SUBJECT_TAG.captures_iter(subject).find_map(|c| c.get(1)?.as_str().parse().ok())
@@ -86,6 +102,15 @@ mod tests {
         assert_eq!(from_message_id("DL-000042@example.org"), None);
         assert_eq!(from_message_id("CAF00@mail.example.com"), None);
         assert_eq!(our_id_in_text("Message-ID: <DL-000009.abc@delist.example.net>\n"), Some(CaseRef(9)));
+    }
+
+    #[test]
+    fn our_text_and_ids() {
+        assert_eq!(case_in_text("> Your case: DL-000042 (203.0.113.7)"), Some(CaseRef(42)));
+        assert_eq!(case_in_text("DL-42 or XDL-000042x"), None);
+        assert!(is_our_message_id("delistd.18f.abc@delist.example.net"));
+        assert!(is_our_message_id("DL-000042.18f.abc@delist.example.net"));
+        assert!(!is_our_message_id("CAF00@mail.example.com"));
     }
 
     #[test]

@@ -34,12 +34,20 @@ pub struct ReplyVars {
     pub original_subject: Option<String>,
     pub sender_name: Option<String>,
     pub sla_hours: u32,
-    /// When staff will have answered by, as shown to the sender (UTC, RFC 3339-like).
+    /// When staff will have answered by. Written as the reply's language writes dates, in
+    /// UTC with the zone named (`2 December 2026, 13:20 UTC`, `2026年12月2日 13:20（UTC）`).
+    #[serde(skip)]
+    pub due: Option<jiff::Timestamp>,
+    /// The deadline as text, when there is no [`ReplyVars::due`] (overrides, tests); the
+    /// templates see `due_at`, made from `due` when it is set.
     pub due_at: Option<String>,
     pub portal_url: String,
     pub support_url: String,
     /// A note from staff (resolution replies).
     pub staff_note: Option<String>,
+    /// IPs of the same request rejected with a portal code (5.7.606–649): the
+    /// acknowledgement points to the portal for them.
+    pub portal_ips: Vec<String>,
 }
 
 /// A rendered reply: one header-safe subject line and a body.
@@ -80,28 +88,33 @@ const MAX_NOTE_CHARS: usize = 4000;
 // ---------------------------------------------------------------------------------------
 // The embedded set
 
-/// `(file name, source)` for every kind × language, compiled into the binary.
+/// `(file name, source)` for one kind in the languages listed, compiled into the binary.
 macro_rules! embedded {
-    ($($kind:literal),* $(,)?) => {
+    ($kind:literal: $($lang:literal),+ $(,)?) => {
         &[$(
-            (concat!($kind, ".en.txt"), include_str!(concat!("../../templates/", $kind, ".en.txt"))),
-            (concat!($kind, ".fr.txt"), include_str!(concat!("../../templates/", $kind, ".fr.txt"))),
-            (concat!($kind, ".it.txt"), include_str!(concat!("../../templates/", $kind, ".it.txt"))),
-            (concat!($kind, ".ja.txt"), include_str!(concat!("../../templates/", $kind, ".ja.txt"))),
-            (concat!($kind, ".de.txt"), include_str!(concat!("../../templates/", $kind, ".de.txt"))),
-        )*]
+            (concat!($kind, ".", $lang, ".txt"), include_str!(concat!("../../templates/", $kind, ".", $lang, ".txt"))),
+        )+]
     };
 }
 
-const EMBEDDED: &[(&str, &str)] =
-    embedded!("acknowledge", "missing_info", "redirect_portal", "tenant_support", "delisted", "rejected", "not_listed");
+/// Every embedded template. A kind may lack a language: that language is then answered
+/// in English (see [`Templates::build`]).
+const EMBEDDED: &[&[(&str, &str)]] = &[
+    embedded!("acknowledge": "en", "fr", "it", "ja", "de", "es", "pt", "nl", "zh"),
+    embedded!("missing_info": "en", "fr", "it", "ja", "de", "es", "pt", "nl", "zh"),
+    embedded!("redirect_portal": "en", "fr", "it", "ja", "de", "es", "pt", "nl", "zh"),
+    embedded!("tenant_support": "en", "fr", "it", "ja", "de", "es", "pt", "nl", "zh"),
+    embedded!("delisted": "en", "fr", "it", "ja", "de", "es", "pt", "nl", "zh"),
+    embedded!("rejected": "en", "fr", "it", "ja", "de", "es", "pt", "nl", "zh"),
+    embedded!("not_listed": "en", "fr", "it", "ja", "de"),
+];
 
 fn file_name(kind: ReplyKind, lang: Lang) -> String {
     format!("{}.{}.txt", kind.name(), lang.code())
 }
 
 fn embedded_source(file: &str) -> Option<&'static str> {
-    EMBEDDED.iter().find(|(name, _)| *name == file).map(|(_, src)| *src)
+    EMBEDDED.iter().flat_map(|k| k.iter()).find(|(name, _)| *name == file).map(|(_, src)| *src)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -176,12 +189,15 @@ impl Templates {
                     Some((path, text)) => (path.display().to_string(), text.clone()),
                     None => match embedded_source(&file) {
                         Some(src) => (file, src.to_string()),
-                        // A kind not yet translated into a language is answered in English
-                        // rather than not at all.
-                        None => match embedded_source(&file_name(kind, Lang::En)) {
-                            Some(src) if lang != Lang::En => (file_name(kind, Lang::En), src.to_string()),
-                            _ => return Err(RenderError::Missing { kind: kind.name(), lang }),
-                        },
+                        // A kind not translated into this language: answered in English
+                        // (registered under the English file's name, compiled once).
+                        None if lang != Lang::En => {
+                            if let Some(en) = t.names.get(&(kind, Lang::En)).cloned() {
+                                t.names.insert((kind, lang), en);
+                            }
+                            continue;
+                        }
+                        None => return Err(RenderError::Missing { kind: kind.name(), lang }),
                     },
                 };
                 let (subject, body) = split_file(&name, &source)?;
@@ -215,7 +231,9 @@ impl Templates {
         // The case tag is what threads the sender's answer back to the case (extraction
         // looks for `[DL-…]` in the subject): the renderer adds it rather than trusting
         // every translation and override to remember it.
-        if let Some(first) = vars.case_refs.first() {
+        // The portal and tenant replies concern no case of ours (they say so): no tag.
+        let about_a_case = !matches!(kind, ReplyKind::RedirectPortal | ReplyKind::TenantSupport);
+        if let Some(first) = vars.case_refs.first().filter(|_| about_a_case) {
             let tag = format!("[{}]", one_line(first, 40));
             if !subject.contains(&tag) {
                 subject = one_line(&format!("{tag} {subject}"), MAX_SUBJECT_CHARS);
@@ -351,6 +369,48 @@ fn multi_line(s: &str, max_chars: usize) -> String {
     out
 }
 
+/// Does a display name read as a person's or an organisation's name? Letters (any script),
+/// spaces and the marks names use (`.`, `'`, `-`, `,`), at most 64 characters, no digits
+/// runs, no URL, no `@`. Anything else could carry a message of a stranger's choosing into
+/// our reply (backscatter spam): the reply then greets neutrally.
+pub fn looks_like_a_name(name: &str) -> bool {
+    let n = name.trim();
+    let chars = n.chars().count();
+    (1..=64).contains(&chars)
+        && n.chars().any(char::is_alphabetic)
+        && n.chars().all(|c| c.is_alphabetic() || c == ' ' || matches!(c, '.' | '\'' | '’' | '-' | ',' | '(' | ')' | '&') || is_name_mark(c))
+        && n.split_whitespace().count() <= 8
+        && !n.to_ascii_lowercase().contains("www.")
+}
+
+/// Combining marks (Hindi, Thai… names) and the middle dot of Japanese/Chinese names.
+fn is_name_mark(c: char) -> bool {
+    matches!(c, '\u{0300}'..='\u{036F}' | '\u{0900}'..='\u{0DFF}' | '\u{0E00}'..='\u{0E7F}' | '・' | '·')
+}
+
+/// The rejection as a reply may quote it: up to the enhanced status code and the bracketed
+/// address (`550 5.7.511 Access denied, banned sender[203.0.113.7]`), nothing after. The
+/// rest of an "NDR line" is text anyone can write into a forged request; staff still see
+/// all of it. With no bracket, or a URL or address before it, only the codes are kept.
+pub fn rejection_head(line: &str) -> String {
+    let codes_end = {
+        let mut words = line.split(' ');
+        let first = words.next().unwrap_or("");
+        let mut end = first.len();
+        if first.len() == 3 && first.bytes().all(|b| b.is_ascii_digit()) {
+            if let Some(second) = words.next() {
+                end += 1 + second.len();
+            }
+        }
+        end
+    };
+    let head = line.find(']').map(|i| &line[..=i]).filter(|h| {
+        let l = h.to_ascii_lowercase();
+        h.chars().count() <= 160 && !l.contains("://") && !l.contains("www.") && !l.contains('@')
+    });
+    head.unwrap_or(&line[..codes_end.min(line.len())]).to_string()
+}
+
 fn clean_opt(v: &Option<String>, max: usize) -> Option<String> {
     v.as_deref().map(|s| one_line(s, max)).filter(|s| !s.is_empty())
 }
@@ -369,14 +429,16 @@ fn clean(vars: &ReplyVars) -> ReplyVars {
         case_refs: list(&vars.case_refs),
         ips: list(&vars.ips),
         status_code: clean_opt(&vars.status_code, 32),
-        ndr_line: clean_opt(&vars.ndr_line, MAX_VALUE_CHARS),
+        ndr_line: clean_opt(&vars.ndr_line, MAX_VALUE_CHARS).map(|l| rejection_head(&l)),
         missing: vars.missing.iter().map(clean_missing).collect(),
         original_subject: clean_opt(&vars.original_subject, MAX_SUBJECT_CHARS),
-        sender_name: clean_opt(&vars.sender_name, MAX_NAME_CHARS),
+        sender_name: clean_opt(&vars.sender_name, MAX_NAME_CHARS).filter(|n| looks_like_a_name(n)),
         sla_hours: vars.sla_hours,
+        due: vars.due,
         due_at: clean_opt(&vars.due_at, 64),
         portal_url: one_line(&vars.portal_url, MAX_VALUE_CHARS),
         support_url: one_line(&vars.support_url, MAX_VALUE_CHARS),
+        portal_ips: list(&vars.portal_ips),
         staff_note: vars
             .staff_note
             .as_deref()
@@ -397,7 +459,10 @@ struct CaseLine {
 /// * `case_tag`: the first case ref or none,
 /// * `lang`: the reply's language code.
 fn template_context(vars: &ReplyVars, lang: Lang) -> Value {
-    let vars = clean(vars);
+    let mut vars = clean(vars);
+    if let Some(t) = vars.due {
+        vars.due_at = Some(local_date(t, lang));
+    }
     let cases: Vec<CaseLine> = vars
         .case_refs
         .iter()
@@ -410,6 +475,37 @@ fn template_context(vars: &ReplyVars, lang: Lang) -> Value {
         lang => lang.code(),
         ..Value::from_serialize(&vars)
     }
+}
+
+/// A point in time as `lang` writes a date and time, in UTC, with the zone named. UTC: we do
+/// not know the sender's zone, and a deadline in an unnamed zone is a wrong deadline.
+pub fn local_date(t: jiff::Timestamp, lang: Lang) -> String {
+    let z = t.to_zoned(jiff::tz::TimeZone::UTC);
+    let (d, m, y) = (z.day(), z.month() as usize, z.year());
+    let hm = format!("{:02}:{:02}", z.hour(), z.minute());
+    let month = |names: [&'static str; 12]| names[(m + 11) % 12];
+    match lang {
+        Lang::En => format!("{d} {} {y}, {hm} UTC", month(["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"])),
+        Lang::Fr => format!("{d} {} {y} à {:02} h {:02} UTC", month(["janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre", "octobre", "novembre", "décembre"]), z.hour(), z.minute()),
+        Lang::It => format!("{d} {} {y} alle {hm} UTC", month(["gennaio", "febbraio", "marzo", "aprile", "maggio", "giugno", "luglio", "agosto", "settembre", "ottobre", "novembre", "dicembre"])),
+        Lang::De => format!("{d}. {} {y}, {hm} Uhr UTC", month(["Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August", "September", "Oktober", "November", "Dezember"])),
+        Lang::Es => format!("{d} de {} de {y}, {hm} UTC", month(["enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto", "septiembre", "octubre", "noviembre", "diciembre"])),
+        Lang::Pt => format!("{d} de {} de {y}, {hm} UTC", month(["janeiro", "fevereiro", "março", "abril", "maio", "junho", "julho", "agosto", "setembro", "outubro", "novembro", "dezembro"])),
+        Lang::Nl => format!("{d} {} {y} om {hm} uur UTC", month(["januari", "februari", "maart", "april", "mei", "juni", "juli", "augustus", "september", "oktober", "november", "december"])),
+        Lang::Ja | Lang::Zh => format!("{y}年{m}月{d}日 {hm}（UTC）"),
+    }
+}
+
+/// Columns a line takes in a fixed-width font: East Asian wide and full-width characters
+/// take two (UAX #11, the ranges our templates use).
+pub fn display_width(line: &str) -> usize {
+    line.chars()
+        .map(|c| match c {
+            '\u{1100}'..='\u{115F}' | '\u{2E80}'..='\u{A4CF}' | '\u{AC00}'..='\u{D7A3}' | '\u{F900}'..='\u{FAFF}'
+            | '\u{FE30}'..='\u{FE4F}' | '\u{FF00}'..='\u{FF60}' | '\u{FFE0}'..='\u{FFE6}' => 2,
+            _ => 1,
+        })
+        .sum()
 }
 
 /// Every [`IpProblem`], so that the load check renders each one's phrase in every language
@@ -439,10 +535,12 @@ fn sample_vars() -> ReplyVars {
         original_subject: Some("Delisting request".into()),
         sender_name: Some("Sample Sender".into()),
         sla_hours: 48,
-        due_at: Some("2025-01-02 10:00 UTC".into()),
+        due: Some(jiff::Timestamp::from_second(1_735_812_000).unwrap_or_default()),
+        due_at: None,
         portal_url: "https://portal.example/".into(),
         support_url: "https://support.example/".into(),
         staff_note: Some("First line.\nSecond line.".into()),
+        portal_ips: vec!["198.51.100.9".into()],
     }
 }
 
@@ -460,10 +558,12 @@ mod tests {
             original_subject: Some("Please delist us".into()),
             sender_name: Some("Jane Postmaster".into()),
             sla_hours: 48,
-            due_at: Some("2031-05-06 07:08 UTC".into()),
+            due: Some("2031-05-06T07:08:00Z".parse().unwrap()),
+            due_at: None,
             portal_url: "https://delist.example.test/portal".into(),
             support_url: "https://support.example.test/".into(),
             staff_note: Some("Traffic looks clean since Monday.\nThanks for fixing the relay.".into()),
+            portal_ips: Vec::new(),
         }
     }
 
@@ -473,7 +573,7 @@ mod tests {
 
     #[test]
     fn every_kind_and_language_is_embedded_and_renders() {
-        assert_eq!(EMBEDDED.len(), ReplyKind::ALL.len() * Lang::ALL.len());
+        assert_eq!(EMBEDDED.len(), ReplyKind::ALL.len());
         for (kind, lang) in all() {
             assert!(embedded_source(&file_name(kind, lang)).is_some(), "{kind:?} {lang}");
             for vars in [rich(), sample_vars(), ReplyVars::default()] {
@@ -505,6 +605,10 @@ mod tests {
     fn subject_carries_the_first_case_tag_once() {
         for (kind, lang) in all() {
             let r = render(kind, lang, &rich()).unwrap();
+            if matches!(kind, ReplyKind::RedirectPortal | ReplyKind::TenantSupport) {
+                assert!(!r.subject.contains("DL-"), "{kind:?} {lang}: no case, no tag: {}", r.subject);
+                continue;
+            }
             assert!(r.subject.starts_with("[DL-000042] "), "{kind:?} {lang}: {}", r.subject);
             assert_eq!(r.subject.matches("DL-0000").count(), 1, "{}", r.subject);
             let r = render(kind, lang, &ReplyVars::default()).unwrap();
@@ -530,10 +634,12 @@ mod tests {
             original_subject: Some(format!("{INJECT}{big}")),
             sender_name: Some(format!("Eve\u{2028}Bcc: victim@example.com\u{202E}{big}")),
             sla_hours: 48,
+            due: None,
             due_at: Some(format!("tomorrow{INJECT}")),
             portal_url: format!("https://portal.example/{INJECT}"),
             support_url: "https://support.example/\n\nBcc: x@y\0".to_string(),
             staff_note: Some(format!("Fine.\r\nSecond line\0 with NUL\u{202E}and RLO.\r{big}")),
+            portal_ips: vec![format!("198.51.100.9{INJECT}")],
         }
     }
 
@@ -549,7 +655,9 @@ mod tests {
             let r = render(kind, lang, &hostile()).unwrap_or_else(|e| panic!("{what}: {e}"));
             assert_clean_line(&r.subject, &what);
             assert!(r.subject.chars().count() <= MAX_SUBJECT_CHARS, "{what}: {}", r.subject.len());
-            assert!(r.subject.starts_with("[DL-000042x Bcc: victim@example.com] "), "{what}: {}", r.subject);
+            if !matches!(kind, ReplyKind::RedirectPortal | ReplyKind::TenantSupport) {
+                assert!(r.subject.starts_with("[DL-000042x Bcc: victim@example.com] "), "{what}: {}", r.subject);
+            }
             assert!(!r.subject.contains("  "), "{what}: whitespace not collapsed");
             for line in r.body.lines() {
                 assert!(!line.chars().any(|c| c != '\n' && is_hidden(c)), "{what}: hidden character in {line:?}");
@@ -558,6 +666,36 @@ mod tests {
             }
             // A 10 kB value is cut, not carried whole into the reply.
             assert!(r.body.len() < 12_000, "{what}: body of {} bytes", r.body.len());
+        }
+    }
+
+    #[test]
+    fn only_name_like_display_names_are_greeted() {
+        for ok in ["Jane Postmaster", "Jean-Luc O'Neil", "山田 太郎", "Müller, Anna", "NOC team"] {
+            assert!(looks_like_a_name(ok), "{ok}");
+        }
+        for bad in ["Buy now at https://spam.example", "win@prize.example", "Call 555 1234", "www.example.com", "", &"A".repeat(65), "a b c d e f g h i"] {
+            assert!(!looks_like_a_name(bad), "{bad}");
+        }
+        let v = ReplyVars { sender_name: Some("Cheap pills: spam.example".into()), ..rich() };
+        let body = render(ReplyKind::Acknowledge, Lang::En, &v).unwrap().body;
+        assert!(!body.contains("pills"), "{body}");
+    }
+
+    #[test]
+    fn the_rejection_is_quoted_up_to_its_bracketed_ip() {
+        assert_eq!(
+            rejection_head("550 5.7.511 Access denied, banned sender[203.0.113.7]. To request removal see https://x.example"),
+            "550 5.7.511 Access denied, banned sender[203.0.113.7]"
+        );
+        assert_eq!(rejection_head("550 5.7.511 visit https://spam.example now [203.0.113.7]"), "550 5.7.511");
+        assert_eq!(rejection_head("5.7.511 no bracket here"), "5.7.511");
+        let v = ReplyVars { ndr_line: Some("550 5.7.511 banned sender[203.0.113.7]. BUY PILLS".into()), ..rich() };
+        for lang in Lang::ALL {
+            for kind in ReplyKind::ALL {
+                let body = render(kind, lang, &v).unwrap().body;
+                assert!(!body.contains("PILLS"), "{kind:?} {lang}");
+            }
         }
     }
 
@@ -660,6 +798,7 @@ mod tests {
         let vars = rich();
         for (kind, lang) in all() {
             let mut v = vars.clone();
+            let due_text = local_date("2031-05-06T07:08:00Z".parse().unwrap(), lang);
             let required: Vec<&str> = match kind {
                 ReplyKind::Acknowledge => vec![
                     "DL-000042",
@@ -667,7 +806,7 @@ mod tests {
                     "203.0.113.7",
                     "198.51.100.4",
                     "48",
-                    "2031-05-06 07:08 UTC",
+                    &due_text,
                     "5.7.511",
                 ],
                 ReplyKind::MissingInfo => {
@@ -717,6 +856,59 @@ mod tests {
         }
     }
 
+    /// Every kind in every language, with realistic values and with none: lines fit in 78
+    /// columns (RFC 5322 §2.1.1; CJK characters take two), no template syntax is left, and
+    /// the subject and the body agree (the case tag in the subject is named in the body).
+    #[test]
+    fn every_reply_fits_78_columns_and_agrees_with_its_subject() {
+        let mut problems = Vec::new();
+        for (kind, lang) in all() {
+            for (which, vars) in [("rich", rich()), ("sample", sample_vars()), ("empty", ReplyVars::default())] {
+                let r = render(kind, lang, &vars).unwrap();
+                for line in r.body.lines() {
+                    if display_width(line) > 78 {
+                        problems.push(format!("{kind:?} {lang} {which}: {} columns: {line}", display_width(line)));
+                    }
+                }
+                for t in ["{{", "}}", "{%", "%}", "{#"] {
+                    if r.body.contains(t) || r.subject.contains(t) {
+                        problems.push(format!("{kind:?} {lang} {which}: template syntax {t} left"));
+                    }
+                }
+                if let Some(tag) = vars.case_refs.first().filter(|t| r.subject.contains(t.as_str())) {
+                    if !r.body.contains(tag.as_str()) {
+                        problems.push(format!("{kind:?} {lang} {which}: subject names {tag}, body does not"));
+                    }
+                }
+                if display_width(&r.subject) > 78 {
+                    problems.push(format!("{kind:?} {lang} {which}: subject of {} columns", display_width(&r.subject)));
+                }
+            }
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    #[test]
+    fn dates_are_written_the_way_each_language_writes_them() {
+        let t: jiff::Timestamp = "2026-12-02T13:20:00Z".parse().unwrap();
+        let want = [
+            (Lang::En, "2 December 2026, 13:20 UTC"),
+            (Lang::Fr, "2 décembre 2026 à 13 h 20 UTC"),
+            (Lang::It, "2 dicembre 2026 alle 13:20 UTC"),
+            (Lang::De, "2. Dezember 2026, 13:20 Uhr UTC"),
+            (Lang::Es, "2 de diciembre de 2026, 13:20 UTC"),
+            (Lang::Pt, "2 de dezembro de 2026, 13:20 UTC"),
+            (Lang::Nl, "2 december 2026 om 13:20 uur UTC"),
+            (Lang::Ja, "2026年12月2日 13:20（UTC）"),
+            (Lang::Zh, "2026年12月2日 13:20（UTC）"),
+        ];
+        for (lang, w) in want {
+            assert_eq!(local_date(t, lang), w);
+            let v = ReplyVars { due: Some(t), ..rich() };
+            assert!(render(ReplyKind::Acknowledge, lang, &v).unwrap().body.contains(w), "{lang}");
+        }
+    }
+
     /// Each IP problem reads differently in each language (no copy-pasted phrase).
     #[test]
     fn every_ip_problem_has_its_own_phrase() {
@@ -727,9 +919,10 @@ mod tests {
                     missing: vec![Missing::InvalidIp { text: "192.0.2.1".into(), problem }],
                     ..ReplyVars::default()
                 };
+                // The item names the address, then says what is wrong with it.
                 let body = render(ReplyKind::MissingInfo, lang, &v).unwrap().body;
-                let line = body.lines().find(|l| l.contains("192.0.2.1")).unwrap().to_string();
-                assert!(seen.insert(line.clone()), "{lang} {problem:?}: {line}");
+                assert!(body.contains("192.0.2.1"), "{lang} {problem:?}");
+                assert!(seen.insert(body.clone()), "{lang} {problem:?}: same text as another problem");
             }
         }
     }

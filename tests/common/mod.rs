@@ -411,6 +411,10 @@ pub struct Options {
     pub smtp_connections: usize,
     /// `imap.poll_interval`: the longest IDLE before the daemon looks again by itself.
     pub poll_interval: &'static str,
+    /// `replies.max_per_domain_per_hour`: every test sender shares the stack's domain.
+    pub max_per_domain_per_hour: u32,
+    /// `auth.trusted_authserv_id`: whose Authentication-Results the daemon believes.
+    pub trusted_authserv_id: Option<&'static str>,
 }
 
 impl Default for Options {
@@ -424,6 +428,8 @@ impl Default for Options {
             max_per_recipient_per_day: 20,
             smtp_connections: 2,
             poll_interval: "5s",
+            max_per_domain_per_hour: 100_000,
+            trusted_authserv_id: None,
         }
     }
 }
@@ -484,8 +490,10 @@ impl Delistd {
              [smtp]\nhost = \"localhost\"\n{smtp}ca_file = {:?}\nconnections = {}\n\n\
              [store]\ndatabase = \"delistd.sqlite\"\n\n\
              [replies]\nfrom = \"Delist desk <{}>\"\nportal_url = {PORTAL_URL:?}\nsupport_url = {SUPPORT_URL:?}\n\
-             max_per_recipient_per_day = {}\n{limits}",
+             max_per_recipient_per_day = {}\nmax_per_domain_per_hour = {}\n{limits}{auth}",
             o.imap_security, delist.address, o.poll_interval, st.ca_file, o.smtp_connections, delist.address, o.max_per_recipient_per_day,
+            o.max_per_domain_per_hour,
+            auth = o.trusted_authserv_id.map(|id| format!("\n[auth]\ntrusted_authserv_id = {id:?}\n")).unwrap_or_default(),
         );
         let config_path = root.join("delistd.toml");
         fs::write(&config_path, config).unwrap();

@@ -13,6 +13,7 @@ mod common;
 mod dnsbl;
 
 mod blocklist;
+mod bounces;
 mod crash;
 mod escalation;
 mod flow;
