@@ -127,7 +127,10 @@ mod tests {
         ];
         for l in &lines {
             let out = redact(l);
-            assert!(!out.contains("et-for-tests") && !out.contains(&base64(b"\0delist@example.test\0s3cr\"et-for-tests")), "{l} -> {out}");
+            assert!(
+                !out.contains("et-for-tests") && !out.contains(&base64(b"\0delist@example.test\0s3cr\"et-for-tests")),
+                "{l} -> {out}"
+            );
             assert!(out.contains(MASK), "{out}");
         }
         assert!(matches!(redact("nothing secret here"), Cow::Borrowed(_)));
