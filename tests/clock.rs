@@ -90,12 +90,23 @@ fn a_case_is_never_answered_before_it_opened() {
     let case = p.cases[0];
     d.store.note(case, "staff", "looking", back).unwrap();
     d.store
-        .resolve(case, &Resolve { actor: "staff".into(), note: None, resolution: Resolution::Delisted, reply: None }, back)
+        .resolve(
+            case,
+            &Resolve { actor: "staff".into(), note: None, resolution: Resolution::Delisted, reply: None },
+            back,
+        )
         .unwrap();
     let row = d.store.case(case).unwrap().unwrap();
     assert_eq!(row.first_response_at, Some(row.opened_at), "clamped to the opening");
     assert_eq!(row.resolved_at, Some(row.opened_at));
-    let stats = d.store.stats(back - SignedDuration::from_hours(1), ahead + SignedDuration::from_hours(1), SignedDuration::from_hours(4)).unwrap();
+    let stats = d
+        .store
+        .stats(
+            back - SignedDuration::from_hours(1),
+            ahead + SignedDuration::from_hours(1),
+            SignedDuration::from_hours(4),
+        )
+        .unwrap();
     assert_eq!(stats.window_cases, 1);
     assert_eq!(stats.sla_met, 1);
 }

@@ -98,7 +98,9 @@ impl Desk {
     }
 
     fn files_in(&self, dir: &str) -> usize {
-        fs::read_dir(self.root.join(dir)).map(|d| d.filter_map(Result::ok).filter(|e| !e.file_name().to_string_lossy().starts_with('.')).count()).unwrap_or(0)
+        fs::read_dir(self.root.join(dir))
+            .map(|d| d.filter_map(Result::ok).filter(|e| !e.file_name().to_string_lossy().starts_with('.')).count())
+            .unwrap_or(0)
     }
 
     fn waiting(&self) -> usize {
@@ -187,7 +189,11 @@ fn text(o: &Output) -> String {
 fn assert_exactly_once(d: &Desk, requests: i64, logs: &[String]) {
     assert_eq!(d.count("SELECT count(*) FROM messages"), requests, "messages recorded");
     assert_eq!(d.count("SELECT count(*) FROM (SELECT sha256 FROM messages GROUP BY sha256 HAVING count(*) > 1)"), 0);
-    assert_eq!(d.count("SELECT count(*) FROM (SELECT ip FROM cases GROUP BY ip HAVING count(*) > 1)"), 0, "double cases");
+    assert_eq!(
+        d.count("SELECT count(*) FROM (SELECT ip FROM cases GROUP BY ip HAVING count(*) > 1)"),
+        0,
+        "double cases"
+    );
     assert_eq!(d.count("SELECT count(*) FROM outbox WHERE state = 'sent'"), requests, "replies sent");
     let mut sent: Vec<String> = logs
         .iter()
@@ -225,7 +231,11 @@ fn a_second_instance_on_the_same_database_is_refused_and_nothing_is_done_twice()
     let out = d.command().args(["cases", "--db"]).arg(&d.db).args(["list", "--state", "all"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
 
-    wait_until(PATIENCE, || first.log_text(), || d.try_count("SELECT count(*) FROM outbox WHERE state = 'sent'") == Some(60));
+    wait_until(
+        PATIENCE,
+        || first.log_text(),
+        || d.try_count("SELECT count(*) FROM outbox WHERE state = 'sent'") == Some(60),
+    );
     let log = first.terminate();
     assert_exactly_once(&d, 60, &[log, second.log_text()]);
     assert_eq!(d.files_in("mail/.Processed/cur"), 60);
@@ -244,7 +254,11 @@ fn a_write_lock_held_past_the_busy_timeout_is_waited_out() {
         d.deliver(n, "new");
     }
     let mut serving = d.serve();
-    wait_until(PATIENCE, || serving.log_text(), || d.try_count("SELECT count(*) FROM outbox WHERE state = 'sent'") == Some(10));
+    wait_until(
+        PATIENCE,
+        || serving.log_text(),
+        || d.try_count("SELECT count(*) FROM outbox WHERE state = 'sent'") == Some(10),
+    );
 
     let mut holder = Command::new("sqlite3")
         .arg(&d.db)
@@ -319,7 +333,11 @@ fn maildir_files_renamed_during_a_drain_are_read_once() {
     });
     let mut serving = d.serve();
     let moved = mover.join().unwrap();
-    wait_until(PATIENCE, || serving.log_text(), || d.try_count("SELECT count(*) FROM outbox WHERE state = 'sent'") == Some(300) && d.waiting() == 0);
+    wait_until(
+        PATIENCE,
+        || serving.log_text(),
+        || d.try_count("SELECT count(*) FROM outbox WHERE state = 'sent'") == Some(300) && d.waiting() == 0,
+    );
     serving.assert_running();
     let log = serving.terminate();
     assert!(moved > 0, "the mover renamed nothing");

@@ -143,7 +143,10 @@ mod tests {
         assert!(matches!(store.check_file(), Err(StoreError::FileChanged { what: "was deleted", .. })));
 
         std::fs::write(&path, b"").unwrap();
-        assert!(matches!(store.check_file(), Err(StoreError::FileChanged { what: "was replaced by another file", .. })));
+        assert!(matches!(
+            store.check_file(),
+            Err(StoreError::FileChanged { what: "was replaced by another file", .. })
+        ));
     }
 
     #[test]

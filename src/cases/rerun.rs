@@ -12,8 +12,10 @@ use crate::types::CaseRef;
 impl Store {
     /// Replies queued because of this message, whatever became of them.
     pub fn replies_caused_by(&self, msg: MessageId) -> Result<u32, StoreError> {
-        let n: i64 =
-            self.conn.prepare_cached("SELECT count(*) FROM outbox WHERE caused_by = ?1")?.query_row([msg.0], |r| r.get(0))?;
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM outbox WHERE caused_by = ?1")?
+            .query_row([msg.0], |r| r.get(0))?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 

@@ -81,11 +81,24 @@ pub fn run(cmd: OutboxCmd, db: &Path, now: Timestamp, out: &mut dyn Write) -> Re
             } else if rows.is_empty() {
                 writeln!(out, "no replies")?;
             } else {
-                writeln!(out, "{:>6}  {:<6}  {:>3}  {:<9}  {:<32}  LAST ERROR / SUBJECT", "ID", "STATE", "TRY", "CASE", "TO")?;
+                writeln!(
+                    out,
+                    "{:>6}  {:<6}  {:>3}  {:<9}  {:<32}  LAST ERROR / SUBJECT",
+                    "ID", "STATE", "TRY", "CASE", "TO"
+                )?;
                 for r in &rows {
                     let case = r.case_ref.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
                     let what = r.last_error.as_deref().unwrap_or(&r.subject);
-                    writeln!(out, "{:>6}  {:<6}  {:>3}  {:<9}  {:<32}  {}", r.id.0, r.state.as_str(), r.attempts, case, r.recipient, what)?;
+                    writeln!(
+                        out,
+                        "{:>6}  {:<6}  {:>3}  {:<9}  {:<32}  {}",
+                        r.id.0,
+                        r.state.as_str(),
+                        r.attempts,
+                        case,
+                        r.recipient,
+                        what
+                    )?;
                 }
             }
         }

@@ -169,7 +169,9 @@ impl Intake {
 
     async fn imap_loop(mut self) -> Result<RunStats, DaemonError> {
         let cfg = self.cfg.clone();
-        let config::Intake::Imap(icfg) = &cfg.intake else { return Err(DaemonError::Task("not an IMAP config".into())) };
+        let config::Intake::Imap(icfg) = &cfg.intake else {
+            return Err(DaemonError::Task("not an IMAP config".into()));
+        };
         let mut src = ImapSource::new(icfg.clone(), cfg.max_message_bytes)?;
         let mut stats = RunStats::default();
         let mut backoff = Backoff::new(Duration::from_secs(64));
@@ -297,7 +299,12 @@ struct Recorded {
 /// decide, one transaction), the IMAP connection files the batch before it away and fetches
 /// the one after it. A batch is filed only once its transaction has committed; whatever
 /// happens on the connection, the batch in hand is waited for before returning.
-async fn drain_imap(src: &mut ImapSource, intake: &Intake, stats: &mut RunStats, cap: usize) -> Result<(), DaemonError> {
+async fn drain_imap(
+    src: &mut ImapSource,
+    intake: &Intake,
+    stats: &mut RunStats,
+    cap: usize,
+) -> Result<(), DaemonError> {
     let (store, pipeline, stop, wake_outbox, hb) =
         (&intake.store, &intake.pipeline, &intake.stop, &intake.wake_outbox, &intake.heartbeat);
     let pending = hb.idle(BEAT_EVERY, src.pending()).await?;
@@ -417,7 +424,6 @@ fn record_batch(
     batch.commit()?;
     Ok(out)
 }
-
 
 #[cfg(test)]
 mod tests {

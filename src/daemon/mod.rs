@@ -14,8 +14,8 @@
 //! restart would not finish (see `pipeline` for why).
 
 pub mod health;
-mod intake;
 pub mod instance;
+mod intake;
 mod shutdown;
 mod supervisor;
 
@@ -315,4 +315,3 @@ fn watchdog_usec() -> Option<Duration> {
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
     Some(Duration::from_micros(usec))
 }
-

@@ -37,7 +37,11 @@ impl Supervisor {
         Supervisor { tasks: JoinSet::new(), stop }
     }
 
-    pub fn spawn(&mut self, name: &'static str, task: impl Future<Output = Result<Done, DaemonError>> + Send + 'static) {
+    pub fn spawn(
+        &mut self,
+        name: &'static str,
+        task: impl Future<Output = Result<Done, DaemonError>> + Send + 'static,
+    ) {
         self.tasks.spawn(async move { (name, task.await) });
     }
 

@@ -11,7 +11,10 @@ fn request(d: &Delistd, sender: &Account, n: u32) -> Vec<u8> {
         &format!("please delist {n}"),
         &format!("auth-{n}@senders.example.test"),
         &[],
-        &format!("Hello,\n\nwe get: 550 5.7.511 Access denied, banned sender[203.0.113.{}].\n\nPlease remove us.\n", 60 + n),
+        &format!(
+            "Hello,\n\nwe get: 550 5.7.511 Access denied, banned sender[203.0.113.{}].\n\nPlease remove us.\n",
+            60 + n
+        ),
     )
 }
 
@@ -91,7 +94,8 @@ fn no_password_in_the_log_at_trace_level() {
     let sender = d.account("s1");
     send_mail(&sender.address, &d.delist.address, &request(&d, &sender, 9));
     wait_for_mail(&d.delist, "INBOX", 1);
-    let out = d.command().env("DELISTD_LOG", "trace").args(["run", "--once", "--config"]).arg(&d.config).output().unwrap();
+    let out =
+        d.command().env("DELISTD_LOG", "trace").args(["run", "--once", "--config"]).arg(&d.config).output().unwrap();
     let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{log}");
     wait_for_mail(&sender, "INBOX", 1);
@@ -111,7 +115,8 @@ fn b64(bytes: &[u8]) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for c in bytes.chunks(3) {
-        let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        let n =
+            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
         for i in 0..4 {
             out.push(if i <= c.len() { char::from(ABC[((n >> (18 - 6 * i)) & 63) as usize]) } else { '=' });
         }
