@@ -190,3 +190,14 @@ FROM events;
 -- count is read from the index alone.
 DROP INDEX outbox_by_recipient;
 CREATE INDEX outbox_by_recipient ON outbox (recipient, queued_at, state);
+
+-- @version 3
+-- Retention (`[retention]` in the config, `delistd purge`). The raw bytes of a message are
+-- the sender's personal data: they are dropped some days after the case closed, and the
+-- moment is kept here so staff views can say "raw message purged on ...". The evidence,
+-- the metadata and the history stay.
+ALTER TABLE messages ADD COLUMN raw_purged_at INTEGER;
+-- Retention asks, for each message, whether a case it opened is still young.
+CREATE INDEX cases_by_opened_by ON cases (opened_by) WHERE opened_by IS NOT NULL;
+-- Deleting a case (case_days) deletes its replies; a reply refers to the message it answers.
+CREATE INDEX outbox_by_caused_by ON outbox (caused_by) WHERE caused_by IS NOT NULL;

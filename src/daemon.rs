@@ -119,6 +119,9 @@ pub async fn run(cfg: Config, mode: Mode) -> Result<RunStats, DaemonError> {
         tokio::spawn(async move { outbox.run(store, wake, stop, done, mode == Mode::Once).await })
     };
 
+    if mode == Mode::Serve {
+        tokio::spawn(crate::cases::retention::daily(store.clone(), cfg.retention, stop_rx.clone(), jiff::Timestamp::now));
+    }
     notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("reading the delist mailbox")]);
     let mut stats = match &cfg.intake {
         Intake::Maildir(m) => {

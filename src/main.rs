@@ -54,9 +54,24 @@ enum Command {
         max_bytes: usize,
     },
     /// Validate the configuration file and print what it says; exit 78 with every problem and its line otherwise.
+    #[command(long_about = "Validate the configuration file, then check what `run` would trip over: every reply \
+template in every language rendered with sample values, the portal and support links, the database directory \
+(exists, writable), the password files (present; a file readable by group or others is a warning). On success, \
+print a summary: intake and folders, IDLE or polling, TLS and CA, SMTP and its AUTH, the SLA, templates, \
+retention, and where each secret comes from.\n\n\
+Exit codes: 0 valid; 78 invalid (every problem listed with its line, key and the expected form); 66 file \
+unreadable; with --connect, 75 a server unreachable and 77 login refused.")]
     CheckConfig {
         #[arg(long, short, env = "DELISTD_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
+        /// Do not read the passwords: check a config before its credentials exist (e.g. on a
+        /// freshly installed package, or outside the systemd service that provides them).
+        #[arg(long, conflicts_with = "connect")]
+        no_secrets: bool,
+        /// Also log in to the IMAP and SMTP servers (TLS, STARTTLS, LOGIN/AUTH) and report each
+        /// step. No mail is sent or moved; the two IMAP folders are created if missing.
+        #[arg(long)]
+        connect: bool,
     },
     /// Run the daemon: read the mailbox, record outcomes, send replies (Type=notify under systemd).
     Run {
@@ -95,13 +110,63 @@ enum Command {
         #[command(subcommand)]
         command: CasesCmd,
     },
+    /// Write a consistent, checked copy of the database to FILE (safe while the daemon runs).
+    #[command(long_about = "Write a consistent copy of the live database to FILE while the daemon runs \
+(SQLite VACUUM INTO: the database as of one commit, compacted), check it (integrity and references) \
+and print what it holds. FILE must not exist. Exit codes: 0 done; 1 failed; 64 FILE exists; 66 no database.")]
+    Backup {
+        #[arg(long, short, env = "DELISTD_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// The database, instead of the one named in the config.
+        #[arg(long, env = "DELISTD_DB")]
+        db: Option<PathBuf>,
+        /// Where to write the backup (a new file).
+        file: PathBuf,
+    },
+    /// Put a backup in place of the database (stop the daemon first).
+    #[command(long_about = "Check the backup FILE, then copy it in place of the database. Refused (exit 75) \
+while any other process has the database open: stop the daemon first (systemctl stop delistd). Replies \
+the backup still shows as queued may have been sent after it was taken: they are held (marked failed, \
+with the reason in the case history) unless --send-queued. Exit codes: 0 done; 1 failed; 66 no backup; \
+75 database in use.")]
+    Restore {
+        #[arg(long, short, env = "DELISTD_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// The database to replace, instead of the one named in the config.
+        #[arg(long, env = "DELISTD_DB")]
+        db: Option<PathBuf>,
+        /// Send the replies the backup still had queued (risking a second copy to their senders).
+        #[arg(long)]
+        send_queued: bool,
+        /// The backup to restore.
+        file: PathBuf,
+    },
+    /// Apply [retention] now: drop old raw messages and, with case_days, old closed cases.
+    #[command(long_about = "Apply the [retention] section now, as the daemon does daily: drop the raw bytes \
+of messages whose cases closed more than raw_days ago (default 90; the evidence, metadata and history \
+stay), and with case_days, delete cases closed longer ago with their messages, events and replies. \
+Freed space is given back to the file system (incremental vacuum).")]
+    Purge {
+        #[arg(long, short, env = "DELISTD_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// The database, instead of the one named in the config (retention defaults then apply).
+        #[arg(long, env = "DELISTD_DB")]
+        db: Option<PathBuf>,
+        /// Show what would go, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn init_logs(format: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("DELISTD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour codes only for a person at a terminal: a log file or a pipe gets plain text.
+    // NO_COLOR (https://no-color.org): set and not empty turns colour off.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     if format == "json" {
         builder.json().init();
     } else if under_journald {
@@ -123,11 +188,33 @@ fn main() -> ExitCode {
     }));
     let exit = match cli.command {
         Command::Inspect { files, json, reply, max_bytes } => run_inspect(&files, json, reply, max_bytes),
-        Command::CheckConfig { config } => check_config(&config),
+        Command::CheckConfig { config, no_secrets, connect } => delistd::cli::check::run(
+            &config,
+            delistd::cli::check::CheckOptions { no_secrets, connect },
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        ),
         Command::Run { config, once } => run_daemon(&config, once),
         Command::Demo { dir } => run_demo(&dir),
         Command::Reprocess { config, db, ids } => reprocess(&config, db, &ids),
         Command::Cases { config, db, command } => cases(&config, db, command),
+        Command::Backup { config, db, file } => match staff_db(&config, db) {
+            Ok((db, _)) => delistd::cli::maint::run_backup(&db, &file, &mut std::io::stdout(), &mut std::io::stderr()),
+            Err(e) => e,
+        },
+        Command::Restore { config, db, send_queued, file } => match staff_db(&config, db) {
+            Ok((db, _)) => {
+                delistd::cli::maint::run_restore(&file, &db, send_queued, &mut std::io::stdout(), &mut std::io::stderr())
+            }
+            Err(e) => e,
+        },
+        Command::Purge { config, db, dry_run } => match staff_db(&config, db) {
+            Ok((db, cfg)) => {
+                let retention = cfg.map(|c| c.retention).unwrap_or_default();
+                delistd::cli::maint::run_purge(&db, &retention, dry_run, &mut std::io::stdout(), &mut std::io::stderr())
+            }
+            Err(e) => e,
+        },
     };
     exit.into()
 }
@@ -195,20 +282,6 @@ fn read_capped(path: &std::path::Path, max: usize) -> std::io::Result<Vec<u8>> {
     // One byte more than the cap so extraction can tell that the input was cut.
     f.take(max as u64 + 1).read_to_end(&mut buf)?;
     Ok(buf)
-}
-
-fn check_config(path: &std::path::Path) -> Exit {
-    match Config::load(path) {
-        Ok(c) => {
-            println!("{}: ok", path.display());
-            println!("{c:#?}");
-            Exit::Ok
-        }
-        Err(e) => {
-            eprintln!("delistd: {e}");
-            Exit::Config
-        }
-    }
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

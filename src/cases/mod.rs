@@ -12,8 +12,10 @@
 //! [`jiff::Timestamp`] in Rust. No method reads the clock: every one that depends on time
 //! takes `now`, so tests and replays control it.
 
+pub mod backup;
 pub mod model;
 pub mod outbox;
+pub mod retention;
 pub mod schema;
 pub mod sla;
 pub mod staff;

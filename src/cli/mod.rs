@@ -2,7 +2,9 @@
 //! returns an [`Exit`] whose code means something to scripts and to systemd.
 
 pub mod cases;
+pub mod check;
 pub mod inspect;
+pub mod maint;
 
 use std::process::ExitCode;
 
