@@ -10,6 +10,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod backup;
 mod crash;
 mod flow;
 mod hostile;
