@@ -156,6 +156,12 @@ Freed space is given back to the file system (incremental vacuum).")]
         #[arg(long)]
         dry_run: bool,
     },
+    /// Write the man pages and the bash, zsh and fish completions into DIR (for packagers).
+    #[command(hide = true)]
+    GenerateAssets {
+        /// Gets man/delistd.1 (and one page per command), completions/delistd.bash, _delistd, delistd.fish.
+        dir: PathBuf,
+    },
 }
 
 fn init_logs(format: &str) {
@@ -198,6 +204,13 @@ fn main() -> ExitCode {
         Command::Demo { dir } => run_demo(&dir),
         Command::Reprocess { config, db, ids } => reprocess(&config, db, &ids),
         Command::Cases { config, db, command } => cases(&config, db, command),
+        Command::GenerateAssets { dir } => match generate_assets(&dir) {
+            Ok(()) => Exit::Ok,
+            Err(e) => {
+                eprintln!("delistd: {}: {e}", dir.display());
+                Exit::Failure
+            }
+        },
         Command::Backup { config, db, file } => match staff_db(&config, db) {
             Ok((db, _)) => delistd::cli::maint::run_backup(&db, &file, &mut std::io::stdout(), &mut std::io::stderr()),
             Err(e) => e,
@@ -282,6 +295,23 @@ fn read_capped(path: &std::path::Path, max: usize) -> std::io::Result<Vec<u8>> {
     // One byte more than the cap so extraction can tell that the input was cut.
     f.take(max as u64 + 1).read_to_end(&mut buf)?;
     Ok(buf)
+}
+
+/// Man pages and completions from the clap definitions, so they never drift from `--help`.
+fn generate_assets(dir: &std::path::Path) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let man = dir.join("man");
+    let completions = dir.join("completions");
+    std::fs::create_dir_all(&man)?;
+    std::fs::create_dir_all(&completions)?;
+    let cmd = Cli::command();
+    // delistd.1, and delistd-run.1, delistd-cases.1, delistd-cases-list.1, ...
+    clap_mangen::generate_to(cmd.clone(), &man)?;
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        clap_complete::generate_to(shell, &mut cmd.clone(), "delistd", &completions)?;
+    }
+    Ok(())
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
