@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, non-interactively and idempotently, what delistd's tests and benchmarks need:
 # a real Dovecot (IMAP + LMTP) and Postfix for the loopback mail stack (scripts/mailstack.sh),
-# openssl for its test CA, sqlite3, Sisimai (extraction benchmark), systemd-analyze (unit check).
+# openssl for its test CA, sqlite3, Sisimai (extraction benchmark), systemd-analyze (unit check),
+# cargo-deb (the Debian package).
 #
 # The packages' own system services are kept from starting: the tests run their own instances
 # from a state directory, and a system Postfix would grab port 25 on every interface.
@@ -93,4 +94,11 @@ for pkg in "${!PROBE[@]}"; do
         exit 1
     fi
 done
+# cargo-deb builds the Debian package (scripts/deb.sh). A crate, built from source by cargo:
+# about N minutes on two cores, once per machine.
+if ! command -v cargo-deb >/dev/null 2>&1; then
+    echo "install-test-deps: installing cargo-deb (cargo install, builds from source)"
+    cargo install cargo-deb --locked --version "^3"
+fi
+
 echo "install-test-deps: ok ($(dovecot --version 2>/dev/null | cut -d' ' -f1) dovecot, postfix $(postconf -d -h mail_version 2>/dev/null))"
