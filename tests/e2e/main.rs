@@ -14,4 +14,5 @@ mod backup;
 mod crash;
 mod flow;
 mod hostile;
+mod standby;
 mod tls;
