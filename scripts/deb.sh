@@ -27,7 +27,7 @@ command -v cargo-deb >/dev/null || fail "cargo-deb not found: run scripts/instal
 cargo build --release --bin delistd
 rm -rf target/assets target/debian
 target/release/delistd generate-assets target/assets
-cargo deb --no-build --no-strip >/dev/null
+cargo deb --no-build >/dev/null
 deb=$(ls target/debian/delistd_*.deb)
 echo "deb: built $deb ($(du -h "$deb" | cut -f1))"
 if [[ ${1:-} == --build ]]; then
