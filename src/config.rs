@@ -46,6 +46,8 @@ impl Default for Retention {
     }
 }
 
+// One per process, built once: the size of the IMAP variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Intake {
     Imap(Imap),
@@ -121,7 +123,8 @@ pub struct Secret {
     pub source: String,
     value: String,
     /// Where the config says to find it (for `check-config`); `None` when built in code.
-    pub origin: Option<SecretOrigin>,
+    /// Boxed: a `Secret` sits in every IMAP and SMTP setting, which are moved around whole.
+    pub origin: Option<Box<SecretOrigin>>,
 }
 
 /// Where a password is read from.
@@ -512,7 +515,7 @@ impl Check<'_> {
                 (None, Some(n)) => Some(SecretOrigin::Credential(n.clone())),
                 (None, None) => None,
             };
-            return Some(Secret { origin, ..Secret::new("(not read)", "") });
+            return Some(Secret { origin: origin.map(Box::new), ..Secret::new("(not read)", "") });
         }
         let (source, path) = match (file, credential) {
             (Some(_), Some(_)) => {
@@ -546,7 +549,7 @@ impl Check<'_> {
                     Some(n) if file.is_none() => SecretOrigin::Credential(n.clone()),
                     _ => SecretOrigin::File(path.clone()),
                 };
-                Some(Secret { origin: Some(origin), ..Secret::new(source, value) })
+                Some(Secret { origin: Some(Box::new(origin)), ..Secret::new(source, value) })
             }
             Err(e) => {
                 let key = if file.is_some() { "password_file" } else { "password_credential" };
@@ -783,9 +786,8 @@ impl Config {
         if retention.raw_days > 36500 {
             c.problem("retention.raw_days", format!("{} is out of range (0 to 36500 days)", retention.raw_days));
         }
-        match retention.case_days {
-            Some(0) => c.problem("retention.case_days", "0 would delete a case the moment it closes; use 1 or more days, or leave case_days out to keep cases"),
-            _ => {}
+        if retention.case_days == Some(0) {
+            c.problem("retention.case_days", "0 would delete a case the moment it closes; use 1 or more days, or leave case_days out to keep cases");
         }
 
         let problems = c.problems;

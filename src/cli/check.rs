@@ -255,7 +255,7 @@ fn secrets(c: &Config, opts: CheckOptions, s: &mut Summary) {
         lines.push("none needed".into());
     }
     for (section, secret) in found {
-        let (what, path) = match &secret.origin {
+        let (what, path) = match secret.origin.as_deref() {
             Some(SecretOrigin::File(p)) => (format!("file {}", p.display()), Some(p.clone())),
             Some(SecretOrigin::Credential(name)) => {
                 let dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
@@ -291,7 +291,7 @@ fn secrets(c: &Config, opts: CheckOptions, s: &mut Summary) {
 }
 
 fn secret_source(secret: &Secret) -> String {
-    match &secret.origin {
+    match secret.origin.as_deref() {
         Some(SecretOrigin::File(p)) => format!("from file {}", p.display()),
         Some(SecretOrigin::Credential(n)) => format!("from systemd credential {n:?}"),
         None => format!("from {}", secret.source),
