@@ -11,6 +11,7 @@
 mod common;
 
 mod backup;
+mod check;
 mod crash;
 mod flow;
 mod hostile;
