@@ -10,8 +10,8 @@
 #   * the man page and the bash/zsh/fish completions are where those tools look;
 #   * dpkg --purge removes the package; the case database is kept (debian/postrm).
 #
-# Needs root and cargo-deb (scripts/install-test-deps.sh installs it). Uses the release build
-# if there is one (scripts/test.sh makes it), else builds it. Exits 1 on any failure.
+# Needs root and cargo-deb (scripts/install-test-deps.sh installs it). Builds the release binary
+# (DELISTD_DEB_PREBUILT=1: use target/release/delistd as it is). Exits 1 on any failure.
 #   bash scripts/deb.sh            build, install, check, purge
 #   bash scripts/deb.sh --build    only build target/debian/delistd_*.deb
 set -euo pipefail
@@ -24,7 +24,12 @@ fail() {
 
 command -v cargo-deb >/dev/null || fail "cargo-deb not found: run scripts/install-test-deps.sh"
 
-cargo build --release --bin delistd
+# scripts/test.sh has just built everything (--all-targets) and says so: building the binary
+# alone would compile it again (dev-dependencies unify features differently).
+if [[ -z ${DELISTD_DEB_PREBUILT:-} ]]; then
+    cargo build --release --bin delistd
+fi
+[[ -x target/release/delistd ]] || fail "no target/release/delistd"
 rm -rf target/assets target/debian
 target/release/delistd generate-assets target/assets
 cargo deb --no-build >/dev/null

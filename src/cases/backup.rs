@@ -89,6 +89,17 @@ pub fn backup(db: &Path, dest: &Path) -> Result<Contents, BackupError> {
     // is always a complete, checked backup.
     let partial = with_suffix(dest, ".partial");
     let _ = std::fs::remove_file(&partial);
+    // The messages are senders' personal data: the copy is the owner's alone, whatever the
+    // umask. VACUUM INTO writes into an existing file if it is empty.
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&partial)
+            .map_err(|source| BackupError::Io { path: partial.clone(), source })?;
+    }
     let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(sql(db))?;
     conn.busy_timeout(Duration::from_secs(30)).map_err(sql(db))?;
     let target = partial.to_str().ok_or_else(|| BackupError::Io {
@@ -262,6 +273,8 @@ mod tests {
         let c = backup(&db, &dest).unwrap();
         assert_eq!((c.messages, c.raw_kept, c.cases), (1, 1, 0));
         assert_eq!(c.last_received_at, Some(1700000000));
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777, 0o600);
         assert!(!with_suffix(&dest, ".partial").exists());
         assert!(matches!(backup(&db, &dest), Err(BackupError::Exists(_))));
     }
