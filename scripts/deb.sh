@@ -32,7 +32,7 @@ fi
 [[ -x target/release/delistd ]] || fail "no target/release/delistd"
 rm -rf target/assets target/debian
 target/release/delistd generate-assets target/assets
-cargo deb --no-build >/dev/null
+cargo deb --no-build --strip >/dev/null
 deb=$(ls target/debian/delistd_*.deb)
 echo "deb: built $deb ($(du -h "$deb" | cut -f1))"
 if [[ ${1:-} == --build ]]; then
