@@ -232,3 +232,14 @@ CREATE INDEX cases_auto_delist ON cases (id) WHERE auto_delist = 1;
 -- The rate limit counts the real mailbox (case-folded, `+tag` removed) and caps each
 -- domain per hour: it reads every reply queued in the last day, by time.
 CREATE INDEX outbox_by_queued_at ON outbox (queued_at, state);
+
+-- @version 6
+-- Retention (`[retention]` in the config, `delistd purge`). The raw bytes of a message are
+-- the sender's personal data: they are dropped some days after the case closed, and the
+-- moment is kept here so staff views can say "raw message purged on ...". The evidence,
+-- the metadata and the history stay.
+ALTER TABLE messages ADD COLUMN raw_purged_at INTEGER;
+-- Retention asks, for each message, whether a case it opened is still young.
+CREATE INDEX cases_by_opened_by ON cases (opened_by) WHERE opened_by IS NOT NULL;
+-- Deleting a case (case_days) deletes its replies; a reply refers to the message it answers.
+CREATE INDEX outbox_by_caused_by ON outbox (caused_by) WHERE caused_by IS NOT NULL;

@@ -5,10 +5,10 @@
 #      $MAX_EXPOSURE (1.5; systemd-timesyncd scores 2.3).
 #   2. `systemd-analyze verify` must print nothing.
 #
-# verify also checks that ExecStart's binary exists, and /usr/local/bin/delistd is not installed
+# verify also checks that ExecStart's binary exists, and /usr/bin/delistd is not installed
 # on a build machine. Rather than edit the unit, it is verified unchanged inside a scratch root
 # (--root): the host's unit directories (for sysinit.target and friends), the unit under
-# /etc/systemd/system, and the real delistd binary at /usr/local/bin/delistd. The binary is
+# /etc/systemd/system, and the real delistd binary at the ExecStart= path. The binary is
 # $DELISTD_BIN (the integration test passes cargo's), else target/{release,debug}/delistd.
 #
 # Needs no running systemd. Prints the exposure figure; exits 1 on any failure.
@@ -59,10 +59,13 @@ grep '✗' "$security_out" | sed 's/^/  /' || true
 
 # --- 2. verify -------------------------------------------------------------------------------
 root=$scratch/root
-mkdir -p "$root/usr/lib/systemd" "$root/etc/systemd/system" "$root/usr/local/bin"
+# The binary goes where the unit's ExecStart looks for it (/usr/bin for the Debian package).
+exec_path=$(sed -n 's/^ExecStart=\([^ ]*\).*/\1/p' "$UNIT" | head -n 1)
+[[ $exec_path == /* ]] || fail "no absolute ExecStart= path in $UNIT"
+mkdir -p "$root/usr/lib/systemd" "$root/etc/systemd/system" "$root$(dirname "$exec_path")"
 cp -a /usr/lib/systemd/system "$root/usr/lib/systemd/"
 cp "$UNIT" "$root/etc/systemd/system/$name"
-cp "$bin" "$root/usr/local/bin/delistd"
+cp "$bin" "$root$exec_path"
 verify_out=$scratch/verify.txt
 status=0
 systemd-analyze verify --root="$root" --man=no "$root/etc/systemd/system/$name" >"$verify_out" 2>&1 || status=$?

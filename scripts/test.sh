@@ -75,10 +75,18 @@ test_log=$DELISTD_STACK_DIR.cargo-test.log
 set +e
 cargo test --release --lib --bins --tests 2>&1 | tee "$test_log"
 status=${PIPESTATUS[0]}
+# The Debian package: built from the release build above, installed with dpkg -i, checked
+# (systemd-analyze verify, check-config --no-secrets on the installed files) and purged.
+DELISTD_DEB_PREBUILT=1 bash scripts/deb.sh
+deb_status=$?
 set -e
 passed=$(grep -Eo '[0-9]+ passed' "$test_log" | awk '{s += $1} END {print s + 0}')
 failed=$(grep -Eo '[0-9]+ failed' "$test_log" | awk '{s += $1} END {print s + 0}')
 rm -f "$test_log"
 # One line over every test binary, in the plain form CI reads.
 echo "total: $passed passed, $failed failed"
+if ((deb_status != 0)); then
+    echo "test.sh: scripts/deb.sh failed (exit $deb_status)"
+    status=1
+fi
 exit "$status"

@@ -27,6 +27,8 @@ pub struct Config {
     pub store: StoreConfig,
     pub replies: Replies,
     pub max_message_bytes: usize,
+    /// How long raw messages and closed cases are kept (`[retention]`).
+    pub retention: Retention,
     pub auth: Auth,
     /// `[metrics]`: the Prometheus and health listener of `delistd run`; none when absent.
     pub metrics: Option<Metrics>,
@@ -83,6 +85,26 @@ pub struct Auth {
     pub trusted_authserv_id: Option<String>,
 }
 
+/// `[retention]`: what is dropped from the database, and when. Raw messages are the
+/// senders' personal data; the evidence, metadata and history are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Drop the raw bytes of messages this many days after their case closed (or after
+    /// they were received, for a message that opened no case).
+    pub raw_days: u32,
+    /// Delete closed cases, with their messages, events and replies, this many days after
+    /// they closed. `None`: kept forever (the default).
+    pub case_days: Option<u32>,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention { raw_days: 90, case_days: None }
+    }
+}
+
+// One per process, built once: the size of the IMAP variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant)] // one per run: boxing would buy nothing
 pub enum Intake {
@@ -184,11 +206,27 @@ pub struct OAuth {
 pub struct Secret {
     pub source: String,
     value: String,
+    /// Where the config says to find it (for `check-config`); `None` when built in code.
+    /// Boxed: a `Secret` sits in every IMAP and SMTP setting, which are moved around whole.
+    pub origin: Option<Box<SecretOrigin>>,
+}
+
+/// Where a password is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretOrigin {
+    /// `password_file`: a file on this host.
+    File(PathBuf),
+    /// `password_credential`: `$CREDENTIALS_DIRECTORY/NAME`, put there by systemd.
+    Credential(String),
 }
 
 impl Secret {
     pub fn new(source: impl Into<String>, value: impl Into<String>) -> Secret {
-        Secret { source: source.into(), value: value.into() }
+        Secret { source: source.into(), value: value.into(), origin: None }
+    }
+    /// Whether a value was read (false when the config was loaded with [`Secrets::Skip`]).
+    pub fn is_read(&self) -> bool {
+        !self.value.is_empty()
     }
     pub fn expose(&self) -> &str {
         &self.value
@@ -265,6 +303,7 @@ struct RawFile {
     escalation: Option<ops::RawEscalation>,
     blocklist: Option<RawBlocklist>,
     auth: Option<RawAuth>,
+    retention: Option<RawRetention>,
 }
 
 #[derive(Deserialize)]
@@ -284,6 +323,13 @@ struct RawBlocklist {
 #[serde(deny_unknown_fields)]
 struct RawAuth {
     trusted_authserv_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    raw_days: Option<u32>,
+    case_days: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -398,6 +444,137 @@ fn line_at_offset(src: &str, offset: usize) -> usize {
     src.get(..offset.min(src.len())).map_or(1, |s| s.bytes().filter(|&b| b == b'\n').count() + 1)
 }
 
+/// Read the file into its sections, gathering every type error rather than the first.
+///
+/// A TOML syntax error stops the parser (what follows cannot be read reliably), so that is
+/// one problem. A value of the wrong type or an unknown key does not: it is reported, its
+/// line is blanked (line numbers stay the same) and the file is read again, so one pass
+/// reports them all. What was blanked comes back as its default and is not re-reported.
+fn parse_raw(src: &str) -> (Option<RawFile>, Vec<ConfigProblem>) {
+    let mut problems = Vec::new();
+    if let Err(e) = toml::from_str::<toml::Table>(src) {
+        let line = e.span().map(|s| line_at_offset(src, s.start));
+        let message = format!("not valid TOML: {}", e.message().trim_end());
+        problems.push(ConfigProblem { line, key: "(syntax)".into(), message });
+        return (None, problems);
+    }
+    let mut lines: Vec<String> = src.lines().map(str::to_string).collect();
+    // Each round blanks at least one line, so this ends; the bound is a second guard.
+    for _ in 0..=lines.len() {
+        let text = lines.join("\n");
+        let e = match toml::from_str::<RawFile>(&text) {
+            Ok(raw) => return (Some(raw), problems),
+            Err(e) => e,
+        };
+        let Some(line) = e.span().map(|s| line_at_offset(&text, s.start)) else {
+            problems.push(ConfigProblem { line: None, key: "(file)".into(), message: e.message().trim_end().to_string() });
+            return (None, problems);
+        };
+        let (key, header) = key_at_line(&text, line);
+        let message = in_words(&key, e.message().trim_end());
+        problems.push(ConfigProblem { line: Some(line), key, message });
+        // Blank the line; a section header that is refused as a whole goes with its keys.
+        let last = if header {
+            (line..lines.len()).find(|&i| lines[i].trim_start().starts_with('[')).unwrap_or(lines.len())
+        } else {
+            line
+        };
+        for l in lines.iter_mut().take(last).skip(line - 1) {
+            l.clear();
+        }
+        if toml::from_str::<toml::Table>(&lines.join("\n")).is_err() {
+            // A value spanning several lines: what is left cannot be read, stop here.
+            return (None, problems);
+        }
+    }
+    (None, problems)
+}
+
+/// The dotted key written on a line (`imap.port`), and whether the line is a `[section]`
+/// header (then the key is the section's name).
+fn key_at_line(src: &str, line: usize) -> (String, bool) {
+    let mut section = String::new();
+    for (i, raw) in src.lines().enumerate() {
+        let t = raw.trim();
+        if let Some(rest) = t.strip_prefix('[') {
+            section = rest.trim_end_matches(']').trim().to_string();
+            if i + 1 == line {
+                return (section, true);
+            }
+            continue;
+        }
+        if i + 1 == line {
+            let k = t.split_once('=').map_or(t, |(k, _)| k).trim().trim_matches('"');
+            return (if section.is_empty() { k.to_string() } else { format!("{section}.{k}") }, false);
+        }
+    }
+    (section, false)
+}
+
+/// What a key takes, in words an operator reads without knowing Rust.
+fn expected_form(key: &str) -> Option<&'static str> {
+    let field = key.rsplit('.').next().unwrap_or(key);
+    Some(match field {
+        "port" => "a port number from 1 to 65535",
+        "sla_hours" => "a whole number of hours (1 to 8760)",
+        "raw_days" | "case_days" => "a whole number of days",
+        "poll_interval" => "a duration in quotes, like \"30s\", \"5m\" or \"1h\"",
+        "connections" => "a whole number of connections (1 to 64)",
+        "max_message_bytes" => "a whole number of bytes (65536 to 1073741824)",
+        "max_per_recipient_per_day" => "a whole number of replies (1 or more)",
+        "idle" => "true or false",
+        "security" => "one of \"tls\", \"starttls\" or \"plain\"",
+        "database" | "path" | "ca_file" | "password_file" | "templates_dir" | "reply_dir" => "a file path in quotes",
+        "host" | "tls_name" | "user" | "mailbox" | "processed_folder" | "quarantine_folder" | "from"
+        | "message_id_domain" | "portal_url" | "support_url" | "password_credential" | "source" => "text in quotes",
+        _ => return None,
+    })
+}
+
+/// A serde/TOML message (`invalid type: string "x", expected u16`) said in words, with the
+/// form the key takes.
+fn in_words(key: &str, message: &str) -> String {
+    let list = |s: &str| s.replace('`', "").replace(" or ", ", ");
+    if let Some(rest) = message.strip_prefix("unknown field ") {
+        let (name, expected) = rest.split_once(", expected ").unwrap_or((rest, ""));
+        let what = if key.contains('.') { "key" } else { "section" };
+        let known = expected.trim_start_matches("one of ");
+        return if known.is_empty() {
+            format!("unknown {what} {}", name.replace('`', "\""))
+        } else {
+            format!("unknown {what} {} (known here: {})", name.replace('`', "\""), list(known))
+        };
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant ") {
+        let (name, expected) = rest.split_once(", expected ").unwrap_or((rest, ""));
+        return format!("{} is not {}", name.replace('`', "\""), list(expected.trim_start_matches("one of ")).replace(", ", " or "));
+    }
+    if let Some(rest) = message.strip_prefix("missing field ") {
+        return format!("{} is required here", rest.replace('`', ""));
+    }
+    let form = expected_form(key).map(str::to_string).or_else(|| {
+        let ty = message.rsplit_once("expected ")?.1;
+        Some(
+            match ty {
+                "u8" | "u16" | "u32" | "u64" | "usize" | "i8" | "i16" | "i32" | "i64" => "a whole number",
+                "a boolean" => "true or false",
+                "a string" => "text in quotes",
+                other => other,
+            }
+            .to_string(),
+        )
+    });
+    let found = |rest: &str| rest.split_once(", expected").map_or(rest, |(f, _)| f).replace('`', "").to_string();
+    let form = form.unwrap_or_else(|| "another kind of value".into());
+    if let Some(rest) = message.strip_prefix("invalid type: ") {
+        return format!("found {}; expected {form}", found(rest));
+    }
+    if let Some(rest) = message.strip_prefix("invalid value: ") {
+        return format!("{} is not {form}", found(rest));
+    }
+    format!("{message} (expected {form})")
+}
+
 /// Collects problems while the raw file is turned into a [`Config`].
 struct Check<'a> {
     src: &'a str,
@@ -417,6 +594,11 @@ pub enum Secrets {
 
 impl Check<'_> {
     fn problem(&mut self, key: &str, message: impl Into<String>) {
+        // A key whose value was already refused for its type comes back as a default: do not
+        // report it a second time as missing or out of range.
+        if self.problems.iter().any(|p| p.key == key) {
+            return;
+        }
         let line = line_of(self.src, key).or_else(|| key.split_once('.').and_then(|(s, _)| line_of(self.src, s)));
         self.problems.push(ConfigProblem { line, key: key.to_string(), message: message.into() });
     }
@@ -446,7 +628,12 @@ impl Check<'_> {
     /// A password from a file or a systemd credential (`$CREDENTIALS_DIRECTORY/NAME`).
     fn secret(&mut self, section: &str, file: &Option<PathBuf>, credential: &Option<String>) -> Option<Secret> {
         if self.secrets == Secrets::Skip {
-            return Some(Secret::new("(not read)", ""));
+            let origin = match (file, credential) {
+                (Some(p), _) => Some(SecretOrigin::File(p.clone())),
+                (None, Some(n)) => Some(SecretOrigin::Credential(n.clone())),
+                (None, None) => None,
+            };
+            return Some(Secret { origin: origin.map(Box::new), ..Secret::new("(not read)", "") });
         }
         let (source, path) = match (file, credential) {
             (Some(_), Some(_)) => {
@@ -476,7 +663,11 @@ impl Check<'_> {
                     self.problem(&format!("{section}.password_file"), format!("{source} is empty"));
                     return None;
                 }
-                Some(Secret::new(source, value))
+                let origin = match credential {
+                    Some(n) if file.is_none() => SecretOrigin::Credential(n.clone()),
+                    _ => SecretOrigin::File(path.clone()),
+                };
+                Some(Secret { origin: Some(Box::new(origin)), ..Secret::new(source, value) })
             }
             Err(e) => {
                 let key = if file.is_some() { "password_file" } else { "password_credential" };
@@ -532,6 +723,19 @@ impl Check<'_> {
         Some(OAuth { mechanism, token_command: argv, token_lifetime })
     }
 
+    /// A link put in replies: an absolute http(s) URL, or senders get a dead link.
+    fn url(&mut self, key: &str, value: &str) {
+        if let Err(why) = check_url(value) {
+            self.problem(key, format!("{value:?} {why} (write e.g. \"https://sender.office.com/\")"));
+        }
+    }
+
+    fn port(&mut self, key: &str, port: Option<u16>) {
+        if port == Some(0) {
+            self.problem(key, "0 is not a port (a port is 1-65535)");
+        }
+    }
+
     fn security(&mut self, key: &str, host: &str, security: Security) {
         if security == Security::Plain && !is_loopback_host(host) {
             self.problem(key, format!("\"plain\" sends the password in clear; only allowed to a loopback host, not {host:?}"));
@@ -560,6 +764,27 @@ pub fn find_program(program: &str) -> Result<PathBuf, String> {
         .ok_or_else(|| format!("{program:?} is not an executable in $PATH (give its full path)"))
 }
 
+/// Why `value` is not an absolute http(s) URL with a host, if it is not.
+pub fn check_url(value: &str) -> Result<(), &'static str> {
+    let rest = value
+        .strip_prefix("https://")
+        .or_else(|| value.strip_prefix("http://"))
+        .ok_or("is not a web address (it must start with https://)")?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let name = host.strip_prefix('[').map_or_else(|| host.split(':').next().unwrap_or_default(), |h| h.split(']').next().unwrap_or_default());
+    if name.is_empty() {
+        return Err("has no host name");
+    }
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("contains spaces");
+    }
+    if !(name.contains('.') || name.contains(':') || name == "localhost") {
+        return Err("has no domain in its host name");
+    }
+    Ok(())
+}
+
 fn is_loopback_host(host: &str) -> bool {
     host == "localhost" || host.parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
 }
@@ -583,17 +808,11 @@ impl Config {
 
     pub fn parse_with(src: &str, path: &Path, secrets: Secrets) -> Result<Config, ConfigError> {
         let invalid = |problems| ConfigError::Invalid { path: path.to_path_buf(), problems };
-        let raw: RawFile = match toml::from_str(src) {
-            Ok(r) => r,
-            Err(e) => {
-                let line = e.span().map(|s| line_at_offset(src, s.start));
-                let message = e.message().to_string();
-                return Err(invalid(vec![ConfigProblem { line, key: "(syntax)".into(), message }]));
-            }
-        };
+        let (raw, type_problems) = parse_raw(src);
+        let Some(raw) = raw else { return Err(invalid(type_problems)) };
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let rel = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
-        let mut c = Check { src, problems: Vec::new(), secrets };
+        let mut c = Check { src, problems: type_problems, secrets };
 
         let source = raw.intake.as_ref().map(|i| i.source.as_str()).unwrap_or("imap");
         let intake = match source {
@@ -605,6 +824,7 @@ impl Config {
                     }
                     Some(i) => {
                         let host = c.required("imap.host", &i.host).unwrap_or_default();
+                        c.port("imap.port", i.port);
                         let security = i.security.unwrap_or(Security::Tls);
                         c.security("imap.security", &host, security);
                         let port = i.port.unwrap_or(match security {
@@ -685,6 +905,7 @@ impl Config {
             Some(s) => {
                 reply_dir = s.reply_dir.as_deref().map(rel);
                 let host = c.required("smtp.host", &s.host).unwrap_or_default();
+                c.port("smtp.port", s.port);
                 let security = s.security.unwrap_or(Security::Starttls);
                 c.security("smtp.security", &host, security);
                 let port = s.port.unwrap_or(match security {
@@ -758,6 +979,8 @@ impl Config {
             max_per_domain_per_hour: r.and_then(|r| r.max_per_domain_per_hour).unwrap_or(30),
             templates_dir: r.and_then(|r| r.templates_dir.as_deref()).map(rel),
         };
+        c.url("replies.portal_url", &replies.portal_url);
+        c.url("replies.support_url", &replies.support_url);
         if replies.max_per_recipient_per_day == 0 {
             c.problem("replies.max_per_recipient_per_day", "0 would never answer anyone; use 1 or more");
         }
@@ -782,6 +1005,18 @@ impl Config {
         let escalation = c.escalation(&raw.escalation);
         let blocklist = raw.blocklist.as_ref().map(|b| blocklist(&mut c, b, &rel));
 
+        let ret = raw.retention.as_ref();
+        let retention = Retention {
+            raw_days: ret.and_then(|r| r.raw_days).unwrap_or(Retention::default().raw_days),
+            case_days: ret.and_then(|r| r.case_days),
+        };
+        if retention.raw_days > 36500 {
+            c.problem("retention.raw_days", format!("{} is out of range (0 to 36500 days)", retention.raw_days));
+        }
+        if retention.case_days == Some(0) {
+            c.problem("retention.case_days", "0 would delete a case the moment it closes; use 1 or more days, or leave case_days out to keep cases");
+        }
+
         let problems = c.problems;
         match intake {
             Some(intake) if problems.is_empty() => Ok(Config {
@@ -796,6 +1031,7 @@ impl Config {
                 escalation,
                 blocklist,
                 auth,
+                retention,
             }),
             _ => Err(invalid(problems)),
         }
@@ -925,6 +1161,37 @@ mod tests {
         let p = problems("[imap]\nhost = \"x\"\nport = = 3\n");
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].line, Some(3), "{p:?}");
+    }
+
+    #[test]
+    fn every_type_error_is_reported_in_words_with_its_line() {
+        let src = "[imap]\nhost = \"x.example.net\"\nport = \"imaps\"\nidle = \"yes\"\n\n[store]\nsla_hours = \"two days\"\ndatabse = \"a\"\n[smtp]\nport = 70000\nsecurity = \"ssl\"\n";
+        let p = problems(src);
+        let got: Vec<(Option<usize>, &str, &str)> = p.iter().map(|p| (p.line, p.key.as_str(), p.message.as_str())).collect();
+        let has = |line: usize, key: &str, words: &str| {
+            assert!(
+                got.iter().any(|(l, k, m)| *l == Some(line) && *k == key && m.contains(words)),
+                "no {key} at line {line} saying {words:?} in {got:#?}"
+            )
+        };
+        has(3, "imap.port", "a port number from 1 to 65535");
+        has(4, "imap.idle", "true or false");
+        has(7, "store.sla_hours", "a whole number of hours");
+        has(8, "store.databse", "unknown key \"databse\"");
+        has(10, "smtp.port", "70000 is not a port number");
+        has(11, "smtp.security", "\"ssl\" is not tls or starttls or plain");
+        assert!(got.iter().all(|(_, _, m)| !m.contains("u16") && !m.contains("u32")), "{got:#?}");
+        // A refused value is not reported again as missing.
+        assert_eq!(got.iter().filter(|(_, k, _)| *k == "imap.port").count(), 1);
+    }
+
+    #[test]
+    fn links_in_replies_must_be_web_addresses() {
+        assert!(check_url("https://sender.office.com/").is_ok());
+        assert!(check_url("http://localhost:8080/x").is_ok());
+        assert!(check_url("sender dot office").is_err());
+        assert!(check_url("https://sender dot office").is_err());
+        assert!(check_url("https:///path").is_err());
     }
 
     #[test]

@@ -71,5 +71,6 @@ pub fn config(p: &DemoPaths) -> Config {
         escalation: None,
         blocklist: None,
         auth: Default::default(),
+        retention: Default::default(),
     }
 }

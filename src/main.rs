@@ -55,12 +55,24 @@ enum Command {
         max_bytes: usize,
     },
     /// Validate the configuration file and print what it says; exit 78 with every problem and its line otherwise.
+    #[command(long_about = "Validate the configuration file, then check what `run` would trip over: every reply \
+template in every language rendered with sample values, the portal and support links, the database directory \
+(exists, writable), the password files (present; a file readable by group or others is a warning). On success, \
+print a summary: intake and folders, IDLE or polling, TLS and CA, SMTP and its AUTH, the SLA, templates, \
+retention, and where each secret comes from.\n\n\
+Exit codes: 0 valid; 78 invalid (every problem listed with its line, key and the expected form); 66 file \
+unreadable; with --connect, 75 a server unreachable and 77 login refused.")]
     CheckConfig {
         #[arg(long, short, env = "DELISTD_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
-        /// Also check what the file points at over the network: every [blocklist] DNSBL zone must
-        /// pass the RFC 5782 test entries (127.0.0.2 and ::FFFF:7F00:2 listed, 127.0.0.1 not) and
-        /// the CIDR file must load, as at the daemon's start.
+        /// Do not read the passwords: check a config before its credentials exist (e.g. on a
+        /// freshly installed package, or outside the systemd service that provides them).
+        #[arg(long, conflicts_with = "connect")]
+        no_secrets: bool,
+        /// Also log in to the IMAP and SMTP servers (TLS, STARTTLS, LOGIN/AUTH, an OAuth2 token
+        /// from its command) and report each step; with a [blocklist], every DNSBL zone must pass
+        /// the RFC 5782 test entries and the CIDR file must load, as at the daemon's start. No
+        /// mail is sent or moved; the two IMAP folders are created if missing.
         #[arg(long)]
         connect: bool,
     },
@@ -127,16 +139,73 @@ enum Command {
         #[command(subcommand)]
         command: CasesCmd,
     },
+    /// Write a consistent, checked copy of the database to FILE (safe while the daemon runs).
+    #[command(long_about = "Write a consistent copy of the live database to FILE while the daemon runs \
+(SQLite VACUUM INTO: the database as of one commit, compacted), check it (integrity and references) \
+and print what it holds. FILE must not exist. Exit codes: 0 done; 1 failed; 64 FILE exists; 66 no database.")]
+    Backup {
+        #[arg(long, short, env = "DELISTD_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// The database, instead of the one named in the config.
+        #[arg(long, env = "DELISTD_DB")]
+        db: Option<PathBuf>,
+        /// Where to write the backup (a new file).
+        file: PathBuf,
+    },
+    /// Put a backup in place of the database (stop the daemon first).
+    #[command(long_about = "Check the backup FILE, then copy it in place of the database. Refused (exit 75) \
+while any other process has the database open: stop the daemon first (systemctl stop delistd). Replies \
+the backup still shows as queued may have been sent after it was taken: they are held (marked failed, \
+with the reason in the case history) unless --send-queued. Exit codes: 0 done; 1 failed; 66 no backup; \
+75 database in use.")]
+    Restore {
+        #[arg(long, short, env = "DELISTD_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// The database to replace, instead of the one named in the config.
+        #[arg(long, env = "DELISTD_DB")]
+        db: Option<PathBuf>,
+        /// Send the replies the backup still had queued (risking a second copy to their senders).
+        #[arg(long)]
+        send_queued: bool,
+        /// The backup to restore.
+        file: PathBuf,
+    },
+    /// Apply [retention] now: drop old raw messages and, with case_days, old closed cases.
+    #[command(long_about = "Apply the [retention] section now, as the daemon does daily: drop the raw bytes \
+of messages whose cases closed more than raw_days ago (default 90; the evidence, metadata and history \
+stay), and with case_days, delete cases closed longer ago with their messages, events and replies. \
+Freed space is given back to the file system (incremental vacuum).")]
+    Purge {
+        #[arg(long, short, env = "DELISTD_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// The database, instead of the one named in the config (retention defaults then apply).
+        #[arg(long, env = "DELISTD_DB")]
+        db: Option<PathBuf>,
+        /// Show what would go, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write the man pages and the bash, zsh and fish completions into DIR (for packagers).
+    #[command(hide = true)]
+    GenerateAssets {
+        /// Gets man/delistd.1 (and one page per command), completions/delistd.bash, _delistd, delistd.fish.
+        dir: PathBuf,
+    },
 }
 
 fn init_logs(format: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("DELISTD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    // Colour codes only for a person at a terminal: a log file or a pipe gets plain text.
+    // NO_COLOR (https://no-color.org): set and not empty turns colour off.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     // Every line passes the redactor: the protocol libraries trace their wire (see `redact`).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(delistd::redact::Redacting(std::io::stderr));
+        .with_writer(delistd::redact::Redacting(std::io::stderr))
+        .with_ansi(colour);
     if format == "json" {
         builder.json().init();
     } else if under_journald {
@@ -158,13 +227,42 @@ fn main() -> ExitCode {
     }));
     let exit = match cli.command {
         Command::Inspect { files, json, reply, max_bytes } => run_inspect(&files, json, reply, max_bytes),
-        Command::CheckConfig { config, connect } => check_config(&config, connect),
+        Command::CheckConfig { config, no_secrets, connect } => delistd::cli::check::run(
+            &config,
+            delistd::cli::check::CheckOptions { no_secrets, connect },
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        ),
         Command::Run { config, once } => run_daemon(&config, once),
         Command::Demo { dir } => run_demo(&dir),
         Command::Reprocess { config, db, ids, force } => reprocess(&config, db, &ids, force),
         Command::Outbox { config, db, command } => outbox(&config, db, command),
         Command::Cases { config, db, command } => cases(&config, db, command),
         Command::Escalate { config, once: _ } => delistd::cli::escalate::run(&config, jiff::Timestamp::now()),
+        Command::GenerateAssets { dir } => match generate_assets(&dir) {
+            Ok(()) => Exit::Ok,
+            Err(e) => {
+                eprintln!("delistd: {}: {e}", dir.display());
+                Exit::Failure
+            }
+        },
+        Command::Backup { config, db, file } => match staff_db(&config, db) {
+            Ok((db, _)) => delistd::cli::maint::run_backup(&db, &file, &mut std::io::stdout(), &mut std::io::stderr()),
+            Err(e) => e,
+        },
+        Command::Restore { config, db, send_queued, file } => match staff_db(&config, db) {
+            Ok((db, _)) => {
+                delistd::cli::maint::run_restore(&file, &db, send_queued, &mut std::io::stdout(), &mut std::io::stderr())
+            }
+            Err(e) => e,
+        },
+        Command::Purge { config, db, dry_run } => match staff_db(&config, db) {
+            Ok((db, cfg)) => {
+                let retention = cfg.map(|c| c.retention).unwrap_or_default();
+                delistd::cli::maint::run_purge(&db, &retention, dry_run, &mut std::io::stdout(), &mut std::io::stderr())
+            }
+            Err(e) => e,
+        },
     };
     exit.into()
 }
@@ -234,58 +332,21 @@ fn read_capped(path: &std::path::Path, max: usize) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn check_config(path: &std::path::Path, connect: bool) -> Exit {
-    match Config::load(path) {
-        Ok(c) => {
-            println!("{}: ok", path.display());
-            println!("{c:#?}");
-            match &c.auth.trusted_authserv_id {
-                Some(id) => println!(
-                    "sender authentication: Authentication-Results from {id:?} are believed; a request whose SPF, DKIM and DMARC all fail gets its case but no automatic reply"
-                ),
-                None => println!(
-                    "sender authentication: not checked ([auth] trusted_authserv_id is not set): every request is answered, even one whose sender address may be forged"
-                ),
-            }
-            if connect {
-                return check_blocklist(&c);
-            }
-            Exit::Ok
-        }
-        Err(e) => {
-            eprintln!("delistd: {e}");
-            Exit::Config
-        }
+/// Man pages and completions from the clap definitions, so they never drift from `--help`.
+fn generate_assets(dir: &std::path::Path) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let man = dir.join("man");
+    let completions = dir.join("completions");
+    std::fs::create_dir_all(&man)?;
+    std::fs::create_dir_all(&completions)?;
+    let cmd = Cli::command();
+    // delistd.1, and delistd-run.1, delistd-cases.1, delistd-cases-list.1, ...
+    clap_mangen::generate_to(cmd.clone(), &man)?;
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        clap_complete::generate_to(shell, &mut cmd.clone(), "delistd", &completions)?;
     }
-}
-
-/// `check-config --connect`: the blocklist's start-up check, run now.
-fn check_blocklist(c: &Config) -> Exit {
-    let Some(b) = &c.blocklist else {
-        println!("blocklist: not configured");
-        return Exit::Ok;
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("delistd: cannot start the runtime: {e}");
-            return Exit::Failure;
-        }
-    };
-    match rt.block_on(delistd::blocklist::Blocklist::start(b)) {
-        Ok(list) => {
-            println!("blocklist: ok ({})", list.describe());
-            Exit::Ok
-        }
-        Err(e) => {
-            eprintln!("delistd: blocklist refused: {e}");
-            if e.is_temporary() {
-                Exit::TempFail
-            } else {
-                Exit::Config
-            }
-        }
-    }
+    Ok(())
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

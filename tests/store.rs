@@ -748,3 +748,27 @@ fn export_streams_every_case() {
     let empty = ok(&db, now, &["export", "--format", "json", "--state", "rejected"]);
     assert_eq!(serde_json::from_str::<Value>(&empty).unwrap(), serde_json::json!([]));
 }
+
+// -- retention ------------------------------------------------------------------------------------
+
+#[test]
+fn show_says_when_the_raw_message_was_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    let t0 = t("2025-03-01T10:00:00Z");
+    let mut s = open(&db);
+    take_in(&mut s, 1, "203.0.113.7", "alice@example.com", t0);
+    drop(s);
+    ok(&db, t0 + SignedDuration::from_hours(3), &["resolve", "DL-000001", "--note", "done"]);
+    let retention = delistd::config::Retention { raw_days: 30, case_days: None };
+    let mut s = open(&db);
+    let early = s.purge(&retention, t0 + SignedDuration::from_hours(24 * 20), false).unwrap();
+    assert!(early.is_empty(), "{early:?}");
+    let purged_at = t("2025-04-10T08:00:00Z");
+    let rep = s.purge(&retention, purged_at, false).unwrap();
+    assert_eq!(rep.raw_messages, 1);
+    drop(s);
+    let out = ok(&db, purged_at, &["show", "DL-000001"]);
+    assert!(out.contains("raw message purged on 2025-04-10 09:00:00 +01 (retention)"), "{out}");
+    assert!(out.contains("status code: 5.7.511"), "the evidence stays:\n{out}");
+}

@@ -18,7 +18,7 @@ fn shipped_unit() -> PathBuf {
 }
 
 /// Runs the check script on `unit`, with cargo's own build of the daemon standing in for
-/// /usr/local/bin/delistd, so that verify checks ExecStart against a real binary.
+/// /usr/bin/delistd, so that verify checks ExecStart against a real binary.
 fn check(unit: &Path) -> Output {
     Command::new("bash")
         .arg(repo().join("scripts/check-systemd-unit.sh"))
@@ -77,8 +77,10 @@ fn shipped_unit_has_what_the_daemon_relies_on() {
     for line in [
         "Type=notify",
         "NotifyAccess=main",
-        "ExecStart=/usr/local/bin/delistd run --config /etc/delistd/delistd.toml",
-        "DynamicUser=yes",
+        "ExecStart=/usr/bin/delistd run --config /etc/delistd/delistd.toml",
+        // The package's system user (delistd.sysusers) and the staff group.
+        "User=delistd",
+        "Group=delistd-staff",
         "StateDirectory=delistd",
         "ConfigurationDirectory=delistd",
         "LoadCredential=imap-password:/etc/delistd/imap-password",
@@ -94,6 +96,25 @@ fn shipped_unit_has_what_the_daemon_relies_on() {
     for key in ["WatchdogSec=", "TimeoutStopSec="] {
         assert!(unit.lines().any(|l| l.starts_with(key)), "unit lacks {key}");
     }
+}
+
+/// The unit with the Maildir drop-in (systemd/maildir.conf) folded in stays under the limit.
+#[test]
+fn maildir_variant_is_clean_and_sandboxed() {
+    let dropin = std::fs::read_to_string(repo().join("systemd/maildir.conf")).unwrap();
+    let settings: Vec<&str> =
+        dropin.lines().filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('[')).collect();
+    assert!(settings.iter().any(|l| l.starts_with("ReadWritePaths=")), "{dropin}");
+    let (_dir, unit) = edited_unit(|u| {
+        u.lines()
+            .filter(|l| !settings.iter().any(|s| s.split('=').next() == l.split('=').next()))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replace("[Install]", &format!("{}\n\n[Install]", settings.join("\n")))
+    });
+    let out = check(&unit);
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{all}");
 }
 
 // The check must be able to fail: a broken unit and a weakly sandboxed one are both refused.

@@ -13,12 +13,14 @@
 //! [`jiff::Timestamp`] in Rust. No method reads the clock: every one that depends on time
 //! takes `now`, so tests and replays control it.
 
+pub mod backup;
 pub mod integrity;
 pub mod listing;
 pub mod model;
 pub mod monitor;
 pub mod outbox;
 pub mod rerun;
+pub mod retention;
 pub mod schema;
 pub mod shared;
 pub mod sla;

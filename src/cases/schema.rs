@@ -78,6 +78,10 @@ pub fn configure(conn: &mut Connection, busy_timeout: Duration) -> Result<(), St
     // Wait for a writer instead of failing at once: the daemon and the staff CLI share the file.
     conn.busy_handler(Some(busy_wait(busy_timeout)))?;
     conn.pragma_update(None, "foreign_keys", true)?;
+    // Retention frees pages; incremental vacuum gives them back to the file system. Takes
+    // effect on a new database only (before its first table); `Store::reclaim_space`
+    // switches an older one over.
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     // WAL: readers (staff, sqlite3 shell) never block the daemon's writes, nor it them.
     // An in-memory database answers "memory", which is fine.
     let _mode: String = conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))?;

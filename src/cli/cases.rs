@@ -724,6 +724,11 @@ fn show(store: &Store, a: ShowArgs, env: &Env<'_>, out: &mut dyn Write) -> Resul
             m.outcome,
             m.error.as_deref().map(|e| format!(" ({})", one_line(e))).unwrap_or_default(),
         )?;
+        if !m.has_raw {
+            if let Some(t) = store.raw_purged_at(m.id)? {
+                writeln!(out, "      raw message purged on {} (retention)", local_with_zone(t, tz))?;
+            }
+        }
     }
 
     writeln!(out, "\nReplies:")?;

@@ -2,8 +2,10 @@
 //! returns an [`Exit`] whose code means something to scripts and to systemd.
 
 pub mod cases;
+pub mod check;
 pub mod escalate;
 pub mod inspect;
+pub mod maint;
 pub mod outbox;
 
 use std::process::ExitCode;

@@ -225,6 +225,15 @@ pub async fn run(cfg: Config, mode: Mode) -> Result<RunStats, DaemonError> {
         });
     }
 
+    // [retention]: senders' raw messages dropped once their case is long closed, daily.
+    if mode == Mode::Serve {
+        let retention = crate::cases::retention::daily(store.clone(), cfg.retention, stop_rx.clone(), jiff::Timestamp::now);
+        tasks.spawn("retention", async move {
+            retention.await;
+            Ok(Done::Helper)
+        });
+    }
+
     let intake_done = Arc::new(AtomicBool::new(false));
     {
         let (store, wake, stop, done) = (store.clone(), wake_outbox.clone(), stop_rx.clone(), intake_done.clone());

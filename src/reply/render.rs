@@ -169,6 +169,47 @@ impl Templates {
         Self::build(&found)
     }
 
+    /// Every problem of an override directory, not only the first (for `check-config`):
+    /// each file is compiled and rendered with sample values on its own, the embedded set
+    /// standing in for the rest. Returns the good override files and the errors.
+    pub fn check_dir(dir: &Path) -> (Vec<PathBuf>, Vec<RenderError>) {
+        let (mut good, mut errors) = (Vec::new(), Vec::new());
+        let mut entries: Vec<PathBuf> = match std::fs::read_dir(dir) {
+            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            Err(source) => return (good, vec![RenderError::Io { path: dir.to_path_buf(), source }]),
+        };
+        entries.sort();
+        for path in entries {
+            if path.extension().and_then(|e| e.to_str()) != Some("txt") {
+                continue;
+            }
+            let key = path.file_name().and_then(|n| n.to_str()).and_then(|n| {
+                ReplyKind::ALL.into_iter().flat_map(|k| Lang::ALL.map(|l| (k, l))).find(|&(k, l)| file_name(k, l) == n)
+            });
+            let Some(key) = key else {
+                errors.push(RenderError::UnknownFile { path });
+                continue;
+            };
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(source) => {
+                    errors.push(RenderError::Io { path, source });
+                    continue;
+                }
+            };
+            match Self::build(&HashMap::from([(key, (path.clone(), text))])) {
+                Ok(_) => good.push(path),
+                Err(e) => errors.push(e),
+            }
+        }
+        (good, errors)
+    }
+
+    /// How many templates a set holds (every kind in every language).
+    pub fn count(&self) -> usize {
+        self.names.len()
+    }
+
     /// The override files in use, in file-name order (empty for the embedded set).
     pub fn overrides(&self) -> &[PathBuf] {
         &self.overrides

@@ -291,6 +291,25 @@ impl ImapReader {
         })
     }
 
+    /// Move every message of `from` into `to` (UID MOVE, RFC 6851): what an operator does to
+    /// have the daemon read filed mail again. Returns how many were moved.
+    pub fn move_all(&mut self, from: &str, to: &str) -> u32 {
+        let (session, who) = (&mut self.session, &self.account.address);
+        self.rt.block_on(async {
+            let n = match session.select(from).await {
+                Ok(m) => m.exists,
+                Err(async_imap::error::Error::No(_)) => 0,
+                Err(e) => panic!("IMAP SELECT {from} as {who}: {e}"),
+            };
+            if n > 0 {
+                session.uid_mv("1:*", to).await.unwrap_or_else(|e| panic!("IMAP UID MOVE {from} -> {to} as {who}: {e}"));
+            }
+            session.close().await.unwrap_or_else(|e| panic!("IMAP CLOSE as {who}: {e}"));
+            while session.unsolicited_responses.try_recv().is_ok() {}
+            n
+        })
+    }
+
     /// Messages in `folder` (0 if it does not exist), by STATUS: cheap enough to poll.
     pub fn count(&mut self, folder: &str) -> u32 {
         let (session, who) = (&mut self.session, &self.account.address);

@@ -12,6 +12,8 @@ mod common;
 #[path = "../dnsbl/mod.rs"]
 mod dnsbl;
 
+mod backup;
+mod check;
 mod blocklist;
 mod bounces;
 mod crash;
@@ -21,4 +23,5 @@ mod hostile;
 mod supervision;
 mod oauth;
 mod metrics;
+mod standby;
 mod tls;
