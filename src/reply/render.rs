@@ -106,7 +106,7 @@ const EMBEDDED: &[&[(&str, &str)]] = &[
     embedded!("tenant_support": "en", "fr", "it", "ja", "de", "es", "pt", "nl", "zh"),
     embedded!("delisted": "en", "fr", "it", "ja", "de", "es", "pt", "nl", "zh"),
     embedded!("rejected": "en", "fr", "it", "ja", "de", "es", "pt", "nl", "zh"),
-    embedded!("not_listed": "en", "fr", "it", "ja", "de"),
+    embedded!("not_listed": "en", "fr", "it", "ja", "de", "es", "pt", "nl", "zh"),
 ];
 
 fn file_name(kind: ReplyKind, lang: Lang) -> String {
