@@ -38,11 +38,21 @@ fn listed_not_listed_and_the_txt_reason_in_both_families() {
     d.wait_until("198.51.100.21", true);
     d.wait_until("2001:db8:21::7", true);
     let rt = rt();
-    let b = rt.block_on(Blocklist::start(&config(&[&d.zone], &d.addr))).expect("the zone passes the RFC 5782 test entries");
-    let got = rt.block_on(b.check_all(&[ip("198.51.100.21"), ip("198.51.100.22"), ip("2001:db8:21::7"), ip("2001:db8:21::8")]));
+    let b =
+        rt.block_on(Blocklist::start(&config(&[&d.zone], &d.addr))).expect("the zone passes the RFC 5782 test entries");
+    let got = rt.block_on(b.check_all(&[
+        ip("198.51.100.21"),
+        ip("198.51.100.22"),
+        ip("2001:db8:21::7"),
+        ip("2001:db8:21::8"),
+    ]));
     assert_eq!(
         got[&ip("198.51.100.21")],
-        Listing::Listed { source: d.zone.clone(), since: None, reason: Some("Listed: spam trap hits since 2026-11-01".into()) }
+        Listing::Listed {
+            source: d.zone.clone(),
+            since: None,
+            reason: Some("Listed: spam trap hits since 2026-11-01".into())
+        }
     );
     assert_eq!(got[&ip("198.51.100.22")], Listing::NotListed);
     assert_eq!(
@@ -95,7 +105,8 @@ fn a_server_that_does_not_answer_is_unknown_within_the_timeout() {
 fn the_cidr_file_answers_with_its_line_and_is_reloaded_when_it_changes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("banned_senders.cidr");
-    std::fs::write(&path, "# provider's MTA table\n203.0.113.0/24   REJECT 5.7.511 Access denied, banned sender\n").unwrap();
+    std::fs::write(&path, "# provider's MTA table\n203.0.113.0/24   REJECT 5.7.511 Access denied, banned sender\n")
+        .unwrap();
     let d = dnsbl();
     let cfg = BlocklistConfig { cidr_file: Some(path.clone()), ..config(&[&d.zone], &d.addr) };
     let rt = rt();

@@ -100,7 +100,11 @@ fn listed_requests_show_why_and_unlisted_ones_are_answered_at_once() {
     assert_eq!(header(&got[0], "In-Reply-To").as_deref(), Some(format!("<{unlisted_mid}>").as_str()));
     let cases = d.cases();
     let unlisted = case_of(&cases, "198.51.100.132");
-    assert_eq!((unlisted["state"].as_str(), unlisted["resolution"].as_str()), (Some("resolved"), Some("not_listed")), "{unlisted:#}");
+    assert_eq!(
+        (unlisted["state"].as_str(), unlisted["resolution"].as_str()),
+        (Some("resolved"), Some("not_listed")),
+        "{unlisted:#}"
+    );
     let shown = d.show(unlisted["ref"].as_str().unwrap());
     assert!(
         shown["events"].as_array().unwrap().iter().any(|e| e["actor"] == "blocklist" && e["kind"] == "resolved"),
@@ -144,9 +148,11 @@ fn a_list_that_does_not_answer_leaves_the_request_to_staff_within_the_timeout() 
     assert_eq!(c["state"], "open", "{c:#}");
     assert!(c["listing_source"].is_null(), "{c:#}");
     let shown = d.show(c["ref"].as_str().unwrap());
-    let noted = shown["events"].as_array().unwrap().iter().any(|e| {
-        e["actor"] == "blocklist" && e["text"].as_str().is_some_and(|t| t.contains("gave no answer"))
-    });
+    let noted = shown["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["actor"] == "blocklist" && e["text"].as_str().is_some_and(|t| t.contains("gave no answer")));
     assert!(noted, "{shown:#}");
     let ack = wait_for_mail(&from, "INBOX", 1);
     assert!(subject(&ack[0]).contains("Delisting request received"), "{}", subject(&ack[0]));
@@ -216,7 +222,10 @@ fn staff_resolve_runs_the_delist_command_and_a_failure_keeps_the_case_open() {
     bl.wait_until("198.51.100.136", true);
     let d = Delistd::new("bl-command");
     let script = delist_script(&d, "198.51.100.136");
-    append_config(&d, &bl.config(&format!("delist_command = [{:?}, \"{{ip}}\", \"{{case}}\"]\n", script.display().to_string())));
+    append_config(
+        &d,
+        &bl.config(&format!("delist_command = [{:?}, \"{{ip}}\", \"{{case}}\"]\n", script.display().to_string())),
+    );
     request(&d, "cmd-ok", "198.51.100.135");
     let (fail_from, _) = request(&d, "cmd-fail", "198.51.100.136");
     wait_for_mail(&d.delist, "INBOX", 2);
@@ -231,9 +240,11 @@ fn staff_resolve_runs_the_delist_command_and_a_failure_keeps_the_case_open() {
     let shown = d.show(&ok_ref);
     assert_eq!(shown["case"]["state"], "resolved");
     assert!(
-        shown["events"].as_array().unwrap().iter().any(|e| e["text"].as_str().is_some_and(|t| t.contains("delist_command succeeded")
-            && t.contains("exit status 0")
-            && t.contains(&format!("removed 198.51.100.135 for {ok_ref}")))),
+        shown["events"].as_array().unwrap().iter().any(|e| e["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("delist_command succeeded")
+                && t.contains("exit status 0")
+                && t.contains(&format!("removed 198.51.100.135 for {ok_ref}")))),
         "{shown:#}"
     );
 
@@ -252,7 +263,10 @@ fn staff_resolve_runs_the_delist_command_and_a_failure_keeps_the_case_open() {
     assert!(err.contains("stays open") && err.contains("exit status 3"), "{err}");
     assert_eq!(d.show(&fail_ref)["case"]["state"], "open");
     let text = d.cases_cmd(&["show", &fail_ref]);
-    assert!(text.contains("Delist command: delist_command FAILED") && text.contains("upstream API refused 198.51.100.136"), "{text}");
+    assert!(
+        text.contains("Delist command: delist_command FAILED") && text.contains("upstream API refused 198.51.100.136"),
+        "{text}"
+    );
     // No delisted reply went to the sender whose IP is still listed: only the acknowledgement.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(ImapReader::login(&fail_from).count("INBOX"), 1);
