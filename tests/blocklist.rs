@@ -125,3 +125,51 @@ fn the_cidr_file_answers_with_its_line_and_is_reloaded_when_it_changes() {
     assert_eq!(rt.block_on(b.check(ip("203.0.113.24"))), Listing::NotListed);
     assert!(matches!(rt.block_on(b.check(ip("192.0.2.24"))), Listing::Listed { .. }));
 }
+
+#[test]
+fn check_config_connect_and_the_daemon_refuse_a_failing_zone() {
+    let d = dnsbl();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("mail/new")).unwrap();
+    let write = |zones: &str| {
+        let path = dir.path().join("delistd.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[intake]\nsource = \"maildir\"\n[maildir]\npath = \"mail\"\n[smtp]\nreply_dir = \"out\"\n\
+                 [store]\ndatabase = \"db.sqlite\"\n[replies]\nfrom = \"desk@example.test\"\n\
+                 [blocklist]\ndnsbl_zones = [{zones}]\nnameservers = [{:?}]\ntimeout = \"1s\"\n",
+                d.addr
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let delistd = |args: &[&str], config: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_delistd"))
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    };
+    let good = write(&format!("{:?}", d.zone));
+    let out = delistd(&["check-config", "--connect"], &good);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("blocklist: ok ({})", d.zone)));
+
+    let bad = write(&format!("{:?}, {:?}", d.zone, d.bad_zone));
+    let out = delistd(&["check-config", "--connect"], &bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains(&format!("DNSBL zone {} fails the RFC 5782 test entries", d.bad_zone)), "{err}");
+    // Without --connect the file itself is fine: nothing is looked up.
+    assert!(delistd(&["check-config"], &bad).status.success());
+    // The daemon refuses to start on it, before touching the mailbox.
+    let out = delistd(&["run", "--once"], &bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("127.0.0.1 must not be listed"), "{err}");
+    assert!(!dir.path().join("out").exists(), "nothing was answered");
+}
