@@ -89,9 +89,9 @@ fi
 if [[ -x /usr/sbin/postfix ]] && /usr/sbin/postfix status >/dev/null 2>&1; then
     /usr/sbin/postfix stop >/dev/null 2>&1 || true
 fi
-# Debian's rbldnsd starts a system instance when it finds zones configured; the tests run their own.
+# Debian's rbldnsd ships a socket unit on port 53 (and a service): the tests run their own instance.
 if [[ -d /run/systemd/system ]]; then
-    systemctl disable --now rbldnsd.service >/dev/null 2>&1 || true
+    systemctl disable --now rbldnsd.socket rbldnsd.service >/dev/null 2>&1 || true
 fi
 if [[ -s /run/dovecot/master.pid ]] && kill -0 "$(cat /run/dovecot/master.pid)" 2>/dev/null; then
     /usr/sbin/dovecot stop >/dev/null 2>&1 || true

@@ -68,7 +68,8 @@ mod tests {
     }
 
     fn request(n: u32, ips: &[&str]) -> Fetched {
-        let lines: Vec<String> = ips.iter().map(|ip| format!("550 5.7.511 Access denied, banned sender[{ip}].")).collect();
+        let lines: Vec<String> =
+            ips.iter().map(|ip| format!("550 5.7.511 Access denied, banned sender[{ip}].")).collect();
         let raw = format!(
             "From: Postmaster <pm{n}@sender.example>\r\nTo: desk@example.net\r\nSubject: please delist\r\nMessage-ID: <r{n}@sender.example>\r\n\r\nWe get:\r\n\r\n{}\r\n",
             lines.join("\r\n")
@@ -105,7 +106,9 @@ mod tests {
 
         // Not listed: the case is closed as not_listed and the reply says so.
         let f = request(1, &["203.0.113.7"]);
-        let done = p.process_enriched(&mut s, &f, p.prepare(&f), &enrichment(&[("203.0.113.7", Listing::NotListed)]), now).unwrap();
+        let done = p
+            .process_enriched(&mut s, &f, p.prepare(&f), &enrichment(&[("203.0.113.7", Listing::NotListed)]), now)
+            .unwrap();
         assert!(done.queued_reply);
         let c = s.case(done.cases[0]).unwrap().unwrap();
         assert_eq!((c.state, c.resolution.as_deref()), (CaseState::Resolved, Some("not_listed")));
@@ -125,7 +128,12 @@ mod tests {
         let ack = s.due_replies(now, 10).unwrap().pop().unwrap();
         let text = String::from_utf8_lossy(&ack.raw).to_string();
         assert!(ack.subject.contains("Delisting request received"), "{}", ack.subject);
-        assert!(ack.subject.contains(&done.cases[0].to_string()) && text.contains("198.51.100.4") && !text.contains("198.51.100.5"), "{text}");
+        assert!(
+            ack.subject.contains(&done.cases[0].to_string())
+                && text.contains("198.51.100.4")
+                && !text.contains("198.51.100.5"),
+            "{text}"
+        );
 
         // No answer: handled as without a blocklist, noted on the case.
         let f = request(3, &["192.0.2.9"]);
@@ -133,7 +141,10 @@ mod tests {
         let done = p.process_enriched(&mut s, &f, p.prepare(&f), &e, now).unwrap();
         let d = s.case_detail(done.cases[0]).unwrap().unwrap();
         assert_eq!(d.case.state, CaseState::Open);
-        assert!(d.events.iter().any(|e| e.actor == "blocklist" && e.text.as_deref().is_some_and(|t| t.contains("timed out"))));
+        assert!(d
+            .events
+            .iter()
+            .any(|e| e.actor == "blocklist" && e.text.as_deref().is_some_and(|t| t.contains("timed out"))));
 
         let open = s.list_cases(&CaseFilter { states: vec![CaseState::Open], ..Default::default() }, now).unwrap();
         assert_eq!(open.len(), 2);

@@ -38,11 +38,21 @@ fn listed_not_listed_and_the_txt_reason_in_both_families() {
     d.wait_until("198.51.100.21", true);
     d.wait_until("2001:db8:21::7", true);
     let rt = rt();
-    let b = rt.block_on(Blocklist::start(&config(&[&d.zone], &d.addr))).expect("the zone passes the RFC 5782 test entries");
-    let got = rt.block_on(b.check_all(&[ip("198.51.100.21"), ip("198.51.100.22"), ip("2001:db8:21::7"), ip("2001:db8:21::8")]));
+    let b =
+        rt.block_on(Blocklist::start(&config(&[&d.zone], &d.addr))).expect("the zone passes the RFC 5782 test entries");
+    let got = rt.block_on(b.check_all(&[
+        ip("198.51.100.21"),
+        ip("198.51.100.22"),
+        ip("2001:db8:21::7"),
+        ip("2001:db8:21::8"),
+    ]));
     assert_eq!(
         got[&ip("198.51.100.21")],
-        Listing::Listed { source: d.zone.clone(), since: None, reason: Some("Listed: spam trap hits since 2026-11-01".into()) }
+        Listing::Listed {
+            source: d.zone.clone(),
+            since: None,
+            reason: Some("Listed: spam trap hits since 2026-11-01".into())
+        }
     );
     assert_eq!(got[&ip("198.51.100.22")], Listing::NotListed);
     assert_eq!(
@@ -95,7 +105,8 @@ fn a_server_that_does_not_answer_is_unknown_within_the_timeout() {
 fn the_cidr_file_answers_with_its_line_and_is_reloaded_when_it_changes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("banned_senders.cidr");
-    std::fs::write(&path, "# provider's MTA table\n203.0.113.0/24   REJECT 5.7.511 Access denied, banned sender\n").unwrap();
+    std::fs::write(&path, "# provider's MTA table\n203.0.113.0/24   REJECT 5.7.511 Access denied, banned sender\n")
+        .unwrap();
     let d = dnsbl();
     let cfg = BlocklistConfig { cidr_file: Some(path.clone()), ..config(&[&d.zone], &d.addr) };
     let rt = rt();
@@ -113,4 +124,52 @@ fn the_cidr_file_answers_with_its_line_and_is_reloaded_when_it_changes() {
     std::fs::write(&path, "192.0.2.0/24 REJECT 5.7.511 moved here\n").unwrap();
     assert_eq!(rt.block_on(b.check(ip("203.0.113.24"))), Listing::NotListed);
     assert!(matches!(rt.block_on(b.check(ip("192.0.2.24"))), Listing::Listed { .. }));
+}
+
+#[test]
+fn check_config_connect_and_the_daemon_refuse_a_failing_zone() {
+    let d = dnsbl();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("mail/new")).unwrap();
+    let write = |zones: &str| {
+        let path = dir.path().join("delistd.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[intake]\nsource = \"maildir\"\n[maildir]\npath = \"mail\"\n[smtp]\nreply_dir = \"out\"\n\
+                 [store]\ndatabase = \"db.sqlite\"\n[replies]\nfrom = \"desk@example.test\"\n\
+                 [blocklist]\ndnsbl_zones = [{zones}]\nnameservers = [{:?}]\ntimeout = \"1s\"\n",
+                d.addr
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let delistd = |args: &[&str], config: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_delistd"))
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    };
+    let good = write(&format!("{:?}", d.zone));
+    let out = delistd(&["check-config", "--connect"], &good);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("blocklist: ok ({})", d.zone)));
+
+    let bad = write(&format!("{:?}, {:?}", d.zone, d.bad_zone));
+    let out = delistd(&["check-config", "--connect"], &bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains(&format!("DNSBL zone {} fails the RFC 5782 test entries", d.bad_zone)), "{err}");
+    // Without --connect the file itself is fine: nothing is looked up.
+    assert!(delistd(&["check-config"], &bad).status.success());
+    // The daemon refuses to start on it, before touching the mailbox.
+    let out = delistd(&["run", "--once"], &bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("127.0.0.1 must not be listed"), "{err}");
+    assert!(!dir.path().join("out").exists(), "nothing was answered");
 }

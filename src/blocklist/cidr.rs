@@ -75,7 +75,8 @@ fn parse_pattern(text: &str) -> Result<(IpAddr, u8), String> {
         None => (text, None),
     };
     let addr = addr.strip_prefix('[').and_then(|a| a.strip_suffix(']')).unwrap_or(addr);
-    let ip: IpAddr = addr.parse().map_err(|_| format!("{text:?} is not an IP address or network (write e.g. 203.0.113.0/24)"))?;
+    let ip: IpAddr =
+        addr.parse().map_err(|_| format!("{text:?} is not an IP address or network (write e.g. 203.0.113.0/24)"))?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
     let prefix = match prefix {
         None => max,
@@ -87,7 +88,10 @@ fn parse_pattern(text: &str) -> Result<(IpAddr, u8), String> {
     // Postfix refuses "non-null host address bits" too: 203.0.113.7/24 is almost always a
     // typo for .0/24 or for /32, and guessing which would list the wrong addresses.
     if masked(ip, prefix) != ip {
-        return Err(format!("{text}: the address has bits set beyond /{prefix} (write {}/{prefix})", masked(ip, prefix)));
+        return Err(format!(
+            "{text}: the address has bits set beyond /{prefix} (write {}/{prefix})",
+            masked(ip, prefix)
+        ));
     }
     Ok((ip, prefix))
 }
@@ -124,7 +128,9 @@ impl CidrTable {
                 continue;
             }
             if result.is_empty() {
-                errors.push(err(format!("{pattern:?} has no result (write e.g. \"{pattern} REJECT 5.7.511 banned sender\")")));
+                errors.push(err(format!(
+                    "{pattern:?} has no result (write e.g. \"{pattern} REJECT 5.7.511 banned sender\")"
+                )));
                 continue;
             }
             let (negated, pattern) = match pattern.strip_prefix('!') {
@@ -267,7 +273,10 @@ mod tests {
             CidrMatch::Listed { reason: "REJECT 5.7.511 Access denied, banned sender".into(), line: 2 }
         );
         // A continuation line belongs to the line above.
-        assert_eq!(t.lookup(ip("198.51.100.7")), CidrMatch::Listed { reason: "REJECT 5.7.511 abuse desk, ticket 4711".into(), line: 3 });
+        assert_eq!(
+            t.lookup(ip("198.51.100.7")),
+            CidrMatch::Listed { reason: "REJECT 5.7.511 abuse desk, ticket 4711".into(), line: 3 }
+        );
         // OK before the wider REJECT: permitted.
         assert_eq!(t.lookup(ip("198.51.100.8")), CidrMatch::NotListed);
         assert!(matches!(t.lookup(ip("198.51.101.8")), CidrMatch::Listed { line: 7, .. }));

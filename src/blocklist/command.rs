@@ -36,7 +36,11 @@ impl CommandRun {
             (None, Some(c)) => format!("exit status {c}"),
             (None, None) => "no exit status".into(),
         };
-        let mut s = format!("delist_command {} {}: {status}", if self.succeeded() { "succeeded" } else { "FAILED" }, self.argv.join(" "));
+        let mut s = format!(
+            "delist_command {} {}: {status}",
+            if self.succeeded() { "succeeded" } else { "FAILED" },
+            self.argv.join(" ")
+        );
         if !self.first_lines.is_empty() {
             s.push_str("; output: ");
             s.push_str(&self.first_lines.join(" | "));
@@ -59,7 +63,8 @@ pub fn run(template: &[String], ip: &str, case: &str, timeout: Duration) -> Comm
         out.problem = Some("delist_command is empty".into());
         return out;
     };
-    let child = Command::new(program).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+    let child =
+        Command::new(program).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
@@ -126,7 +131,10 @@ mod tests {
     #[test]
     fn placeholders_are_replaced_inside_arguments_and_nothing_is_a_shell() {
         let t = argv(&["/bin/echo", "--ip={ip}", "{case}", "$(id)"]);
-        assert_eq!(expand(&t, "203.0.113.7", "DL-000001"), argv(&["/bin/echo", "--ip=203.0.113.7", "DL-000001", "$(id)"]));
+        assert_eq!(
+            expand(&t, "203.0.113.7", "DL-000001"),
+            argv(&["/bin/echo", "--ip=203.0.113.7", "DL-000001", "$(id)"])
+        );
         let r = run(&t, "203.0.113.7", "DL-000001", Duration::from_secs(5));
         assert!(r.succeeded(), "{r:?}");
         assert_eq!(r.first_lines, vec!["--ip=203.0.113.7 DL-000001 $(id)".to_string()]);
@@ -136,7 +144,11 @@ mod tests {
     fn failure_timeout_and_a_missing_program_are_reported() {
         let r = run(&argv(&["/bin/sh", "-c", "echo nope >&2; exit 3"]), "x", "y", Duration::from_secs(5));
         assert_eq!((r.exit_code, r.succeeded()), (Some(3), false));
-        assert!(r.summary().contains("FAILED") && r.summary().contains("exit status 3") && r.summary().contains("nope"), "{}", r.summary());
+        assert!(
+            r.summary().contains("FAILED") && r.summary().contains("exit status 3") && r.summary().contains("nope"),
+            "{}",
+            r.summary()
+        );
 
         let started = Instant::now();
         let r = run(&argv(&["/bin/sleep", "10"]), "x", "y", Duration::from_millis(300));

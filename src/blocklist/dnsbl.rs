@@ -21,7 +21,10 @@ use super::rfc5782::{self, Answer};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ZoneAnswer {
     /// Listed: the return codes (127.0.0.x) and the TXT reason when the zone gives one.
-    Listed { codes: Vec<std::net::Ipv4Addr>, reason: Option<String> },
+    Listed {
+        codes: Vec<std::net::Ipv4Addr>,
+        reason: Option<String>,
+    },
     NotListed,
     /// Timeout, SERVFAIL, refused, or an answer outside 127.0.0.0/8.
     Unknown(String),
@@ -101,7 +104,9 @@ impl Dnsbl {
             Answer::Listed(codes) => {
                 // The reason is a courtesy: a listing without a TXT record is still a listing.
                 let reason = match tokio::time::timeout(self.timeout, self.resolver.txt_lookup(name.as_str())).await {
-                    Ok(Ok(txt)) => txt.iter().find_map(|t| rfc5782::reason_text(&t.txt_data().iter().map(|b| b.to_vec()).collect::<Vec<_>>())),
+                    Ok(Ok(txt)) => txt.iter().find_map(|t| {
+                        rfc5782::reason_text(&t.txt_data().iter().map(|b| b.to_vec()).collect::<Vec<_>>())
+                    }),
                     _ => None,
                 };
                 ZoneAnswer::Listed { codes, reason }

@@ -150,7 +150,12 @@ impl Blocklist {
             for (zone, answer) in d.zones().iter().zip(answers) {
                 match answer {
                     ZoneAnswer::Listed { codes, reason } => {
-                        let reason = reason.or_else(|| Some(format!("listed ({})", codes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", "))));
+                        let reason = reason.or_else(|| {
+                            Some(format!(
+                                "listed ({})",
+                                codes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
+                            ))
+                        });
                         return Listing::Listed { source: zone.clone(), since: None, reason };
                     }
                     ZoneAnswer::NotListed => {}

@@ -41,7 +41,12 @@ pub struct ReplySettings {
 }
 
 /// The reply a staff resolve with `--reply delisted` queues, built the same way.
-pub fn delisted_reply(store: &crate::cases::Store, r: CaseRef, s: &ReplySettings, now: Timestamp) -> Result<Option<NewReply>, String> {
+pub fn delisted_reply(
+    store: &crate::cases::Store,
+    r: CaseRef,
+    s: &ReplySettings,
+    now: Timestamp,
+) -> Result<Option<NewReply>, String> {
     let composer = crate::pipeline::Composer { from: s.from.clone(), message_id_domain: s.message_id_domain.clone() };
     let replies = crate::cli::cases::Replies::new(&composer, s.portal_url.clone(), s.support_url.clone());
     let Some(d) = store.case_detail(r).map_err(|e| e.to_string())? else { return Ok(None) };
@@ -62,7 +67,13 @@ fn jittered(d: Duration, fraction: f64) -> Duration {
 
 /// Resolve one case as delisted by the blocklist link, with the `delisted` reply. A case
 /// that is no longer open (staff were quicker) is left alone.
-fn resolve_delisted(store: &SharedStore, r: CaseRef, note: String, settings: &ReplySettings, now: Timestamp) -> Result<bool, StoreError> {
+fn resolve_delisted(
+    store: &SharedStore,
+    r: CaseRef,
+    note: String,
+    settings: &ReplySettings,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
     let mut s = lock(store);
     let reply = match delisted_reply(&s, r, settings, now) {
         Ok(reply) => reply,
@@ -105,7 +116,10 @@ pub async fn recheck_open_cases(
             let now = Timestamp::now();
             match listing {
                 Listing::NotListed => {
-                    let note = format!("{ip} is no longer listed on any source ({}); resolved by itself", blocklist.describe());
+                    let note = format!(
+                        "{ip} is no longer listed on any source ({}); resolved by itself",
+                        blocklist.describe()
+                    );
                     if resolve_delisted(store, case.case_ref, note, settings, now)? {
                         resolved += 1;
                         wake_outbox.notify_one();
@@ -113,7 +127,11 @@ pub async fn recheck_open_cases(
                     }
                 }
                 Listing::Listed { source, since, reason } => {
-                    lock(store).refresh_listing(case.case_ref, ListingRecord { source: &source, reason: reason.as_deref(), since }, now)?;
+                    lock(store).refresh_listing(
+                        case.case_ref,
+                        ListingRecord { source: &source, reason: reason.as_deref(), since },
+                        now,
+                    )?;
                 }
                 Listing::Unknown { why } => {
                     tracing::debug!(case = %case.case_ref, ip = %ip, why = %why, "re-check gave no answer; trying next time");

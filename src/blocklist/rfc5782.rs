@@ -79,7 +79,10 @@ mod tests {
     #[test]
     fn ipv4_query_names_reverse_the_octets() {
         // RFC 5782 §2.1's own example.
-        assert_eq!(query_name("192.168.42.23".parse().unwrap(), "dnsbl.example.net"), "23.42.168.192.dnsbl.example.net.");
+        assert_eq!(
+            query_name("192.168.42.23".parse().unwrap(), "dnsbl.example.net"),
+            "23.42.168.192.dnsbl.example.net."
+        );
         assert_eq!(query_name("127.0.0.2".parse().unwrap(), "bl.example.net."), "2.0.0.127.bl.example.net.");
     }
 
@@ -105,7 +108,10 @@ mod tests {
 
     #[test]
     fn reasons_are_one_clean_line() {
-        assert_eq!(reason_text(&[b"Listed: spam\r\n".to_vec(), b" trap hit".to_vec()]).as_deref(), Some("Listed: spam   trap hit"));
+        assert_eq!(
+            reason_text(&[b"Listed: spam\r\n".to_vec(), b" trap hit".to_vec()]).as_deref(),
+            Some("Listed: spam   trap hit")
+        );
         assert_eq!(reason_text(&[b"  ".to_vec()]), None);
         assert_eq!(reason_text(&[]), None);
         assert_eq!(reason_text(&[vec![b'x'; 2000]]).map(|s| s.len()), Some(500));

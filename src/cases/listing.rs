@@ -51,7 +51,10 @@ impl Tx<'_> {
             case: r,
             kind: EventKind::Resolved,
             actor: BLOCKLIST_ACTOR.into(),
-            text: Some(format!("not_listed: {} is on no source ({sources}); answered at once", case.ip.unwrap_or_default())),
+            text: Some(format!(
+                "not_listed: {} is on no source ({sources}); answered at once",
+                case.ip.unwrap_or_default()
+            )),
             message: None,
             outbox: None,
             at: now,

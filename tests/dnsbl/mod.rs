@@ -22,7 +22,12 @@ pub fn dnsbl() -> &'static Dnsbl {
     static D: OnceLock<Dnsbl> = OnceLock::new();
     D.get_or_init(|| {
         let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
-        match (var("DELISTD_TEST_DNSBL_ADDR"), var("DELISTD_TEST_DNSBL_ZONE"), var("DELISTD_TEST_DNSBL_BAD_ZONE"), var("DELISTD_TEST_DNSBL_DIR")) {
+        match (
+            var("DELISTD_TEST_DNSBL_ADDR"),
+            var("DELISTD_TEST_DNSBL_ZONE"),
+            var("DELISTD_TEST_DNSBL_BAD_ZONE"),
+            var("DELISTD_TEST_DNSBL_DIR"),
+        ) {
             (Some(addr), Some(zone), Some(bad_zone), Some(dir)) => Dnsbl { addr, zone, bad_zone, dir: dir.into() },
             _ => panic!(
                 "DELISTD_TEST_DNSBL_* not set: these tests run against the real rbldnsd of scripts/dnsbl.sh.\n\
@@ -98,7 +103,9 @@ impl Dnsbl {
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
         loop {
             let l = rt.block_on(b.check(ip));
-            if matches!(l, delistd::blocklist::Listing::Listed { .. }) == listed && !matches!(l, delistd::blocklist::Listing::Unknown { .. }) {
+            if matches!(l, delistd::blocklist::Listing::Listed { .. }) == listed
+                && !matches!(l, delistd::blocklist::Listing::Unknown { .. })
+            {
                 return;
             }
             assert!(std::time::Instant::now() < deadline, "rbldnsd still answers {l:?} for {ip} after 15 s");
