@@ -26,6 +26,8 @@
 //! * [`net`]      TCP + TLS (rustls) connections and backoff, shared by IMAP and SMTP.
 //! * [`demo`]     the embedded example Maildir behind `delistd demo`.
 //! * [`config`]   the TOML file, validated once with line-precise errors.
+//! * [`desk`]     the case service for staff: views, actions and their rules, accounts.
+//! * [`web`]      the web desk over [`desk`]: login, sessions, CSRF, board, case page, JSON API.
 //! * [`cli`]      the commands of the binary (`inspect`, `run`, `cases ...`).
 //! * [`types`]    small domain values shared by every step (status codes, case references, languages).
 
@@ -35,6 +37,7 @@ pub mod config;
 pub mod daemon;
 pub mod decide;
 pub mod demo;
+pub mod desk;
 pub mod extract;
 pub mod intake;
 pub mod net;

@@ -316,6 +316,8 @@ fn cases(config: &std::path::Path, db: Option<PathBuf>, command: CasesCmd) -> Ex
         Ok(x) => x,
         Err(e) => return e,
     };
+    // A demo database given with --db alone: the demo's reply settings (see demo.rs).
+    let cfg = cfg.or_else(|| delistd::demo::config_for_database(&db));
     let mut env = delistd::cli::cases::Env::new(jiff::Timestamp::now());
     let composer = cfg.as_ref().map(|c| delistd::pipeline::Composer {
         from: c.replies.from.clone(),

@@ -31,7 +31,7 @@
 
 mod auto;
 mod headers;
-mod html;
+pub(crate) mod html;
 mod ip;
 mod lang;
 mod mime;
