@@ -85,7 +85,7 @@ pub struct EventView {
 pub struct MessageView {
     pub id: i64,
     pub received_at: String,
-    pub source: String,
+    pub source: crate::cases::MessageSource,
     pub message_id: Option<String>,
     pub sender: Option<String>,
     pub subject: Option<String>,
@@ -152,7 +152,7 @@ impl CaseView {
                     MessageView {
                         id: m.id.0,
                         received_at: m.received_at.to_string(),
-                        source: m.source.kind().to_string(),
+                        source: m.source.clone(),
                         message_id: m.message_id.clone(),
                         sender: m.sender.clone(),
                         subject: m.subject.clone(),
