@@ -66,6 +66,7 @@ pub fn config(p: &DemoPaths) -> Config {
             templates_dir: None,
         },
         max_message_bytes: 10 * 1024 * 1024,
+        web: None,
     }
 }
 

@@ -44,3 +44,4 @@ pub mod net;
 pub mod pipeline;
 pub mod reply;
 pub mod types;
+pub mod web;

@@ -95,6 +95,28 @@ enum Command {
         #[command(subcommand)]
         command: CasesCmd,
     },
+    /// Accounts of the web desk: add, list, passwd, remove (passwords from standard input).
+    Staff {
+        #[arg(long, short, env = "DELISTD_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// The database, instead of the one named in the config.
+        #[arg(long, global = true, env = "DELISTD_DB")]
+        db: Option<PathBuf>,
+        #[command(subcommand)]
+        command: delistd::cli::staff::StaffCmd,
+    },
+    /// Serve the web desk over a database (see also the [web] section of the config).
+    Web {
+        #[arg(long, short, env = "DELISTD_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// The database, instead of the one named in the config.
+        #[arg(long, env = "DELISTD_DB")]
+        db: Option<PathBuf>,
+        /// Address to listen on (default: [web] listen, else 127.0.0.1:8080). A non-loopback
+        /// address needs TLS or proxy mode in the [web] section.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
 }
 
 fn init_logs(format: &str) {
@@ -128,6 +150,8 @@ fn main() -> ExitCode {
         Command::Demo { dir } => run_demo(&dir),
         Command::Reprocess { config, db, ids } => reprocess(&config, db, &ids),
         Command::Cases { config, db, command } => cases(&config, db, command),
+        Command::Staff { config, db, command } => staff(&config, db, command),
+        Command::Web { config, db, listen } => web(&config, db, listen),
     };
     exit.into()
 }
@@ -329,6 +353,42 @@ fn cases(config: &std::path::Path, db: Option<PathBuf>, command: CasesCmd) -> Ex
     }
     let stdout = std::io::stdout();
     match delistd::cli::cases::run(command, &db, &env, &mut stdout.lock()) {
+        Ok(()) => Exit::Ok,
+        Err(e) => {
+            eprintln!("delistd: {e}");
+            Exit::Code(e.exit_code())
+        }
+    }
+}
+
+fn staff(config: &std::path::Path, db: Option<PathBuf>, command: delistd::cli::staff::StaffCmd) -> Exit {
+    let (db, _) = match staff_db(config, db) {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    let (stdin, stdout) = (std::io::stdin(), std::io::stdout());
+    match delistd::cli::staff::run(command, &db, jiff::Timestamp::now(), &mut stdin.lock(), &mut stdout.lock()) {
+        Ok(()) => Exit::Ok,
+        Err(e) => {
+            eprintln!("delistd: {e}");
+            Exit::Code(e.exit_code())
+        }
+    }
+}
+
+fn web(config: &std::path::Path, db: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> Exit {
+    let (db, cfg) = match staff_db(config, db) {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("delistd: {e}");
+            return Exit::Failure;
+        }
+    };
+    match rt.block_on(delistd::web::serve_standalone(&db, cfg.as_ref(), listen)) {
         Ok(()) => Exit::Ok,
         Err(e) => {
             eprintln!("delistd: {e}");

@@ -3,6 +3,7 @@
 
 pub mod cases;
 pub mod inspect;
+pub mod staff;
 
 use std::process::ExitCode;
 
