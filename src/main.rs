@@ -312,6 +312,7 @@ fn run_demo(dir: &std::path::Path) -> Exit {
         return Exit::Failure;
     }
     println!("\nTry: delistd cases --db {} show DL-000001", paths.database.display());
+    println!("The web desk: delistd web --db {} (then open http://127.0.0.1:8080/)", paths.database.display());
     Exit::Ok
 }
 
@@ -381,6 +382,16 @@ fn web(config: &std::path::Path, db: Option<PathBuf>, listen: Option<std::net::S
         Ok(x) => x,
         Err(e) => return e,
     };
+    // The demo's database: its reply settings, and a one-time account (see desk::demo_account).
+    let demo = cfg.is_none().then(|| delistd::demo::config_for_database(&db)).flatten();
+    if demo.is_some() {
+        match delistd::desk::accounts::demo_account(&db) {
+            Ok(Some(password)) => println!("demo desk: sign in as \"demo\" with the one-time password {password}"),
+            Ok(None) => {}
+            Err(e) => eprintln!("delistd: demo account: {e}"),
+        }
+    }
+    let cfg = cfg.or(demo);
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {

@@ -136,3 +136,19 @@ pub fn role_of(store: &Store, name: &str) -> Result<Option<Role>, DeskError> {
         .map_err(StoreError::from)?;
     Ok(role.and_then(|r| r.parse().ok()))
 }
+
+/// For the demo database only: when it has no staff accounts yet, make the agent `demo` with
+/// a random one-time password and return the password (to print). Once any account exists,
+/// nothing is made (`None`).
+pub fn demo_account(db: &std::path::Path) -> Result<Option<String>, DeskError> {
+    let store = Store::open(db, crate::cases::StoreOptions::default())?;
+    let n: i64 = store.connection().query_row("SELECT count(*) FROM staff", [], |r| r.get(0)).map_err(StoreError::from)?;
+    if n > 0 {
+        return Ok(None);
+    }
+    let mut b = [0u8; 9];
+    rand_core::RngCore::fill_bytes(&mut OsRng, &mut b);
+    let password: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    add(&store, "demo", None, Role::Agent, &password, Timestamp::now())?;
+    Ok(Some(password))
+}

@@ -1,0 +1,392 @@
+//! The web desk over HTTP: the real `delistd` binary (`staff add`, `web`) on a real SQLite
+//! file, spoken to with a small HTTP/1.1 client over a TCP socket. No mocks.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use delistd::cases::{
+    sha256_hex, MessageSource, NewCase, NewMessage, Outcome, RawMessage, Store, StoreOptions,
+};
+use delistd::types::{CaseRef, Lang, StatusCode};
+
+const BIN: &str = env!("CARGO_BIN_EXE_delistd");
+const PASSWORD: &str = "correct horse battery";
+
+/// A hostile request: markup and script in the subject, an HTML body with a script, an
+/// event handler and a link.
+const HOSTILE_SUBJECT: &str = "<script>alert('subject')</script> delist";
+const HOSTILE_HTML: &str = "<html><body><p onmouseover=\"alert(1)\">Please delist 203.0.113.66</p>\
+    <script>alert('body')</script><img src=\"https://evil.example/x.png\"></body></html>";
+
+fn take_in(store: &mut Store, uid: u32, ip: &str, subject: &str, raw: &str) -> CaseRef {
+    let now = Timestamp::now();
+    let tx = store.transaction().unwrap();
+    let m = tx
+        .insert_message(&NewMessage {
+            source: MessageSource::Imap { mailbox: "INBOX".into(), uidvalidity: 1, uid },
+            message_id: Some(format!("req{uid}@example.com")),
+            sender: Some("alice@example.com".into()),
+            subject: Some(subject.into()),
+            received_at: now,
+            size: raw.len() as u64,
+            sha256: sha256_hex(raw.as_bytes()),
+            raw: RawMessage::Blob(raw.as_bytes()),
+            evidence: None,
+            decision: None,
+            action: None,
+            outcome: Outcome::Received,
+            error: None,
+        })
+        .unwrap();
+    let ipa: IpAddr = ip.parse().unwrap();
+    let c = tx
+        .open_case(
+            &NewCase {
+                ip: Some(ipa),
+                status_code: Some(StatusCode::BANNED_SENDER),
+                ndr_line: Some(format!("550 5.7.511 banned sender[{ip}]")),
+                sender: "alice@example.com".into(),
+                language: Lang::En,
+                opened_by: Some(m),
+                awaiting_info: false,
+            },
+            now,
+        )
+        .unwrap();
+    tx.set_outcome(m, Outcome::Processed, None).unwrap();
+    tx.commit().unwrap();
+    c
+}
+
+/// A database with two cases (the second hostile) and the accounts ann (agent), vera (viewer).
+fn fixture(dir: &Path) -> PathBuf {
+    let db = dir.join("delistd.sqlite");
+    let mut s = Store::open(&db, StoreOptions::default()).unwrap();
+    take_in(&mut s, 1, "203.0.113.7", "delist 203.0.113.7", "From: alice@example.com\r\nSubject: delist\r\n\r\n550 5.7.511 banned sender[203.0.113.7]\r\n");
+    let hostile = format!(
+        "From: alice@example.com\r\nSubject: {HOSTILE_SUBJECT}\r\nMIME-Version: 1.0\r\nContent-Type: text/html\r\n\r\n{HOSTILE_HTML}\r\n"
+    );
+    take_in(&mut s, 2, "203.0.113.66", HOSTILE_SUBJECT, &hostile);
+    drop(s);
+    staff(&db, &["add", "ann", "--email", "ann@example.net", "--password-stdin"], PASSWORD);
+    staff(&db, &["add", "vera", "--role", "viewer", "--password-stdin"], PASSWORD);
+    db
+}
+
+fn staff(db: &Path, args: &[&str], stdin: &str) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .arg("staff")
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{stdin}\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success() || args[0] != "add", "staff {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// `delistd web` on a free loopback port; killed when dropped.
+struct Desk {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Desk {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn desk(db: &Path, config: Option<&Path>) -> Desk {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("web").arg("--db").arg(db).arg("--listen").arg("127.0.0.1:0");
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    } else {
+        cmd.arg("--config").arg("/nonexistent/delistd.toml");
+    }
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.trim().trim_end_matches('/').parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    Desk { child, addr }
+}
+
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request (Connection: close) and its whole response.
+fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Resp {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if method == "POST" {
+        req.push_str(&format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .collect();
+    Resp { status, headers, body: body.to_string() }
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+/// Sign in; the `Cookie:` header value of the session.
+fn login(d: &Desk, user: &str, password: &str) -> Resp {
+    http(d.addr, "POST", "/login", &[], &form(&[("username", user), ("password", password)]))
+}
+
+fn session(d: &Desk, user: &str) -> String {
+    let r = login(d, user, PASSWORD);
+    assert_eq!(r.status, 303, "{}", r.body);
+    let c = r.header("set-cookie").expect("a session cookie").to_string();
+    c.split(';').next().unwrap().to_string()
+}
+
+fn csrf_of(page: &str) -> String {
+    let i = page.find("name=\"csrf\" value=\"").expect("a CSRF field") + "name=\"csrf\" value=\"".len();
+    page[i..i + 64].to_string()
+}
+
+fn history(db: &Path, c: &str) -> Vec<(String, String, Option<String>)> {
+    let s = Store::open(db, StoreOptions::default()).unwrap();
+    let d = s.case_detail(c.parse().unwrap()).unwrap().unwrap();
+    d.events.into_iter().map(|e| (e.kind, e.actor, e.text)).collect()
+}
+
+#[test]
+fn login_sets_a_strict_session_cookie_and_logout_ends_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixture(dir.path());
+    let d = desk(&db, None);
+
+    // Not signed in: pages send to the login form, the API says 401.
+    assert_eq!(http(d.addr, "GET", "/", &[], "").header("location"), Some("/login"));
+    assert_eq!(http(d.addr, "GET", "/api/cases", &[], "").status, 401);
+    // A wrong password: 401, no cookie.
+    let bad = login(&d, "ann", "wrong password!");
+    assert_eq!(bad.status, 401);
+    assert!(bad.header("set-cookie").is_none());
+
+    let r = login(&d, "ann", PASSWORD);
+    assert_eq!((r.status, r.header("location")), (303, Some("/")));
+    let set = r.header("set-cookie").unwrap();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(attr), "{set}");
+    }
+    assert!(!set.contains("Secure"), "plain http on loopback: {set}");
+    let cookie = set.split(';').next().unwrap().to_string();
+    let board = http(d.addr, "GET", "/", &[("Cookie", &cookie)], "");
+    assert_eq!(board.status, 200);
+    assert!(board.body.contains("DL-000001") && board.body.contains("ann (agent)"), "{}", board.body);
+    let csp = board.header("content-security-policy").unwrap();
+    assert!(csp.contains("default-src 'none'") && !csp.contains("unsafe-inline") && !csp.contains("script-src"), "{csp}");
+
+    // Logging out needs the CSRF token, then ends the session on the server.
+    let no_token = http(d.addr, "POST", "/logout", &[("Cookie", &cookie)], "");
+    assert_eq!(no_token.status, 403);
+    let out = http(d.addr, "POST", "/logout", &[("Cookie", &cookie)], &form(&[("csrf", &csrf_of(&board.body))]));
+    assert_eq!((out.status, out.header("location")), (303, Some("/login")));
+    assert!(out.header("set-cookie").unwrap().contains("Max-Age=0"));
+    // The old cookie no longer works even if a client kept it.
+    assert_eq!(http(d.addr, "GET", "/", &[("Cookie", &cookie)], "").header("location"), Some("/login"));
+}
+
+#[test]
+fn failed_logins_are_throttled() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixture(dir.path());
+    let d = desk(&db, None);
+    for _ in 0..5 {
+        assert_eq!(login(&d, "ann", "not the password").status, 401);
+    }
+    // Now even the right password waits.
+    let r = login(&d, "ann", PASSWORD);
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.header("retry-after").is_some());
+}
+
+#[test]
+fn a_post_without_the_csrf_token_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixture(dir.path());
+    let d = desk(&db, None);
+    let cookie = session(&d, "ann");
+    let before = history(&db, "DL-000001");
+    for body in [form(&[("action", "note"), ("text", "x")]), form(&[("csrf", &"0".repeat(64)), ("action", "note"), ("text", "x")])] {
+        let r = http(d.addr, "POST", "/cases/DL-000001/act", &[("Cookie", &cookie)], &body);
+        assert_eq!(r.status, 403, "{}", r.body);
+    }
+    assert_eq!(history(&db, "DL-000001"), before);
+
+    // With the token: recorded under the signed-in name.
+    let page = http(d.addr, "GET", "/cases/DL-000001", &[("Cookie", &cookie)], "");
+    let body = form(&[("csrf", &csrf_of(&page.body)), ("action", "note"), ("text", "called the sender")]);
+    let r = http(d.addr, "POST", "/cases/DL-000001/act", &[("Cookie", &cookie)], &body);
+    assert_eq!(r.status, 303, "{}", r.body);
+    let body = form(&[("csrf", &csrf_of(&page.body)), ("action", "resolve"), ("text", "delisted in the portal")]);
+    assert_eq!(http(d.addr, "POST", "/cases/DL-000001/act", &[("Cookie", &cookie)], &body).status, 303);
+    let h = history(&db, "DL-000001");
+    assert!(h.contains(&("note".into(), "ann".into(), Some("called the sender".into()))), "{h:?}");
+    assert_eq!(h.last().map(|e| (e.0.as_str(), e.1.as_str())), Some(("resolved", "ann")));
+}
+
+#[test]
+fn a_viewer_reads_but_cannot_act() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixture(dir.path());
+    let d = desk(&db, None);
+    let cookie = session(&d, "vera");
+    let page = http(d.addr, "GET", "/cases/DL-000001", &[("Cookie", &cookie)], "");
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains("action\" value=\"note"), "no action forms for a viewer");
+    let before = history(&db, "DL-000001");
+    // Even a hand-made request with the right token is refused by the desk.
+    let body = form(&[("csrf", &csrf_of(&page.body)), ("action", "resolve"), ("text", "x")]);
+    let r = http(d.addr, "POST", "/cases/DL-000001/act", &[("Cookie", &cookie)], &body);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("viewer"), "{}", r.body);
+    assert_eq!(history(&db, "DL-000001"), before);
+}
+
+#[test]
+fn the_proxy_header_counts_only_from_a_trusted_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixture(dir.path());
+    let cfg = |trusted: &str| {
+        let p = dir.path().join(format!("delistd-{}.toml", trusted.replace('/', "_")));
+        std::fs::write(
+            &p,
+            format!(
+                "[intake]\nsource = \"maildir\"\n\n[maildir]\npath = \"{}\"\n\n[smtp]\nreply_dir = \"{}\"\n\n\
+                 [replies]\nfrom = \"Delist desk <delist@provider.example>\"\n\n\
+                 [web]\nlisten = \"127.0.0.1:0\"\nproxy_user_header = \"X-Forwarded-User\"\ntrusted_proxies = [\"{trusted}\"]\n",
+                dir.path().join("maildir").display(),
+                dir.path().join("replies").display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    // Our test client connects from 127.0.0.1: not the configured proxy.
+    let untrusted = desk(&db, Some(&cfg("192.0.2.1")));
+    let r = http(untrusted.addr, "GET", "/api/cases", &[("X-Forwarded-User", "ann")], "");
+    assert_eq!(r.status, 401, "the header is ignored from an untrusted peer: {}", r.body);
+    let r = http(untrusted.addr, "GET", "/", &[("X-Forwarded-User", "ann")], "");
+    assert_eq!(r.header("location"), Some("/login"));
+    drop(untrusted);
+
+    let trusted = desk(&db, Some(&cfg("127.0.0.0/8")));
+    let r = http(trusted.addr, "GET", "/api/cases", &[("X-Forwarded-User", "ann")], "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Only existing accounts: the proxy's word does not create staff.
+    let r = http(trusted.addr, "GET", "/api/cases", &[("X-Forwarded-User", "mallory")], "");
+    assert_eq!(r.status, 401);
+}
+
+#[test]
+fn hostile_subject_and_body_are_inert_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixture(dir.path());
+    let d = desk(&db, None);
+    let cookie = session(&d, "ann");
+    let page = http(d.addr, "GET", "/cases/DL-000002", &[("Cookie", &cookie)], "");
+    assert_eq!(page.status, 200);
+    let b = &page.body;
+    // The desk's own page has no script at all; the message's markup is escaped text.
+    assert!(!b.to_lowercase().contains("<script"), "{b}");
+    assert!(!b.contains("onmouseover") && !b.contains("<img") && !b.contains("evil.example"), "{b}");
+    assert!(b.contains("&lt;script&gt;alert(&#x27;subject&#x27;)&lt;&#x2f;script&gt;"), "the subject, escaped: {b}");
+    assert!(b.contains("Please delist 203.0.113.66"), "the HTML body, as text: {b}");
+    // The raw message is a download, never rendered.
+    let raw = http(d.addr, "GET", "/cases/DL-000002/messages/2/raw", &[("Cookie", &cookie)], "");
+    assert_eq!(raw.status, 200);
+    assert_eq!(raw.header("content-type"), Some("application/octet-stream"));
+    assert!(raw.header("content-disposition").unwrap().starts_with("attachment"));
+    assert!(raw.body.contains("<script>alert('body')</script>"));
+}
+
+#[test]
+fn the_api_gives_the_cli_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixture(dir.path());
+    let d = desk(&db, None);
+    let cookie = session(&d, "ann");
+    let cli = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new(BIN).arg("cases").arg("--db").arg(&db).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let api = |path: &str| -> serde_json::Value {
+        let r = http(d.addr, "GET", path, &[("Cookie", &cookie)], "");
+        assert_eq!((r.status, r.header("content-type")), (200, Some("application/json")), "{}", r.body);
+        serde_json::from_str(&r.body).unwrap()
+    };
+    // seconds_left follows the clock between the two calls; everything else must be equal.
+    let strip = |mut v: serde_json::Value| {
+        fn walk(v: &mut serde_json::Value) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    m.remove("seconds_left");
+                    m.values_mut().for_each(walk);
+                }
+                serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+                _ => {}
+            }
+        }
+        walk(&mut v);
+        v
+    };
+    assert_eq!(strip(api("/api/cases/DL-000002")), strip(cli(&["show", "DL-000002", "--json"])));
+    assert_eq!(strip(api("/api/cases")), strip(cli(&["list", "--json"])));
+    assert_eq!(strip(api("/api/cases?ip=203.0.113.0/26")).as_array().map(Vec::len), Some(1), "CIDR filter");
+    // Keyset pages: a Link header to the next one.
+    let r = http(d.addr, "GET", "/api/cases?limit=1", &[("Cookie", &cookie)], "");
+    let link = r.header("link").expect("a next link");
+    assert!(link.contains("after=") && link.ends_with("rel=\"next\""), "{link}");
+}
