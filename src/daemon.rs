@@ -96,6 +96,8 @@ pub async fn run(cfg: Config, mode: Mode) -> Result<RunStats, DaemonError> {
             notify(&[sd_notify::NotifyState::Stopping]);
             let _ = stop_tx.send(true);
         });
+        // The web desk, when the config has a [web] section (see web::daemon_task).
+        tokio::spawn(crate::web::daemon_task(cfg.clone(), stop_rx.clone()));
         if let Some(period) = watchdog_period() {
             tokio::spawn(async move {
                 loop {

@@ -120,7 +120,7 @@ fn desk(db: &Path, config: Option<&Path>) -> Desk {
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let addr = line
-        .split("http://")
+        .split("://")
         .nth(1)
         .and_then(|s| s.trim().trim_end_matches('/').parse().ok())
         .unwrap_or_else(|| panic!("no address in {line:?}"));
@@ -389,4 +389,76 @@ fn the_api_gives_the_cli_json() {
     let r = http(d.addr, "GET", "/api/cases?limit=1", &[("Cookie", &cookie)], "");
     let link = r.header("link").expect("a next link");
     assert!(link.contains("after=") && link.ends_with("rel=\"next\""), "{link}");
+}
+
+/// One HTTPS request trusting only `ca` (PEM); the status line and headers.
+fn https_head(addr: SocketAddr, ca: &Path, method: &str, path: &str, body: &str) -> String {
+    use tokio_rustls::rustls::{self, pki_types::ServerName, ClientConfig, RootCertStore};
+    let mut roots = RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut std::fs::read(ca).unwrap().as_slice()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), ServerName::try_from("localhost").unwrap()).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, TcpStream::connect(addr).unwrap());
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(req.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    text.split("\r\n\r\n").next().unwrap_or("").to_string()
+}
+
+#[test]
+fn with_a_certificate_the_desk_speaks_https_and_cookies_are_secure() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixture(dir.path());
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let ok = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl (scripts/install-test-deps.sh installs it)");
+    assert!(ok.success());
+    let config = dir.path().join("delistd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[intake]\nsource = \"maildir\"\n\n[maildir]\npath = \"{}\"\n\n[smtp]\nreply_dir = \"{}\"\n\n\
+             [replies]\nfrom = \"Delist desk <delist@provider.example>\"\n\n\
+             [web]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            dir.path().join("maildir").display(),
+            dir.path().join("replies").display(),
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let d = desk(&db, Some(&config));
+    let head = https_head(d.addr, &cert, "POST", "/login", &form(&[("username", "ann"), ("password", PASSWORD)]));
+    assert!(head.starts_with("HTTP/1.1 303"), "{head}");
+    let cookie = head.lines().find(|l| l.to_ascii_lowercase().starts_with("set-cookie:")).expect("a cookie");
+    assert!(cookie.contains("; Secure") && cookie.contains("HttpOnly"), "{cookie}");
+    // Plain HTTP on the TLS port gets nowhere.
+    let mut s = TcpStream::connect(d.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    assert!(!String::from_utf8_lossy(&buf).contains("HTTP/1.1 "), "no HTTP answer in clear");
 }

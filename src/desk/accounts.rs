@@ -152,3 +152,34 @@ pub fn demo_account(db: &std::path::Path) -> Result<Option<String>, DeskError> {
     add(&store, "demo", None, Role::Agent, &password, Timestamp::now())?;
     Ok(Some(password))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cases::StoreOptions;
+
+    #[test]
+    fn accounts_hash_with_argon2id_and_verify() {
+        let s = Store::open_in_memory(StoreOptions::default()).unwrap();
+        let now: Timestamp = "2025-03-01T10:00:00Z".parse().unwrap();
+        add(&s, "ann", Some("ann@example.net"), Role::Agent, "a long password", now).unwrap();
+        add(&s, "vera", None, Role::Viewer, "another password", now).unwrap();
+        let h: String = s.connection().query_row("SELECT password_hash FROM staff WHERE name = 'ann'", [], |r| r.get(0)).unwrap();
+        assert!(h.starts_with("$argon2id$") && !h.contains("a long password"), "{h}");
+        assert_eq!(verify(&s, "ann", "a long password").unwrap(), Some(Role::Agent));
+        assert_eq!(verify(&s, "vera", "another password").unwrap(), Some(Role::Viewer));
+        assert_eq!(verify(&s, "ann", "wrong password").unwrap(), None);
+        assert_eq!(verify(&s, "nobody", "a long password").unwrap(), None);
+        assert!(matches!(add(&s, "ann", None, Role::Agent, "a long password", now), Err(DeskError::Refused(_))));
+        assert!(matches!(add(&s, "bob", None, Role::Agent, "short", now), Err(DeskError::Invalid(_))));
+        assert!(matches!(add(&s, "b o b", None, Role::Agent, "a long password", now), Err(DeskError::Invalid(_))));
+        passwd(&s, "ann", "a new long password").unwrap();
+        assert_eq!(verify(&s, "ann", "a long password").unwrap(), None);
+        assert_eq!(verify(&s, "ann", "a new long password").unwrap(), Some(Role::Agent));
+        let names: Vec<String> = list(&s).unwrap().into_iter().map(|a| a.name).collect();
+        assert_eq!(names, ["ann", "vera"]);
+        remove(&s, "vera").unwrap();
+        assert!(remove(&s, "vera").is_err());
+        assert_eq!(role_of(&s, "vera").unwrap(), None);
+    }
+}

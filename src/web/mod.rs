@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod pages;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -64,31 +65,28 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpMatch>,
     /// Reply settings from the config, for resolve-with-reply; `None`: replies are off.
     pub replies: Option<crate::config::Replies>,
+    /// Serve HTTPS with this certificate chain and key.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Settings {
     pub fn from_config(web: Option<&WebConfig>, replies: Option<crate::config::Replies>, listen: Option<SocketAddr>) -> Result<Settings, WebError> {
         let listen = listen.or(web.map(|w| w.listen)).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
         let proxy_user_header = web.and_then(|w| w.proxy_user_header.clone());
-        if web.is_some_and(|w| w.tls_cert.is_some()) {
-            // Refused rather than served in clear: the operator asked for TLS.
-            return Err(WebError::Refused(
-                "[web] tls_cert: this build of the desk does not terminate TLS itself yet; \
-                 put it behind a TLS reverse proxy (proxy_user_header) or listen on loopback"
-                    .into(),
-            ));
-        }
-        if !listen.ip().is_loopback() && proxy_user_header.is_none() {
+        let tls = web.and_then(|w| Some((w.tls_cert.clone()?, w.tls_key.clone()?)));
+        if !listen.ip().is_loopback() && proxy_user_header.is_none() && tls.is_none() {
             return Err(WebError::Refused(format!(
                 "{listen} is reachable from other machines: passwords and sessions would cross the network \
-                 in clear; listen on 127.0.0.1, or configure proxy mode ([web] proxy_user_header, trusted_proxies)"
+                 in clear; listen on 127.0.0.1, or set [web] tls_cert and tls_key, or configure proxy mode \
+                 ([web] proxy_user_header, trusted_proxies)"
             )));
         }
         let trusted_proxies = web
             .map(|w| w.trusted_proxies.iter().filter_map(|p| p.parse().ok()).collect())
             .unwrap_or_default();
-        let secure_cookies = web.and_then(|w| w.public_url.as_deref()).is_some_and(|u| u.starts_with("https://"));
-        Ok(Settings { listen, secure_cookies, proxy_user_header, trusted_proxies, replies })
+        let secure_cookies =
+            tls.is_some() || web.and_then(|w| w.public_url.as_deref()).is_some_and(|u| u.starts_with("https://"));
+        Ok(Settings { listen, secure_cookies, proxy_user_header, trusted_proxies, replies, tls })
     }
 }
 
@@ -147,21 +145,72 @@ async fn security_headers(mut r: Response) -> Response {
 
 /// Serve the desk until SIGINT/SIGTERM.
 pub async fn serve(db: &Path, settings: Settings, sla: jiff::SignedDuration) -> Result<(), WebError> {
+    serve_until(db, settings, sla, shutdown(), true).await
+}
+
+/// The desk as a task of `delistd run` when the config has a `[web]` section (a no-op
+/// otherwise): serves until the daemon's stop signal. A failure is logged; the daemon's
+/// mail work goes on without the desk.
+pub async fn daemon_task(cfg: Config, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let Some(web) = cfg.web.clone() else { return };
+    let sla = jiff::SignedDuration::from_secs(cfg.store.sla.as_secs() as i64);
+    let settings = match Settings::from_config(Some(&web), Some(cfg.replies.clone()), None) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "web desk not started");
+            return;
+        }
+    };
+    let stopped = async move {
+        while !*stop.borrow() {
+            if stop.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    if let Err(e) = serve_until(&cfg.store.database, settings, sla, stopped, false).await {
+        tracing::error!(error = %e, "web desk stopped");
+    }
+}
+
+async fn serve_until(
+    db: &Path,
+    settings: Settings,
+    sla: jiff::SignedDuration,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+    print: bool,
+) -> Result<(), WebError> {
     if !db.exists() {
         return Err(WebError::NoDatabase(db.to_path_buf()));
     }
     let store = Store::open(db, StoreOptions { sla, ..StoreOptions::default() })?;
+    // Read before binding: a bad certificate is a configuration error, reported at once.
+    let acceptor = match &settings.tls {
+        Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+        None => None,
+    };
     let listen = settings.listen;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| WebError::Listen { addr: listen, source })?;
     let local = listener.local_addr()?;
     let mut secret = [0u8; 32];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut secret);
     let state = Arc::new(AppState { store: Mutex::new(store), settings, throttle: auth::Throttle::default(), secret });
-    tracing::info!(listen = %local, db = %db.display(), "web desk listening on http://{local}/");
-    // Printed for scripts and tests that ask for port 0.
-    println!("delistd web: listening on http://{local}/");
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    tracing::info!(listen = %local, db = %db.display(), "web desk listening on {scheme}://{local}/");
+    if print {
+        // Printed for scripts and tests that ask for port 0.
+        println!("delistd web: listening on {scheme}://{local}/");
+    }
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
+    match acceptor {
+        Some(acceptor) => {
+            use axum::serve::ListenerExt as _;
+            // tap_io: axum gives the peer address (ConnectInfo) for a tapped listener.
+            let listener = tls::TlsListener::new(listener, acceptor)?.tap_io(|_| {});
+            axum::serve(listener, app).with_graceful_shutdown(stop).await?;
+        }
+        None => axum::serve(listener, app).with_graceful_shutdown(stop).await?,
+    }
     Ok(())
 }
 
@@ -218,4 +267,57 @@ pub fn desk_error(e: DeskError, json: bool) -> Response {
         }
     };
     error_response(status, &msg, json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigError;
+
+    const BASE: &str = "[intake]\nsource = \"maildir\"\n\n[maildir]\npath = \"/tmp/m\"\n\n[smtp]\nreply_dir = \"/tmp/r\"\n\n\
+                        [replies]\nfrom = \"Delist desk <delist@provider.example>\"\n\n";
+
+    fn parse(web: &str) -> Result<Config, Vec<(Option<usize>, String, String)>> {
+        match Config::parse(&format!("{BASE}{web}"), Path::new("/etc/delistd/delistd.toml")) {
+            Ok(c) => Ok(c),
+            Err(ConfigError::Invalid { problems, .. }) => {
+                Err(problems.into_iter().map(|p| (p.line, p.key, p.message)).collect())
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn web_section_defaults_to_loopback_and_keeps_its_keys() {
+        let c = parse("[web]\n").unwrap();
+        let w = c.web.unwrap();
+        assert_eq!(w.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert!(parse("").unwrap().web.is_none());
+        let c = parse(
+            "[web]\nlisten = \"0.0.0.0:8443\"\npublic_url = \"https://desk.example\"\n\
+             proxy_user_header = \"X-Forwarded-User\"\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n",
+        )
+        .unwrap();
+        let w = c.web.unwrap();
+        assert_eq!(w.trusted_proxies, ["10.0.0.0/8", "::1"]);
+        let s = Settings::from_config(Some(&w), None, None).unwrap();
+        assert!(s.secure_cookies, "an https public URL makes cookies Secure");
+        assert!(s.trusted_proxies[0].contains("10.1.2.3".parse().unwrap()));
+    }
+
+    #[test]
+    fn an_exposed_address_without_tls_or_proxy_is_refused_with_its_line() {
+        let p = parse("[web]\nlisten = \"0.0.0.0:8080\"\n").unwrap_err();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!((p[0].0, p[0].1.as_str()), (Some(14), "web.listen"), "{p:?}");
+        assert!(p[0].2.contains("reachable from other machines"), "{p:?}");
+        let p = parse("[web]\nproxy_user_header = \"X-User\"\ntls_key = \"k.pem\"\ntrusted_proxies = [\"nope\"]\n").unwrap_err();
+        let keys: Vec<&str> = p.iter().map(|x| x.1.as_str()).collect();
+        assert_eq!(keys, ["web.tls_cert", "web.trusted_proxies"], "{p:?}");
+        let p = parse("[web]\nproxy_user_header = \"X-User\"\n").unwrap_err();
+        assert!(p[0].2.contains("needs trusted_proxies"), "{p:?}");
+        // --listen on the command line is held to the same rule.
+        let e = Settings::from_config(None, None, Some(SocketAddr::from(([192, 0, 2, 1], 80)))).unwrap_err();
+        assert_eq!(e.exit_code(), 78);
+    }
 }
