@@ -687,6 +687,22 @@ fn resolve_with_a_reply_queues_it_in_the_case_language() {
     assert_eq!(e.exit_code(), 4);
 }
 
+/// Issue 11: `cases list --assignee` shows one person's cases.
+#[test]
+fn list_by_assignee() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    let t0 = t("2025-03-01T10:00:00Z");
+    let mut s = open(&db);
+    for i in 1..=3 {
+        take_in(&mut s, i, &format!("203.0.113.{i}"), "alice@example.com", t0);
+    }
+    drop(s);
+    ok(&db, t0, &["assign", "DL-000002", "carol", "--by", "bob"]);
+    assert_eq!(json_refs(&ok(&db, t0, &["list", "--assignee", "carol", "--json"])), ["DL-000002"]);
+    assert!(json_refs(&ok(&db, t0, &["list", "--assignee", "bob", "--json"])).is_empty());
+}
+
 /// Issue 11: the README's `--reject --reply rejected` works, `--reject --reply delisted` is a
 /// usage error, and a case without an IP cannot be resolved as delisted.
 #[test]

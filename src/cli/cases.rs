@@ -104,6 +104,12 @@ pub struct ListArgs {
     /// Sender address (case does not matter).
     #[arg(long)]
     pub sender: Option<String>,
+    /// Only cases assigned to this staff member.
+    #[arg(long, conflicts_with = "mine")]
+    pub assignee: Option<String>,
+    /// Only cases assigned to me (the acting staff member, as for actions).
+    #[arg(long)]
+    pub mine: bool,
     /// Opened since: a duration ago (7d), a local date (2025-03-01) or an RFC 3339 time.
     #[arg(long, value_name = "WHEN")]
     pub since: Option<Since>,
@@ -487,6 +493,7 @@ fn list(store: &Store, a: ListArgs, env: &Env<'_>, out: &mut dyn Write) -> Resul
         due_within: a.due_within,
         ip: a.ip,
         sender: a.sender.clone(),
+        assignee: if a.mine { Some(actor(None)?.name) } else { a.assignee.clone() },
         since: a.since.map(|s| s.resolve(env.now, &env.tz)).transpose()?,
         // One more than asked, to tell people there is a next page.
         limit: limit.map(|n| n.saturating_add(1)),
