@@ -230,14 +230,14 @@ pub async fn board(State(st): State<Shared>, staff: Staff, RawQuery(raw): RawQue
 
 // -- the case page -----------------------------------------------------------------------------
 
-fn case_ref(s: &str, json: bool) -> Result<CaseRef, Response> {
-    s.parse().map_err(|_| error_response(StatusCode::NOT_FOUND, &format!("no case {s:?}"), json))
+fn case_ref(s: &str, json: bool) -> Result<CaseRef, Box<Response>> {
+    s.parse().map_err(|_| Box::new(error_response(StatusCode::NOT_FOUND, &format!("no case {s:?}"), json)))
 }
 
 pub async fn case_page(State(st): State<Shared>, staff: Staff, Path(case): Path<String>) -> Response {
     let r = match case_ref(&case, false) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let now = Timestamp::now();
     let view = match st.with_store(move |s| Desk::new(s).case(r, now)).await {
@@ -266,7 +266,7 @@ pub async fn act(State(st): State<Shared>, staff: Staff, Path(case): Path<String
     }
     let r = match case_ref(&case, false) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let action = field(&f, "action").unwrap_or("").to_string();
     let text = field(&f, "text").unwrap_or("").trim().to_string();
@@ -314,7 +314,7 @@ pub async fn act(State(st): State<Shared>, staff: Staff, Path(case): Path<String
 pub async fn raw_message(State(st): State<Shared>, _staff: Staff, Path((case, id)): Path<(String, i64)>) -> Response {
     let r = match case_ref(&case, false) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     match st.with_store(move |s| Desk::new(s).raw_message(r, id)).await {
         Ok(Some(raw)) => (
@@ -363,7 +363,7 @@ pub async fn api_cases(State(st): State<Shared>, staff: Staff, RawQuery(raw): Ra
 pub async fn api_case(State(st): State<Shared>, _staff: Staff, Path(case): Path<String>) -> Response {
     let r = match case_ref(&case, true) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let now = Timestamp::now();
     match st.with_store(move |s| Desk::new(s).case(r, now)).await {
