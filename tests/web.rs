@@ -73,8 +73,10 @@ fn fixture(dir: &Path) -> PathBuf {
     );
     take_in(&mut s, 2, "203.0.113.66", HOSTILE_SUBJECT, &hostile);
     drop(s);
-    staff(&db, &["add", "ann", "--email", "ann@example.net", "--password-stdin"], PASSWORD);
-    staff(&db, &["add", "vera", "--role", "viewer", "--password-stdin"], PASSWORD);
+    for args in [&["add", "ann", "--email", "ann@example.net", "--password-stdin"][..], &["add", "vera", "--role", "viewer", "--password-stdin"]] {
+        let out = staff(&db, args, PASSWORD);
+        assert!(out.status.success(), "staff {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
     db
 }
 
@@ -90,9 +92,7 @@ fn staff(db: &Path, args: &[&str], stdin: &str) -> std::process::Output {
         .spawn()
         .unwrap();
     child.stdin.take().unwrap().write_all(format!("{stdin}\n").as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success() || args[0] != "add", "staff {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    out
+    child.wait_with_output().unwrap()
 }
 
 /// `delistd web` on a free loopback port; killed when dropped.
@@ -461,4 +461,38 @@ fn with_a_certificate_the_desk_speaks_https_and_cookies_are_secure() {
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
     assert!(!String::from_utf8_lossy(&buf).contains("HTTP/1.1 "), "no HTTP answer in clear");
+}
+
+#[test]
+fn staff_accounts_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixture(dir.path());
+    // Twice the same name: refused (4), the first account unchanged.
+    let again = staff(&db, &["add", "ann", "--password-stdin"], "another long password");
+    assert_eq!(again.status.code(), Some(4), "{}", String::from_utf8_lossy(&again.stderr));
+    // No password flag: the password is never taken from the command line.
+    let no_flag = Command::new(BIN).arg("staff").arg("--db").arg(&db).args(["add", "bob"]).output().unwrap();
+    assert_eq!(no_flag.status.code(), Some(2));
+    let short = staff(&db, &["passwd", "ann", "--password-stdin"], "short");
+    assert_eq!(short.status.code(), Some(2));
+    let list = staff(&db, &["list", "--json"], "");
+    let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let rows: Vec<(String, String)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["name"].as_str().unwrap().to_string(), a["role"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(rows, [("ann".to_string(), "agent".to_string()), ("vera".to_string(), "viewer".to_string())]);
+
+    // A new password ends the old sessions and replaces the old password.
+    let d = desk(&db, None);
+    let cookie = session(&d, "ann");
+    assert!(staff(&db, &["passwd", "ann", "--password-stdin"], "a brand new password").status.success());
+    assert_eq!(http(d.addr, "GET", "/", &[("Cookie", &cookie)], "").header("location"), Some("/login"));
+    assert_eq!(login(&d, "ann", PASSWORD).status, 401);
+    assert_eq!(login(&d, "ann", "a brand new password").status, 303);
+    // Removed: cannot sign in.
+    assert!(staff(&db, &["remove", "vera"], "").status.success());
+    assert_eq!(login(&d, "vera", PASSWORD).status, 401);
 }
