@@ -496,3 +496,28 @@ fn staff_accounts_from_the_command_line() {
     assert!(staff(&db, &["remove", "vera"], "").status.success());
     assert_eq!(login(&d, "vera", PASSWORD).status, 401);
 }
+
+#[test]
+fn bulk_assign_and_reject_from_the_board() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixture(dir.path());
+    let d = desk(&db, None);
+    let cookie = session(&d, "ann");
+    let board = http(d.addr, "GET", "/", &[("Cookie", &cookie)], "");
+    assert!(board.body.contains("name=\"case\" value=\"DL-000002\""), "{}", board.body);
+    let csrf = csrf_of(&board.body);
+    let body = form(&[("csrf", &csrf), ("case", "DL-000001"), ("case", "DL-000002"), ("action", "assign"), ("assignee", "ann")]);
+    let r = http(d.addr, "POST", "/bulk", &[("Cookie", &cookie)], &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mine = http(d.addr, "GET", "/api/cases?assignee=mine", &[("Cookie", &cookie)], "");
+    let v: serde_json::Value = serde_json::from_str(&mine.body).unwrap();
+    assert_eq!(v.as_array().map(Vec::len), Some(2), "{v}");
+    let body = form(&[("csrf", &csrf), ("case", "DL-000002"), ("action", "reject"), ("text", "spam run")]);
+    assert_eq!(http(d.addr, "POST", "/bulk", &[("Cookie", &cookie)], &body).status, 200);
+    let h = history(&db, "DL-000002");
+    assert_eq!(h.last(), Some(&("rejected".to_string(), "ann".to_string(), Some("spam run".to_string()))), "{h:?}");
+    // Without the token: nothing.
+    let body = form(&[("case", "DL-000001"), ("action", "reject")]);
+    assert_eq!(http(d.addr, "POST", "/bulk", &[("Cookie", &cookie)], &body).status, 403);
+    assert_eq!(history(&db, "DL-000001").last().map(|e| e.0.clone()), Some("assigned".to_string()));
+}

@@ -397,6 +397,34 @@ impl<'s> Desk<'s> {
         Ok(self.store.assign(r, &actor.name, who, now)?)
     }
 
+    /// One action on many cases (the board's bulk assign and resolve). Each case is its own
+    /// transaction: one refused case (e.g. already closed, or no IP for "delisted") does
+    /// not stop the others; the outcome of each is returned.
+    pub fn bulk(&mut self, actor: &Actor, refs: &[CaseRef], action: &Bulk, now: Timestamp) -> Result<Vec<BulkOutcome>, DeskError> {
+        may_act(actor)?;
+        if refs.len() > 500 {
+            return Err(DeskError::Invalid("at most 500 cases at once".into()));
+        }
+        let mut out = Vec::with_capacity(refs.len());
+        for &r in refs {
+            let res = match action {
+                Bulk::Assign(who) => self.assign(actor, r, who.as_deref(), now),
+                Bulk::Resolve { resolution, note } => {
+                    let how = ResolveRequest {
+                        resolution: *resolution,
+                        note: note.clone(),
+                        reply: false,
+                        note_for_sender: None,
+                        replies: None,
+                    };
+                    self.resolve(actor, r, how, now).map(|_| ())
+                }
+            };
+            out.push(BulkOutcome { case: r.to_string(), error: res.err().map(|e| e.to_string()) });
+        }
+        Ok(out)
+    }
+
     pub fn stats(&self, since: Timestamp, now: Timestamp, due_soon: SignedDuration) -> Result<crate::cases::Stats, DeskError> {
         Ok(self.store.stats(since, now, due_soon)?)
     }
@@ -404,6 +432,22 @@ impl<'s> Desk<'s> {
     fn state_of(&self, r: CaseRef) -> Result<CaseState, DeskError> {
         Ok(self.store.case(r)?.ok_or(StoreError::NotFound(r))?.state)
     }
+}
+
+/// A bulk action.
+#[derive(Debug, Clone)]
+pub enum Bulk {
+    Assign(Option<String>),
+    /// Resolve without a reply (a reply is written per case).
+    Resolve { resolution: Resolution, note: Option<String> },
+}
+
+/// What became of one case of a bulk action.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct BulkOutcome {
+    pub case: String,
+    /// Why it was refused; `None`: done.
+    pub error: Option<String>,
 }
 
 /// How to resolve a case.

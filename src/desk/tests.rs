@@ -137,3 +137,23 @@ fn ip_match_parses_and_contains() {
         assert!(bad.parse::<IpMatch>().is_err(), "{bad}");
     }
 }
+
+#[test]
+fn bulk_actions_apply_case_by_case() {
+    let mut s = store();
+    let now = t("2025-03-01T10:00:00Z");
+    let (_, a) = take_in(&mut s, 1, "203.0.113.1", now);
+    let (_, b) = take_in(&mut s, 2, "203.0.113.2", now);
+    let c = no_ip_case(&mut s, now);
+    let mut desk = Desk::new(&mut s);
+    let ann = Actor::agent("ann");
+    let out = desk.bulk(&ann, &[a, b, c], &Bulk::Assign(Some("ann".into())), now).unwrap();
+    assert!(out.iter().all(|o| o.error.is_none()), "{out:?}");
+    let how = Bulk::Resolve { resolution: Resolution::Delisted, note: Some("portal".into()) };
+    let out = desk.bulk(&ann, &[a, c, b], &how, now).unwrap();
+    let refused: Vec<&str> = out.iter().filter(|o| o.error.is_some()).map(|o| o.case.as_str()).collect();
+    assert_eq!(refused, [c.to_string()], "only the case without an IP: {out:?}");
+    assert_eq!(desk.store.case(b).unwrap().unwrap().state, CaseState::Resolved, "the one after it still done");
+    let vera = Actor { name: "vera".into(), role: Role::Viewer };
+    assert!(matches!(desk.bulk(&vera, &[a], &Bulk::Assign(None), now), Err(DeskError::Forbidden(_))));
+}

@@ -125,6 +125,7 @@ pub fn router(state: Shared) -> Router {
         .route("/logout", post(pages::logout))
         .route("/cases/{case}", get(pages::case_page))
         .route("/cases/{case}/act", post(pages::act))
+        .route("/bulk", post(pages::bulk))
         .route("/cases/{case}/messages/{id}/raw", get(pages::raw_message))
         .route("/api/cases", get(pages::api_cases))
         .route("/api/cases/{case}", get(pages::api_case))

@@ -28,6 +28,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("board.html", include_str!("templates/board.html")),
         ("case.html", include_str!("templates/case.html")),
         ("error.html", include_str!("templates/error.html")),
+        ("bulk.html", include_str!("templates/bulk.html")),
     ] {
         if let Err(e) = env.add_template(name, src) {
             tracing::error!(template = name, error = %e, "web template does not parse");
@@ -222,6 +223,7 @@ pub async fn board(State(st): State<Shared>, staff: Staff, RawQuery(raw): RawQue
         context! {
             me => staff.actor.name, role => staff.actor.role.as_str(), csrf => staff.csrf, can_logout => staff.session,
             counts => minijinja::Value::from_serialize(&counts), rows => rows, next => next,
+            can_act => staff.actor.role == crate::desk::Role::Agent,
             f_state => field(&f, "state"), f_assignee => field(&f, "assignee"), f_ip => field(&f, "ip"),
             f_sender => field(&f, "sender"),
         },
@@ -307,6 +309,46 @@ pub async fn act(State(st): State<Shared>, staff: Staff, Path(case): Path<String
         .await;
     match res {
         Ok(()) => Redirect::to(&format!("/cases/{r}")).into_response(),
+        Err(e) => desk_error(e, false),
+    }
+}
+
+/// The board's bulk form: fields `case` (repeated), `action` (`assign`, `resolve`, `reject`),
+/// `assignee`, `text` (note for the history), `csrf`. Answers with the outcome per case.
+pub async fn bulk(State(st): State<Shared>, staff: Staff, body: Bytes) -> Response {
+    let f = fields(&body);
+    if !auth::same_token(field(&f, "csrf").unwrap_or(""), &staff.csrf) {
+        return error_response(StatusCode::FORBIDDEN, "missing or wrong CSRF token: reload the page and try again", false);
+    }
+    let mut refs = Vec::new();
+    for (k, v) in &f {
+        if k == "case" {
+            match v.parse::<CaseRef>() {
+                Ok(r) => refs.push(r),
+                Err(_) => return error_response(StatusCode::BAD_REQUEST, &format!("no case {v:?}"), false),
+            }
+        }
+    }
+    if refs.is_empty() {
+        return error_response(StatusCode::BAD_REQUEST, "no case selected", false);
+    }
+    let note = field(&f, "text").map(str::trim).filter(|t| !t.is_empty()).map(str::to_string);
+    let action = match field(&f, "action") {
+        Some("assign") => crate::desk::Bulk::Assign(field(&f, "assignee").map(str::to_string)),
+        Some("resolve") => crate::desk::Bulk::Resolve { resolution: Resolution::Delisted, note },
+        Some("reject") => crate::desk::Bulk::Resolve { resolution: Resolution::Rejected, note },
+        other => return error_response(StatusCode::BAD_REQUEST, &format!("unknown action {other:?}"), false),
+    };
+    let actor = staff.actor.clone();
+    let now = Timestamp::now();
+    match st.with_store(move |s| Desk::new(s).bulk(&actor, &refs, &action, now)).await {
+        Ok(outcomes) => html(render(
+            "bulk.html",
+            context! {
+                me => staff.actor.name, role => staff.actor.role.as_str(), csrf => staff.csrf, can_logout => staff.session,
+                outcomes => minijinja::Value::from_serialize(&outcomes),
+            },
+        )),
         Err(e) => desk_error(e, false),
     }
 }
