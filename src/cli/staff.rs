@@ -20,6 +20,7 @@ pub enum StaffCmd {
     Add {
         /// The name they log in with and that the history records.
         name: String,
+        /// Their e-mail address (for the account list; nothing is sent to it).
         #[arg(long)]
         email: Option<String>,
         /// agent: reads and acts; viewer: reads only.
