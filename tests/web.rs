@@ -91,7 +91,9 @@ fn staff(db: &Path, args: &[&str], stdin: &str) -> std::process::Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(format!("{stdin}\n").as_bytes()).unwrap();
+    // Commands that read no password (list, remove) may have exited already: a broken pipe
+    // here is not a failure; their exit status says how they went.
+    let _ = child.stdin.take().unwrap().write_all(format!("{stdin}\n").as_bytes());
     child.wait_with_output().unwrap()
 }
 
