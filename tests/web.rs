@@ -121,11 +121,13 @@ fn desk(db: &Path, config: Option<&Path>) -> Desk {
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line
-        .split("://")
-        .nth(1)
-        .and_then(|s| s.trim().trim_end_matches('/').parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let addr = line.split("://").nth(1).and_then(|s| s.trim().trim_end_matches('/').parse().ok());
+    let Some(addr) = addr else {
+        // Never leave the server running behind a failed test.
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("no address in {line:?}");
+    };
     Desk { child, addr }
 }
 
