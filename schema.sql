@@ -243,3 +243,23 @@ ALTER TABLE messages ADD COLUMN raw_purged_at INTEGER;
 CREATE INDEX cases_by_opened_by ON cases (opened_by) WHERE opened_by IS NOT NULL;
 -- Deleting a case (case_days) deletes its replies; a reply refers to the message it answers.
 CREATE INDEX outbox_by_caused_by ON outbox (caused_by) WHERE caused_by IS NOT NULL;
+
+-- @version 7
+-- Staff accounts of the desk. Passwords are argon2id hashes in PHC form, never the
+-- password itself. `role`: an agent acts on cases, a viewer only reads.
+CREATE TABLE staff (
+    name          TEXT PRIMARY KEY,
+    email         TEXT,
+    role          TEXT NOT NULL CHECK (role IN ('agent', 'viewer')),
+    password_hash TEXT NOT NULL,
+    created_at    INTEGER NOT NULL
+);
+-- Web sessions: the cookie holds a random token; only its SHA-256 is stored, so a copy of
+-- the database does not let anyone in. The CSRF token is per session.
+CREATE TABLE web_sessions (
+    token_sha256 TEXT PRIMARY KEY,
+    staff        TEXT NOT NULL REFERENCES staff (name) ON DELETE CASCADE,
+    csrf         TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL
+);

@@ -27,6 +27,8 @@ pub struct Config {
     pub store: StoreConfig,
     pub replies: Replies,
     pub max_message_bytes: usize,
+    /// The web desk (`[web]`); `delistd run` serves it when present.
+    pub web: Option<WebConfig>,
     /// How long raw messages and closed cases are kept (`[retention]`).
     pub retention: Retention,
     pub auth: Auth,
@@ -37,6 +39,22 @@ pub struct Config {
     /// `[blocklist]`: the provider's list itself (DNSBL zones and/or a CIDR file). `None`
     /// when the section is absent: no lookups, every complete request waits for staff.
     pub blocklist: Option<BlocklistConfig>,
+}
+
+/// `[web]`: where and how the staff desk is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebConfig {
+    pub listen: std::net::SocketAddr,
+    /// The address staff use (behind a proxy, the proxy's), for links and cookie security.
+    pub public_url: Option<String>,
+    /// Serve HTTPS with this certificate chain and key (PEM).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Proxy mode: the staff name is taken from this header (e.g. `X-Forwarded-User`), and
+    /// only on connections from `trusted_proxies`.
+    pub proxy_user_header: Option<String>,
+    /// Addresses or CIDR blocks of the proxies trusted to set `proxy_user_header`.
+    pub trusted_proxies: Vec<String>,
 }
 
 /// `[blocklist]`: where the provider's list is and what delistd does with it.
@@ -304,6 +322,7 @@ struct RawFile {
     blocklist: Option<RawBlocklist>,
     auth: Option<RawAuth>,
     retention: Option<RawRetention>,
+    web: Option<RawWeb>,
 }
 
 #[derive(Deserialize)]
@@ -402,6 +421,17 @@ struct RawReplies {
     max_per_recipient_per_day: Option<u32>,
     max_per_domain_per_hour: Option<u32>,
     templates_dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWeb {
+    listen: Option<String>,
+    public_url: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    proxy_user_header: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1017,6 +1047,46 @@ impl Config {
             c.problem("retention.case_days", "0 would delete a case the moment it closes; use 1 or more days, or leave case_days out to keep cases");
         }
 
+        let web = raw.web.as_ref().map(|w| {
+            let listen = w.listen.as_deref().unwrap_or("127.0.0.1:8080");
+            let addr = listen.parse::<std::net::SocketAddr>().unwrap_or_else(|_| {
+                c.problem("web.listen", format!("{listen:?} is not an address and port (write \"127.0.0.1:8080\")"));
+                std::net::SocketAddr::from(([127, 0, 0, 1], 8080))
+            });
+            if w.tls_cert.is_some() != w.tls_key.is_some() {
+                c.problem("web.tls_cert", "tls_cert and tls_key go together: give both, or neither");
+            }
+            let proxies = w.trusted_proxies.clone().unwrap_or_default();
+            for p in &proxies {
+                if p.parse::<crate::desk::IpMatch>().is_err() {
+                    c.problem("web.trusted_proxies", format!("{p:?} is not an IP address or CIDR block"));
+                }
+            }
+            if w.proxy_user_header.is_some() && proxies.is_empty() {
+                c.problem(
+                    "web.proxy_user_header",
+                    "proxy mode needs trusted_proxies: the addresses allowed to set the header (e.g. [\"127.0.0.1\"])",
+                );
+            }
+            if !addr.ip().is_loopback() && w.tls_cert.is_none() && w.proxy_user_header.is_none() {
+                c.problem(
+                    "web.listen",
+                    format!(
+                        "{addr} is reachable from other machines: passwords and sessions would cross the network \
+                         in clear; listen on 127.0.0.1, or set tls_cert and tls_key, or proxy_user_header"
+                    ),
+                );
+            }
+            WebConfig {
+                listen: addr,
+                public_url: w.public_url.clone(),
+                tls_cert: w.tls_cert.as_deref().map(rel),
+                tls_key: w.tls_key.as_deref().map(rel),
+                proxy_user_header: w.proxy_user_header.clone(),
+                trusted_proxies: proxies,
+            }
+        });
+
         let problems = c.problems;
         match intake {
             Some(intake) if problems.is_empty() => Ok(Config {
@@ -1032,6 +1102,7 @@ impl Config {
                 blocklist,
                 auth,
                 retention,
+                web,
             }),
             _ => Err(invalid(problems)),
         }

@@ -72,5 +72,16 @@ pub fn config(p: &DemoPaths) -> Config {
         blocklist: None,
         auth: Default::default(),
         retention: Default::default(),
+        web: None,
     }
+}
+
+/// Whether `db` is the database of a demo directory (`DIR/delistd.sqlite` beside the demo's
+/// Maildir). Staff commands given only `--db` use the demo's reply settings for it, so that
+/// `cases resolve --reply` works on the demo as the demo's printed hints promise.
+pub fn config_for_database(db: &Path) -> Option<Config> {
+    let dir = db.parent()?;
+    let p = DemoPaths::new(dir);
+    let is_demo = db.file_name() == p.database.file_name() && p.maildir.join("new").is_dir() && p.replies.is_dir();
+    is_demo.then(|| config(&p))
 }

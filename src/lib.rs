@@ -36,6 +36,8 @@
 //! * [`demo`]     the embedded example Maildir behind `delistd demo`.
 //! * [`config`]   the TOML file, validated once with line-precise errors.
 //! * [`redact`]   keeps passwords out of every log line, the protocol libraries' included.
+//! * [`desk`]     the case service for staff: views, actions and their rules, accounts.
+//! * [`web`]      the web desk over [`desk`]: login, sessions, CSRF, board, case page, JSON API.
 //! * [`cli`]      the commands of the binary (`inspect`, `run`, `cases ...`).
 //! * [`types`]    small domain values shared by every step (status codes, case references, languages).
 
@@ -48,6 +50,7 @@ pub mod decide;
 pub mod demo;
 pub mod escalation;
 pub mod enrich;
+pub mod desk;
 pub mod extract;
 pub mod intake;
 pub mod metrics;
@@ -57,3 +60,4 @@ pub mod pipeline;
 pub mod redact;
 pub mod reply;
 pub mod types;
+pub mod web;

@@ -191,6 +191,28 @@ Freed space is given back to the file system (incremental vacuum).")]
         /// Gets man/delistd.1 (and one page per command), completions/delistd.bash, _delistd, delistd.fish.
         dir: PathBuf,
     },
+    /// Accounts of the web desk: add, list, passwd, remove (passwords from standard input).
+    Staff {
+        #[arg(long, short, env = "DELISTD_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// The database, instead of the one named in the config.
+        #[arg(long, global = true, env = "DELISTD_DB")]
+        db: Option<PathBuf>,
+        #[command(subcommand)]
+        command: delistd::cli::staff::StaffCmd,
+    },
+    /// Serve the web desk over a database (see also the [web] section of the config).
+    Web {
+        #[arg(long, short, env = "DELISTD_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// The database, instead of the one named in the config.
+        #[arg(long, env = "DELISTD_DB")]
+        db: Option<PathBuf>,
+        /// Address to listen on (default: [web] listen, else 127.0.0.1:8080). A non-loopback
+        /// address needs TLS or proxy mode in the [web] section.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
 }
 
 fn init_logs(format: &str) {
@@ -263,6 +285,8 @@ fn main() -> ExitCode {
             }
             Err(e) => e,
         },
+        Command::Staff { config, db, command } => staff(&config, db, command),
+        Command::Web { config, db, listen } => web(&config, db, listen),
     };
     exit.into()
 }
@@ -440,6 +464,7 @@ fn run_demo(dir: &std::path::Path) -> Exit {
         return Exit::Failure;
     }
     println!("\nTry: delistd cases --db {} show DL-000001", paths.database.display());
+    println!("The web desk: delistd web --db {} (then open http://127.0.0.1:8080/)", paths.database.display());
     Exit::Ok
 }
 
@@ -468,6 +493,8 @@ fn cases(config: &std::path::Path, db: Option<PathBuf>, command: CasesCmd) -> Ex
         Ok(x) => x,
         Err(e) => return e,
     };
+    // A demo database given with --db alone: the demo's reply settings (see demo.rs).
+    let cfg = cfg.or_else(|| delistd::demo::config_for_database(&db));
     let mut env = delistd::cli::cases::Env::new(jiff::Timestamp::now());
     let composer = cfg.as_ref().map(|c| delistd::pipeline::Composer {
         from: c.replies.from.clone(),
@@ -480,6 +507,52 @@ fn cases(config: &std::path::Path, db: Option<PathBuf>, command: CasesCmd) -> Ex
     }
     let stdout = std::io::stdout();
     match delistd::cli::cases::run(command, &db, &env, &mut stdout.lock()) {
+        Ok(()) => Exit::Ok,
+        Err(e) => {
+            eprintln!("delistd: {e}");
+            Exit::Code(e.exit_code())
+        }
+    }
+}
+
+fn staff(config: &std::path::Path, db: Option<PathBuf>, command: delistd::cli::staff::StaffCmd) -> Exit {
+    let (db, _) = match staff_db(config, db) {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    let (stdin, stdout) = (std::io::stdin(), std::io::stdout());
+    match delistd::cli::staff::run(command, &db, jiff::Timestamp::now(), &mut stdin.lock(), &mut stdout.lock()) {
+        Ok(()) => Exit::Ok,
+        Err(e) => {
+            eprintln!("delistd: {e}");
+            Exit::Code(e.exit_code())
+        }
+    }
+}
+
+fn web(config: &std::path::Path, db: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> Exit {
+    let (db, cfg) = match staff_db(config, db) {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    // The demo's database: its reply settings, and a one-time account (see desk::demo_account).
+    let demo = cfg.is_none().then(|| delistd::demo::config_for_database(&db)).flatten();
+    if demo.is_some() {
+        match delistd::desk::accounts::demo_account(&db) {
+            Ok(Some(password)) => println!("demo desk: sign in as \"demo\" with the one-time password {password}"),
+            Ok(None) => {}
+            Err(e) => eprintln!("delistd: demo account: {e}"),
+        }
+    }
+    let cfg = cfg.or(demo);
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("delistd: {e}");
+            return Exit::Failure;
+        }
+    };
+    match rt.block_on(delistd::web::serve_standalone(&db, cfg.as_ref(), listen)) {
         Ok(()) => Exit::Ok,
         Err(e) => {
             eprintln!("delistd: {e}");

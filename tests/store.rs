@@ -452,9 +452,13 @@ fn list_orders_by_urgency_and_shows_time_left() {
     assert!(lines[1].contains("overdue by 2h00m"), "{out}");
     assert!(lines[2].contains("in 4h00m"), "{out}");
     assert!(lines[3].contains("in 1d23h"), "{out}");
-    assert!(lines[4].contains("awaiting_info") && lines[4].ends_with("-"), "{out}");
-    // Opened time in the staff's zone (UTC+1 here): 2025-03-08 10:00 UTC.
-    assert!(lines[1].contains("2025-03-08 11:00"), "{out}");
+    assert!(lines[4].contains("waiting") && lines[4].ends_with("-"), "{out}");
+    // Issue 11: the default table fits an 80-column terminal.
+    assert!(out.lines().all(|l| l.chars().count() <= 80), "{out}");
+    // --wide has every column; opened time in the staff's zone (UTC+1 here): 2025-03-08 10:00 UTC.
+    let wide = ok(&db, now, &["list", "--wide"]);
+    let wl: Vec<&str> = wide.lines().collect();
+    assert!(wl[1].contains("2025-03-08 11:00") && wl[4].contains("awaiting_info"), "{wide}");
 
     // The clock moves on: 5 h later the second case is overdue too.
     let later = now + SignedDuration::from_hours(5);
@@ -634,7 +638,7 @@ fn resolve_with_a_reply_queues_it_in_the_case_language() {
 
     // Without a composer configured, --reply is refused and nothing changes.
     let e = cli(&db, &env(now), &["resolve", "DL-000001", "--note", "n", "--reply", "delisted"]).unwrap_err();
-    assert!(matches!(e, CasesError::RepliesOff));
+    assert!(matches!(e, CasesError::Desk(delistd::desk::DeskError::RepliesOff)));
     assert_eq!(open(&db).case(c).unwrap().unwrap().state, CaseState::Open);
 
     let env = env_with_replies(now);
@@ -682,6 +686,65 @@ fn resolve_with_a_reply_queues_it_in_the_case_language() {
     // Resolving a closed case with a reply is refused before composing anything.
     let e = cli(&db, &env, &["resolve", "DL-000001", "--note", "n", "--reply", "delisted"]).unwrap_err();
     assert_eq!(e.exit_code(), 4);
+}
+
+/// Issue 11: `cases list --assignee` shows one person's cases.
+#[test]
+fn list_by_assignee() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    let t0 = t("2025-03-01T10:00:00Z");
+    let mut s = open(&db);
+    for i in 1..=3 {
+        take_in(&mut s, i, &format!("203.0.113.{i}"), "alice@example.com", t0);
+    }
+    drop(s);
+    ok(&db, t0, &["assign", "DL-000002", "carol", "--by", "bob"]);
+    assert_eq!(json_refs(&ok(&db, t0, &["list", "--assignee", "carol", "--json"])), ["DL-000002"]);
+    assert!(json_refs(&ok(&db, t0, &["list", "--assignee", "bob", "--json"])).is_empty());
+}
+
+/// Issue 11: the README's `--reject --reply rejected` works, `--reject --reply delisted` is a
+/// usage error, and a case without an IP cannot be resolved as delisted.
+#[test]
+fn resolve_rules_of_the_desk_hold_in_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    let t0 = t("2025-03-01T10:00:00Z");
+    let mut s = open(&db);
+    take_in(&mut s, 1, "203.0.113.7", "alice@example.com", t0);
+    let tx = s.transaction().unwrap();
+    let no_ip = tx
+        .open_case(
+            &delistd::cases::NewCase {
+                ip: None,
+                status_code: None,
+                ndr_line: None,
+                sender: "carl@example.it".into(),
+                language: delistd::types::Lang::It,
+                opened_by: None,
+                awaiting_info: true,
+            },
+            t0,
+        )
+        .unwrap();
+    tx.commit().unwrap();
+    drop(s);
+    let env = env_with_replies(t0);
+    let out = cli(&db, &env, &["resolve", "DL-000001", "--note", "spam", "--reject", "--reply", "rejected", "--by", "bob"])
+        .unwrap();
+    assert!(out.starts_with("DL-000001 rejected; reply #"), "{out}");
+    let e = cli(&db, &env, &["resolve", &no_ip.to_string(), "--note", "n", "--reject", "--reply", "delisted"]).unwrap_err();
+    assert_eq!(e.exit_code(), 2, "{e}");
+    for args in [&["--reply", "delisted"][..], &[]] {
+        let mut a = vec!["resolve", "DL-000002", "--note", "n"];
+        a.extend_from_slice(args);
+        let e = cli(&db, &env, &a).unwrap_err();
+        assert_eq!(e.exit_code(), 4, "{e}");
+        assert!(e.to_string().contains("no banned IP"), "{e}");
+    }
+    assert_eq!(open(&db).case(no_ip).unwrap().unwrap().state, CaseState::AwaitingInfo);
+    assert!(open(&db).case_detail(no_ip).unwrap().unwrap().replies.is_empty(), "no \"indirizzo IP -\" reply");
 }
 
 // -- show and export -----------------------------------------------------------------------------

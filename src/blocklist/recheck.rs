@@ -48,9 +48,9 @@ pub fn delisted_reply(
     now: Timestamp,
 ) -> Result<Option<NewReply>, String> {
     let composer = crate::pipeline::Composer { from: s.from.clone(), message_id_domain: s.message_id_domain.clone() };
-    let replies = crate::cli::cases::Replies::new(&composer, s.portal_url.clone(), s.support_url.clone());
+    let replies = crate::desk::Replies::new(&composer, s.portal_url.clone(), s.support_url.clone());
     let Some(d) = store.case_detail(r).map_err(|e| e.to_string())? else { return Ok(None) };
-    crate::cli::cases::resolution_reply(store, &d, ReplyKind::Delisted, None, &replies, BLOCKLIST_ACTOR, now)
+    crate::desk::resolution_reply(store, &d, ReplyKind::Delisted, None, &replies, BLOCKLIST_ACTOR, now)
         .map(Some)
         .map_err(|e| e.to_string())
 }

@@ -27,6 +27,8 @@ pub struct CaseFilter {
     pub ip: Option<IpAddr>,
     /// Sender address, compared without regard to case.
     pub sender: Option<String>,
+    /// Assigned to this staff member.
+    pub assignee: Option<String>,
     /// Opened at or after.
     pub since: Option<Timestamp>,
     /// At most this many rows (`None`: all, for export).
@@ -84,6 +86,9 @@ impl CaseFilter {
         }
         if let Some(s) = &self.sender {
             push(&mut cond, "sender = ?", Value::Text(s.clone()), &mut p);
+        }
+        if let Some(a) = &self.assignee {
+            push(&mut cond, "assignee = ?", Value::Text(a.clone()), &mut p);
         }
         if let Some(t) = self.since {
             push(&mut cond, "opened_at >= ?", Value::Integer(t.as_second()), &mut p);

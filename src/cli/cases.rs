@@ -26,17 +26,14 @@ use std::str::FromStr;
 
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
-use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::cases::sla::{short_duration, Spread};
-use crate::cases::{
-    CaseDetail, CaseFilter, CaseRow, CaseState, ComposeError, ComposeRequest, NewReply, ReplyComposer, Resolution,
-    Resolve, SlaStatus, Store, StoreError, StoreOptions,
-};
-use crate::decide::ReplyKind;
-use crate::reply::{RenderError, RenderedReply, ReplyVars};
-use crate::types::{CaseRef, Lang};
+use crate::cases::{CaseFilter, CaseState, ComposeError, Resolution, SlaStatus, Store, StoreError, StoreOptions};
+use crate::desk::{Actor, CaseSummary, CaseView, Desk, DeskError, ResolveRequest};
+use crate::reply::RenderError;
+use crate::types::CaseRef;
+pub use crate::desk::{RenderFn, Replies};
 
 /// Exit code: no such case.
 pub const EXIT_NOT_FOUND: u8 = 3;
@@ -110,6 +107,12 @@ pub struct ListArgs {
     /// Sender address (case does not matter).
     #[arg(long)]
     pub sender: Option<String>,
+    /// Only cases assigned to this staff member.
+    #[arg(long, conflicts_with = "mine")]
+    pub assignee: Option<String>,
+    /// Only cases assigned to me (the acting staff member, as for actions).
+    #[arg(long)]
+    pub mine: bool,
     /// Opened since: a duration ago (7d), a local date (2025-03-01) or an RFC 3339 time.
     #[arg(long, value_name = "WHEN")]
     pub since: Option<Since>,
@@ -125,6 +128,9 @@ pub struct ListArgs {
     /// CSV with a header line, times in UTC.
     #[arg(long)]
     pub csv: bool,
+    /// Every column at full width (by default the table fits 80 columns).
+    #[arg(long)]
+    pub wide: bool,
 }
 
 impl ListArgs {
@@ -160,13 +166,13 @@ pub struct ResolveArgs {
     /// Queue this reply to the sender, in the case's language. `rejected` closes the case as rejected.
     #[arg(long, value_enum)]
     pub reply: Option<ResolutionReply>,
-    /// Close as rejected without a reply.
-    #[arg(long, conflicts_with = "reply")]
+    /// Close as rejected (with `--reply rejected`: and tell the sender).
+    #[arg(long)]
     pub reject: bool,
     /// Text for the sender, put into the reply.
     #[arg(long, requires = "reply", value_name = "TEXT")]
     pub reply_note: Option<String>,
-    /// Who does it (default: $DELISTD_STAFF, else $USER).
+    /// Who does it; only root may name someone (default: the Unix user, or $SUDO_USER under sudo).
     #[arg(long, env = "DELISTD_STAFF")]
     pub by: Option<String>,
 }
@@ -298,24 +304,6 @@ pub fn parse_duration(s: &str) -> Result<SignedDuration, String> {
     Ok(SignedDuration::from_secs(total))
 }
 
-/// Renders reply text from a template; [`crate::reply::render`] in production.
-pub type RenderFn = fn(ReplyKind, Lang, &ReplyVars) -> Result<RenderedReply, RenderError>;
-
-/// What `resolve --reply` needs to build a reply.
-pub struct Replies<'a> {
-    pub composer: &'a dyn ReplyComposer,
-    pub render: RenderFn,
-    pub portal_url: String,
-    pub support_url: String,
-}
-
-impl<'a> Replies<'a> {
-    /// Replies rendered from the real templates.
-    pub fn new(composer: &'a dyn ReplyComposer, portal_url: String, support_url: String) -> Replies<'a> {
-        Replies { composer, render: crate::reply::render, portal_url, support_url }
-    }
-}
-
 /// Everything a command needs besides its arguments.
 pub struct Env<'a> {
     pub now: Timestamp,
@@ -341,10 +329,10 @@ pub enum CasesError {
     NoDatabase(PathBuf),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Desk(DeskError),
     #[error("{0}")]
     Usage(String),
-    #[error("replies are not configured for this command; resolve without --reply, or configure the reply composer")]
-    RepliesOff,
     #[error("rendering the reply: {0}")]
     Render(#[from] RenderError),
     #[error(transparent)]
@@ -359,13 +347,24 @@ pub enum CasesError {
     DelistCommand { case: CaseRef, summary: String },
 }
 
+impl From<DeskError> for CasesError {
+    fn from(e: DeskError) -> CasesError {
+        // Store errors keep their own variant, so their exit codes stay as documented.
+        match e {
+            DeskError::Store(s) => CasesError::Store(s),
+            other => CasesError::Desk(other),
+        }
+    }
+}
+
 impl CasesError {
     /// The process exit code for this error (see the module docs).
     pub fn exit_code(&self) -> u8 {
         match self {
             CasesError::Store(StoreError::NotFound(_)) => EXIT_NOT_FOUND,
             CasesError::Store(StoreError::WrongState { .. }) => EXIT_REFUSED,
-            CasesError::Usage(_) => 2,
+            CasesError::Desk(DeskError::Refused(_) | DeskError::Forbidden(_)) => EXIT_REFUSED,
+            CasesError::Usage(_) | CasesError::Desk(DeskError::Invalid(_)) => 2,
             CasesError::DelistCommand { .. } => EXIT_DELIST_FAILED,
             _ => 1,
         }
@@ -395,23 +394,22 @@ fn run_inner(cmd: CasesCmd, db: &Path, env: &Env<'_>, out: &mut dyn Write) -> Re
     let mut store = Store::open(db, env.store.clone())?;
     match cmd {
         CasesCmd::List(a) => list(&store, a, env, out),
-        CasesCmd::Show(a) => show(&store, a, env, out),
+        CasesCmd::Show(a) => show(&mut store, a, env, out),
         CasesCmd::Resolve(a) => resolve(&mut store, a, env, out),
         CasesCmd::Reopen(a) => {
-            store.reopen(a.case, &actor(a.by), a.note.as_deref(), env.now)?;
-            let case = store.case(a.case)?.ok_or(StoreError::NotFound(a.case))?;
+            let case = Desk::new(&mut store).reopen(&actor(a.by)?, a.case, a.note.as_deref(), env.now)?;
             let due = case.due_at.map(|d| local(d, &env.tz)).unwrap_or_default();
             writeln!(out, "{} reopened; due {due}", a.case)?;
             Ok(())
         }
         CasesCmd::Note(a) => {
-            store.note(a.case, &actor(a.by), &a.text, env.now)?;
+            Desk::new(&mut store).note(&actor(a.by)?, a.case, &a.text, env.now)?;
             writeln!(out, "{}: note added", a.case)?;
             Ok(())
         }
         CasesCmd::Assign(a) => {
             let who = if a.clear { None } else { a.who.as_deref() };
-            store.assign(a.case, &actor(a.by), who, env.now)?;
+            Desk::new(&mut store).assign(&actor(a.by)?, a.case, who, env.now)?;
             writeln!(out, "{} assigned to {}", a.case, who.unwrap_or("nobody"))?;
             Ok(())
         }
@@ -420,12 +418,42 @@ fn run_inner(cmd: CasesCmd, db: &Path, env: &Env<'_>, out: &mut dyn Write) -> Re
     }
 }
 
-/// The staff member acting: --by / $DELISTD_STAFF, else the login name.
-fn actor(by: Option<String>) -> String {
-    by.filter(|s| !s.trim().is_empty())
+/// The staff member acting. The history must say who really did it, so: the Unix user;
+/// under sudo, the user who ran sudo (`SUDO_USER`); `--by` (or `$DELISTD_STAFF`) only for
+/// root, who may act for someone (e.g. a script run by an administrator).
+fn actor(by: Option<String>) -> Result<Actor, CasesError> {
+    let by = by.filter(|s| !s.trim().is_empty());
+    let uid = effective_uid();
+    let login = login_name(uid);
+    match (uid, by) {
+        (Some(0), Some(b)) => Ok(Actor::agent(b)),
+        (Some(0), None) => Ok(Actor::agent(std::env::var("SUDO_USER").ok().filter(|s| !s.is_empty()).unwrap_or(login))),
+        (_, Some(b)) if b != login => Err(CasesError::Usage(format!(
+            "--by {b}: only root may act under another name; you are {login} (drop --by and $DELISTD_STAFF)"
+        ))),
+        _ => Ok(Actor::agent(login)),
+    }
+}
+
+/// The process's uid, read from `/proc/self` (owned by the process's effective user).
+fn effective_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
+/// The login name of `uid` from /etc/passwd, else `$USER`, else the number.
+fn login_name(uid: Option<u32>) -> String {
+    let from_passwd = uid.and_then(|uid| {
+        let text = std::fs::read_to_string("/etc/passwd").ok()?;
+        text.lines().find_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+        })
+    });
+    from_passwd
         .or_else(|| std::env::var("USER").ok())
-        .or_else(|| std::env::var("LOGNAME").ok())
-        .unwrap_or_else(|| "staff".into())
+        .unwrap_or_else(|| uid.map(|u| u.to_string()).unwrap_or_else(|| "staff".into()))
 }
 
 fn local(t: Timestamp, tz: &TimeZone) -> String {
@@ -438,60 +466,8 @@ fn local_with_zone(t: Timestamp, tz: &TimeZone) -> String {
 
 // -- list / export ------------------------------------------------------------------------
 
-/// One case for scripts (JSON, CSV). Times are RFC 3339 UTC.
-#[derive(Debug, Serialize)]
-struct CaseOut {
-    #[serde(rename = "ref")]
-    case_ref: String,
-    state: &'static str,
-    ip: Option<String>,
-    status_code: Option<String>,
-    sender: String,
-    language: String,
-    assignee: Option<String>,
-    opened_at: String,
-    due_at: Option<String>,
-    first_response_at: Option<String>,
-    resolved_at: Option<String>,
-    /// Seconds until due (negative: overdue), for open cases.
-    seconds_left: Option<i64>,
-    /// "in 5h12m", "overdue by 3h12m", "met", "missed", "-".
-    sla: String,
-    ndr_line: Option<String>,
-    /// How a closed case was closed: delisted, not_listed, rejected.
-    resolution: Option<String>,
-    /// Where the blocklist lists the IP (a DNSBL zone, `cidr:<path>`), and why.
-    listing_source: Option<String>,
-    listing_reason: Option<String>,
-    listing_since: Option<String>,
-    listing_checked_at: Option<String>,
-}
-
-impl CaseOut {
-    fn new(c: &CaseRow, now: Timestamp) -> CaseOut {
-        CaseOut {
-            case_ref: c.case_ref.to_string(),
-            state: c.state.as_str(),
-            ip: c.ip.clone(),
-            status_code: c.status_code.clone(),
-            sender: c.sender.clone(),
-            language: c.language.clone(),
-            assignee: c.assignee.clone(),
-            opened_at: c.opened_at.to_string(),
-            due_at: c.due_at.map(|t| t.to_string()),
-            first_response_at: c.first_response_at.map(|t| t.to_string()),
-            resolved_at: c.resolved_at.map(|t| t.to_string()),
-            seconds_left: c.due_at.filter(|_| c.state == CaseState::Open).map(|d| d.as_second() - now.as_second()),
-            sla: SlaStatus::of(c, now).describe(),
-            resolution: c.resolution.clone(),
-            listing_source: c.listing.as_ref().map(|l| l.source.clone()),
-            listing_reason: c.listing.as_ref().and_then(|l| l.reason.clone()),
-            listing_since: c.listing.as_ref().and_then(|l| l.since).map(|t| t.to_string()),
-            listing_checked_at: c.listing.as_ref().and_then(|l| l.checked_at).map(|t| t.to_string()),
-            ndr_line: c.ndr_line.clone(),
-        }
-    }
-}
+/// One case for scripts (JSON, CSV): the desk's view, as the web API gives it.
+type CaseOut = CaseSummary;
 
 fn states_of(args: &[StateArg]) -> Vec<CaseState> {
     let mut v: Vec<CaseState> = Vec::new();
@@ -525,6 +501,7 @@ fn list(store: &Store, a: ListArgs, env: &Env<'_>, out: &mut dyn Write) -> Resul
         due_within: a.due_within,
         ip: a.ip,
         sender: a.sender.clone(),
+        assignee: if a.mine { Some(actor(None)?.name) } else { a.assignee.clone() },
         since: a.since.map(|s| s.resolve(env.now, &env.tz)).transpose()?,
         // One more than asked, to tell people there is a next page.
         limit: limit.map(|n| n.saturating_add(1)),
@@ -553,22 +530,46 @@ fn list(store: &Store, a: ListArgs, env: &Env<'_>, out: &mut dyn Write) -> Resul
         writeln!(out, "no cases")?;
         return Ok(());
     }
-    let header = ["REF", "STATE", "IP", "SENDER", "OPENED", "DUE", "ASSIGNEE"];
-    let rows: Vec<[String; 7]> = cases
-        .iter()
-        .map(|c| {
-            [
-                c.case_ref.to_string(),
-                c.state.to_string(),
-                c.ip.clone().unwrap_or_else(|| "-".into()),
-                c.sender.clone(),
-                local(c.opened_at, &env.tz),
-                SlaStatus::of(c, env.now).describe(),
-                c.assignee.clone().unwrap_or_else(|| "-".into()),
-            ]
-        })
-        .collect();
-    write_table(out, &header, &rows)?;
+    if a.wide {
+        let header = ["REF", "STATE", "IP", "SENDER", "OPENED", "DUE", "ASSIGNEE"];
+        let rows: Vec<[String; 7]> = cases
+            .iter()
+            .map(|c| {
+                [
+                    c.case_ref.to_string(),
+                    c.state.to_string(),
+                    c.ip.clone().unwrap_or_else(|| "-".into()),
+                    c.sender.clone(),
+                    local(c.opened_at, &env.tz),
+                    SlaStatus::of(c, env.now).describe(),
+                    c.assignee.clone().unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        write_table(out, &header, &rows)?;
+    } else {
+        // 80 columns: no opening time (`show` has it), short state names, and the sender,
+        // then the IP, shortened with an ellipsis when the row would not fit.
+        let header = ["REF", "STATE", "IP", "SENDER", "DUE", "WHO"];
+        let mut rows: Vec<[String; 6]> = cases
+            .iter()
+            .map(|c| {
+                [
+                    c.case_ref.to_string(),
+                    match c.state {
+                        CaseState::AwaitingInfo => "waiting".into(),
+                        s => s.to_string(),
+                    },
+                    c.ip.clone().unwrap_or_else(|| "-".into()),
+                    one_line(&c.sender),
+                    SlaStatus::of(c, env.now).describe(),
+                    c.assignee.as_deref().map(one_line).unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        fit_columns(&header, &mut rows, 80, &[(3, 12), (5, 8), (2, 15)]);
+        write_table(out, &header, &rows)?;
+    }
     if more {
         writeln!(
             out,
@@ -577,6 +578,31 @@ fn list(store: &Store, a: ListArgs, env: &Env<'_>, out: &mut dyn Write) -> Resul
         )?;
     }
     Ok(())
+}
+
+/// Shorten columns until a table row fits `max` characters: each `(column, minimum)` in turn
+/// gives up what it must, down to its minimum; cut cells end with `…`.
+fn fit_columns<const N: usize>(header: &[&str; N], rows: &mut [[String; N]], max: usize, shrink: &[(usize, usize)]) {
+    let width = |col: usize, rows: &[[String; N]]| {
+        rows.iter().map(|r| r[col].chars().count()).chain([header[col].len()]).max().unwrap_or(0)
+    };
+    for &(col, min) in shrink {
+        let total: usize = (0..N).map(|c| width(c, rows)).sum::<usize>() + 2 * (N - 1);
+        if total <= max {
+            return;
+        }
+        let cur = width(col, rows);
+        let target = cur.saturating_sub(total - max).max(min);
+        if target >= cur {
+            continue;
+        }
+        for r in rows.iter_mut() {
+            if r[col].chars().count() > target {
+                let cut: String = r[col].chars().take(target.saturating_sub(1)).collect();
+                r[col] = format!("{cut}…");
+            }
+        }
+    }
 }
 
 fn write_table<const N: usize>(out: &mut dyn Write, header: &[&str; N], rows: &[[String; N]]) -> io::Result<()> {
@@ -640,10 +666,11 @@ fn export(store: &Store, a: ExportArgs, env: &Env<'_>, out: &mut dyn Write) -> R
 
 // -- show -----------------------------------------------------------------------------------
 
-fn show(store: &Store, a: ShowArgs, env: &Env<'_>, out: &mut dyn Write) -> Result<(), CasesError> {
+fn show(store: &mut Store, a: ShowArgs, env: &Env<'_>, out: &mut dyn Write) -> Result<(), CasesError> {
     let d = store.case_detail(a.case)?.ok_or(StoreError::NotFound(a.case))?;
     if a.json {
-        serde_json::to_writer_pretty(&mut *out, &detail_json(&d, env.now))?;
+        let view: CaseView = Desk::new(store).case(a.case, env.now)?;
+        serde_json::to_writer_pretty(&mut *out, &view)?;
         writeln!(out)?;
         return Ok(());
     }
@@ -812,66 +839,33 @@ fn evidence_lines(evidence: Option<&str>, decision: Option<&str>) -> Vec<String>
     lines
 }
 
-fn detail_json(d: &CaseDetail, now: Timestamp) -> Value {
-    let parse = |s: &Option<String>| s.as_deref().and_then(|t| serde_json::from_str::<Value>(t).ok());
-    json!({
-        "case": CaseOut::new(&d.case, now),
-        "events": d.events.iter().map(|e| json!({
-            "at": e.at.to_string(), "kind": e.kind, "actor": e.actor, "text": e.text,
-            "message": e.message.map(|m| m.0), "reply": e.outbox.map(|o| o.0),
-        })).collect::<Vec<_>>(),
-        "messages": d.messages.iter().map(|m| json!({
-            "id": m.id.0, "received_at": m.received_at.to_string(), "source": m.source,
-            "message_id": m.message_id, "sender": m.sender, "subject": m.subject, "size": m.size,
-            "sha256": m.sha256, "action": m.action, "outcome": m.outcome, "error": m.error,
-            "evidence": parse(&m.evidence), "decision": parse(&m.decision),
-        })).collect::<Vec<_>>(),
-        "replies": d.replies.iter().map(|r| json!({
-            "id": r.id.0, "state": r.state, "recipient": r.recipient, "message_id": r.message_id,
-            "subject": r.subject, "attempts": r.attempts, "queued_at": r.queued_at.to_string(),
-            "sent_at": r.sent_at.map(|t| t.to_string()), "last_error": r.last_error,
-        })).collect::<Vec<_>>(),
-    })
-}
-
 // -- resolve --------------------------------------------------------------------------------
 
 fn resolve(store: &mut Store, a: ResolveArgs, env: &Env<'_>, out: &mut dyn Write) -> Result<(), CasesError> {
-    let by = actor(a.by);
+    let by = actor(a.by)?;
     let resolution = match (a.reply, a.reject) {
+        (Some(ResolutionReply::Delisted), true) => {
+            return Err(CasesError::Usage("--reject with --reply delisted: choose one (--reply rejected to reject and tell the sender)".into()))
+        }
         (Some(ResolutionReply::Rejected), _) | (None, true) => Resolution::Rejected,
         _ => Resolution::Delisted,
     };
-    let reply = match a.reply {
-        None => None,
-        Some(kind) => {
-            let replies = env.replies.as_ref().ok_or(CasesError::RepliesOff)?;
-            let d = store.case_detail(a.case)?.ok_or(StoreError::NotFound(a.case))?;
-            // Refuse before composing: the store checks again inside its transaction.
-            if !d.case.state.is_active() {
-                return Err(StoreError::WrongState { case: a.case, state: d.case.state, action: "resolve" }.into());
-            }
-            let kind = match kind {
-                ResolutionReply::Delisted => ReplyKind::Delisted,
-                ResolutionReply::Rejected => ReplyKind::Rejected,
-            };
-            Some(resolution_reply(store, &d, kind, a.reply_note, replies, &by, env.now)?)
-        }
+    let how = ResolveRequest {
+        resolution,
+        note: Some(a.note),
+        reply: a.reply.is_some(),
+        note_for_sender: a.reply_note,
+        replies: env.replies.as_ref(),
     };
     if resolution == Resolution::Delisted {
         if let Some(argv) = &env.delist_command {
-            run_delist_command(store, a.case, argv, &by, env.now)?;
+            run_delist_command(store, a.case, argv, &by.name, env.now)?;
         }
     }
-    let res = Resolve { actor: by, note: Some(a.note), resolution, reply };
-    let queued = store.resolve(a.case, &res, env.now)?;
-    let state = match resolution {
-        Resolution::Delisted => "resolved",
-        Resolution::Rejected => "rejected",
-    };
-    match queued {
-        Some(id) => writeln!(out, "{} {state}; reply {id} queued", a.case)?,
-        None => writeln!(out, "{} {state}; no reply sent", a.case)?,
+    let done = Desk::new(store).resolve(&by, a.case, how, env.now)?;
+    match done.reply {
+        Some(id) => writeln!(out, "{} {}; reply #{id} queued", a.case, done.state)?,
+        None => writeln!(out, "{} {}; no reply sent", a.case, done.state)?,
     }
     Ok(())
 }
@@ -892,62 +886,6 @@ fn run_delist_command(store: &mut Store, r: CaseRef, argv: &[String], by: &str, 
     } else {
         Err(CasesError::DelistCommand { case: r, summary: run.summary() })
     }
-}
-
-/// The reply of a staff resolution, in the case's language, answering the case's latest
-/// message; also used by the blocklist task when a case resolves by itself.
-pub fn resolution_reply(
-    store: &Store,
-    d: &CaseDetail,
-    kind: ReplyKind,
-    note_for_sender: Option<String>,
-    replies: &Replies<'_>,
-    actor: &str,
-    now: Timestamp,
-) -> Result<NewReply, CasesError> {
-    let c = &d.case;
-    let opening = c.opened_by.and_then(|id| d.messages.iter().find(|m| m.id == id));
-    // Answer the latest message of the thread, so the sender's client threads it there.
-    let answered = d.messages.iter().rev().find(|m| m.message_id.is_some());
-    let sender_name = opening
-        .and_then(|m| m.evidence.as_deref())
-        .and_then(|e| serde_json::from_str::<Value>(e).ok())
-        .and_then(|v| v["headers"]["from_name"].as_str().map(str::to_string));
-    let vars = ReplyVars {
-        case_refs: vec![c.case_ref.to_string()],
-        ips: c.ip.iter().cloned().collect(),
-        status_code: c.status_code.clone(),
-        ndr_line: c.ndr_line.clone(),
-        missing: Vec::new(),
-        original_subject: opening.and_then(|m| m.subject.clone()),
-        sender_name,
-        sla_hours: u32::try_from(store.sla().as_secs() / 3600).unwrap_or(u32::MAX),
-        due: c.due_at,
-        due_at: None,
-        portal_url: replies.portal_url.clone(),
-        support_url: replies.support_url.clone(),
-        staff_note: note_for_sender,
-        portal_ips: Vec::new(),
-    };
-    let rendered = (replies.render)(kind, c.lang(), &vars)?;
-    let composed = replies.composer.compose(&ComposeRequest {
-        case_ref: Some(c.case_ref),
-        to: &c.sender,
-        lang: c.lang(),
-        reply: &rendered,
-        in_reply_to: answered.and_then(|m| m.message_id.as_deref()),
-        now,
-    })?;
-    Ok(NewReply {
-        case: Some(c.case_ref),
-        caused_by: answered.map(|m| m.id),
-        recipient: c.sender.clone(),
-        message_id: composed.message_id,
-        subject: rendered.subject,
-        raw: composed.raw,
-        actor: actor.to_string(),
-        kind: Some(kind),
-    })
 }
 
 // -- stats ----------------------------------------------------------------------------------

@@ -234,6 +234,15 @@ pub async fn run(cfg: Config, mode: Mode) -> Result<RunStats, DaemonError> {
         });
     }
 
+    // [web]: the staff desk, served beside the daemon (see web::daemon_task).
+    if mode == Mode::Serve && cfg.web.is_some() {
+        let web = crate::web::daemon_task((*cfg).clone(), stop_rx.clone());
+        tasks.spawn("web", async move {
+            web.await;
+            Ok(Done::Helper)
+        });
+    }
+
     let intake_done = Arc::new(AtomicBool::new(false));
     {
         let (store, wake, stop, done) = (store.clone(), wake_outbox.clone(), stop_rx.clone(), intake_done.clone());

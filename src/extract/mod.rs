@@ -33,7 +33,7 @@ mod authres;
 mod auto;
 mod forms;
 mod headers;
-mod html;
+pub(crate) mod html;
 mod ip;
 mod lang;
 mod mime;

@@ -1,0 +1,159 @@
+//! The desk's rules, against an in-memory store.
+
+use super::*;
+use crate::cases::store::tests::{t, take_in};
+use crate::cases::{NewCase, StoreOptions};
+
+fn store() -> Store {
+    Store::open_in_memory(StoreOptions::default()).unwrap()
+}
+
+fn no_ip_case(s: &mut Store, now: Timestamp) -> CaseRef {
+    let tx = s.transaction().unwrap();
+    let c = tx
+        .open_case(
+            &NewCase {
+                ip: None,
+                status_code: None,
+                ndr_line: None,
+                sender: "a@example.com".into(),
+                language: Lang::It,
+                opened_by: None,
+                awaiting_info: true,
+            },
+            now,
+        )
+        .unwrap();
+    tx.commit().unwrap();
+    c
+}
+
+fn how(resolution: Resolution) -> ResolveRequest<'static> {
+    ResolveRequest { resolution, note: Some("n".into()), reply: false, note_for_sender: None, replies: None }
+}
+
+#[test]
+fn delisted_needs_a_banned_ip() {
+    let mut s = store();
+    let now = t("2025-03-01T10:00:00Z");
+    let c = no_ip_case(&mut s, now);
+    let mut desk = Desk::new(&mut s);
+    let bob = Actor::agent("bob");
+    let e = desk.resolve(&bob, c, how(Resolution::Delisted), now).unwrap_err();
+    assert!(matches!(e, DeskError::Refused(ref m) if m.contains("no banned IP")), "{e}");
+    assert_eq!(desk.store.case(c).unwrap().unwrap().state, CaseState::AwaitingInfo, "nothing changed");
+    // Rejecting it is fine.
+    let done = desk.resolve(&bob, c, how(Resolution::Rejected), now).unwrap();
+    assert_eq!((done.state, done.reply), (CaseState::Rejected, None));
+}
+
+#[test]
+fn a_reply_without_reply_settings_is_refused_before_anything_changes() {
+    let mut s = store();
+    let now = t("2025-03-01T10:00:00Z");
+    let (_, c) = take_in(&mut s, 1, "203.0.113.7", now);
+    let mut desk = Desk::new(&mut s);
+    let req = ResolveRequest { reply: true, ..how(Resolution::Delisted) };
+    assert!(matches!(desk.resolve(&Actor::agent("bob"), c, req, now), Err(DeskError::RepliesOff)));
+    assert_eq!(desk.store.case(c).unwrap().unwrap().state, CaseState::Open);
+}
+
+#[test]
+fn viewers_cannot_act_and_actions_record_the_actor() {
+    let mut s = store();
+    let now = t("2025-03-01T10:00:00Z");
+    let (_, c) = take_in(&mut s, 1, "203.0.113.7", now);
+    let mut desk = Desk::new(&mut s);
+    let vera = Actor { name: "vera".into(), role: Role::Viewer };
+    assert!(matches!(desk.note(&vera, c, "hi", now), Err(DeskError::Forbidden(_))));
+    assert!(matches!(desk.assign(&vera, c, Some("vera"), now), Err(DeskError::Forbidden(_))));
+    assert!(matches!(desk.resolve(&vera, c, how(Resolution::Delisted), now), Err(DeskError::Forbidden(_))));
+    assert!(matches!(desk.reopen(&vera, c, None, now), Err(DeskError::Forbidden(_))));
+    let ann = Actor::agent("ann");
+    desk.note(&ann, c, "called them", now).unwrap();
+    desk.assign(&ann, c, Some("ann"), now).unwrap();
+    let v = desk.case(c, now).unwrap();
+    let mine: Vec<_> = v.events.iter().filter(|e| e.actor == "ann").map(|e| e.kind.as_str()).collect();
+    assert_eq!(mine, ["note", "assigned"]);
+    assert!(v.events.iter().all(|e| e.actor != "vera"));
+    assert_eq!(v.case.assignee.as_deref(), Some("ann"));
+}
+
+#[test]
+fn the_case_view_has_each_message_text() {
+    let mut s = store();
+    let now = t("2025-03-01T10:00:00Z");
+    let (_, c) = take_in(&mut s, 1, "203.0.113.7", now);
+    let v = Desk::new(&mut s).case(c, now).unwrap();
+    assert_eq!(v.messages.len(), 1);
+    assert!(v.messages[0].text.as_deref().unwrap_or("").contains("550 5.7.511 banned sender[203.0.113.7]"));
+}
+
+#[test]
+fn the_board_filters_by_cidr_sender_and_assignee_and_pages_by_keyset() {
+    let mut s = store();
+    let now = t("2025-03-01T10:00:00Z");
+    let mut refs = Vec::new();
+    for i in 1..=7u32 {
+        let at = now.checked_add(SignedDuration::from_mins(i64::from(i))).unwrap();
+        refs.push(take_in(&mut s, i, &format!("203.0.113.{i}"), at).1);
+    }
+    let mut desk = Desk::new(&mut s);
+    desk.assign(&Actor::agent("ann"), refs[2], Some("ann"), now).unwrap();
+    let later = t("2025-03-01T12:00:00Z");
+    // Keyset pages of 3 cover all 7 in due order, without repeats.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = desk.list(&Query { limit: Some(3), after: after.clone(), ..Query::default() }, later).unwrap();
+        seen.extend(page.cases.iter().map(|c| c.case_ref.clone()));
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    let want: Vec<String> = refs.iter().map(|r| r.to_string()).collect();
+    assert_eq!(seen, want);
+    let q = |q: Query| desk.list(&q, later).unwrap().cases.into_iter().map(|c| c.case_ref).collect::<Vec<_>>();
+    let cidr = q(Query { ip: "203.0.113.4/31".parse().ok(), ..Query::default() });
+    assert_eq!(cidr, [refs[3].to_string(), refs[4].to_string()], "203.0.113.4 and .5");
+    assert_eq!(q(Query { ip: "203.0.113.6".parse().ok(), ..Query::default() }), [refs[5].to_string()]);
+    assert_eq!(q(Query { assignee: Some("ann".into()), ..Query::default() }), [refs[2].to_string()]);
+    assert_eq!(q(Query { sender: Some("EXAMPLE.COM".into()), ..Query::default() }).len(), 7);
+    assert!(q(Query { sender: Some("%".into()), ..Query::default() }).is_empty(), "LIKE wildcards are literal");
+    assert!(matches!(desk.list(&Query { after: Some("i3".into()), ..Query::default() }, later), Err(DeskError::Invalid(_))));
+    let counts = desk.counts(later).unwrap();
+    assert_eq!((counts.open, counts.overdue, counts.awaiting_info), (7, 0, 0));
+}
+
+#[test]
+fn ip_match_parses_and_contains() {
+    let m: IpMatch = "10.1.0.0/16".parse().unwrap();
+    assert!(m.contains("10.1.200.3".parse().unwrap()) && !m.contains("10.2.0.1".parse().unwrap()));
+    let m6: IpMatch = "2001:db8::/32".parse().unwrap();
+    assert!(m6.contains("2001:db8:1::5".parse().unwrap()) && !m6.contains("10.1.0.1".parse().unwrap()));
+    assert!("0.0.0.0/0".parse::<IpMatch>().unwrap().contains("192.0.2.1".parse().unwrap()));
+    for bad in ["10.0.0.0/33", "x", "10.0.0.1/", "::/129"] {
+        assert!(bad.parse::<IpMatch>().is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn bulk_actions_apply_case_by_case() {
+    let mut s = store();
+    let now = t("2025-03-01T10:00:00Z");
+    let (_, a) = take_in(&mut s, 1, "203.0.113.1", now);
+    let (_, b) = take_in(&mut s, 2, "203.0.113.2", now);
+    let c = no_ip_case(&mut s, now);
+    let mut desk = Desk::new(&mut s);
+    let ann = Actor::agent("ann");
+    let out = desk.bulk(&ann, &[a, b, c], &Bulk::Assign(Some("ann".into())), now).unwrap();
+    assert!(out.iter().all(|o| o.error.is_none()), "{out:?}");
+    let how = Bulk::Resolve { resolution: Resolution::Delisted, note: Some("portal".into()) };
+    let out = desk.bulk(&ann, &[a, c, b], &how, now).unwrap();
+    let refused: Vec<&str> = out.iter().filter(|o| o.error.is_some()).map(|o| o.case.as_str()).collect();
+    assert_eq!(refused, [c.to_string()], "only the case without an IP: {out:?}");
+    assert_eq!(desk.store.case(b).unwrap().unwrap().state, CaseState::Resolved, "the one after it still done");
+    let vera = Actor { name: "vera".into(), role: Role::Viewer };
+    assert!(matches!(desk.bulk(&vera, &[a], &Bulk::Assign(None), now), Err(DeskError::Forbidden(_))));
+}
