@@ -110,8 +110,26 @@ pub fn summarise(c: &Config, opts: CheckOptions) -> Summary {
     blocklist(c, &mut s);
     escalation(c, &mut s);
     metrics(c, &mut s);
+    web(c, &mut s);
     secrets(c, opts, &mut s);
     s
+}
+
+fn web(c: &Config, s: &mut Summary) {
+    let lines = s.section("Web desk");
+    let Some(w) = &c.web else {
+        lines.push("not served by `run` (no [web]); `delistd web` serves it alone".into());
+        return;
+    };
+    let scheme = if w.tls_cert.is_some() { "https" } else { "http" };
+    lines.push(format!("{scheme}://{}/ served by `delistd run`", w.listen));
+    if let Some(u) = &w.public_url {
+        lines.push(format!("staff reach it at {u}"));
+    }
+    lines.push(match &w.proxy_user_header {
+        Some(h) => format!("proxy mode: staff name from {h} on connections from {}", w.trusted_proxies.join(", ")),
+        None => "login with a staff account (delistd staff add)".into(),
+    });
 }
 
 /// An OAuth2 login: the mechanism and the token command (never a token).
