@@ -295,7 +295,12 @@ fn a_failing_token_command_backs_off_and_fails_no_reply() {
     wait_for_log_count(&mut daemon, "SMTP server unusable (connection, TLS, greeting or login); replies stay queued", 2, PATIENCE);
     let line = daemon.log_text().lines().find(|l| l.contains("SMTP server unusable")).unwrap_or_default().to_string();
     assert!(line.contains("AADSTS7000215"), "{line}");
-    assert_eq!(desk.outbox(), vec![vec!["queued".to_string(), "0".into(), String::new()]], "the reply was charged for the login");
+    // Not charged (0 attempts), but staff see why it waits (issue 9: the server's failure is
+    // noted on the waiting replies).
+    let rows = desk.outbox();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0][0].as_str(), rows[0][1].as_str()), ("queued", "0"), "the reply was charged for the login: {rows:?}");
+    assert!(rows[0][2].contains("token command") && !rows[0][2].contains("eyJ"), "{rows:?}");
 
     // SMTP works again, with tokens of 20 s too: a connection is not used past its token.
     desk.set("smtp", "life", Some("20"));
