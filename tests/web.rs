@@ -525,3 +525,27 @@ fn bulk_assign_and_reject_from_the_board() {
     assert_eq!(http(d.addr, "POST", "/bulk", &[("Cookie", &cookie)], &body).status, 403);
     assert_eq!(history(&db, "DL-000001").last().map(|e| e.0.clone()), Some("assigned".to_string()));
 }
+
+/// Issue 13 on the desk: the case page shows where the blocklist lists the IP and why. The
+/// reason is a DNSBL's TXT record, written by whoever runs the zone: it is escaped like any
+/// other outside text.
+#[test]
+fn the_case_page_shows_the_listing_and_its_reason_as_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixture(dir.path());
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute(
+        "UPDATE cases SET listing_source = 'bl.example.net', listing_reason = 'trap hits <b onmouseover=x>' WHERE id = 1",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let d = desk(&db, None);
+    let cookie = session(&d, "ann");
+    let page = http(d.addr, "GET", "/cases/DL-000001", &[("Cookie", &cookie)], "");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("listed on bl.example.net: trap hits &lt;b onmouseover=x&gt;"), "{}", page.body);
+    assert!(!page.body.contains("<b onmouseover"), "{}", page.body);
+    let other = http(d.addr, "GET", "/cases/DL-000002", &[("Cookie", &cookie)], "");
+    assert!(other.body.contains("not looked up"), "{}", other.body);
+}

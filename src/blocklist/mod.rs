@@ -170,15 +170,25 @@ impl Blocklist {
         }
     }
 
-    /// Look up several IPs concurrently. Bounded: whatever has not answered after twice the
-    /// timeout (an A query, then a TXT query) is `Unknown`.
+    /// [`Blocklist::check`], counted in the metrics (the re-check loop's way in).
+    pub async fn check_counted(&self, ip: IpAddr) -> Listing {
+        let started = std::time::Instant::now();
+        let l = self.check(ip).await;
+        count(&l, started.elapsed());
+        l
+    }
+
+    /// Look up several IPs concurrently, counted in the metrics. Bounded: whatever has not
+    /// answered after twice the timeout (an A query, then a TXT query) is `Unknown`.
     pub async fn check_all(&self, ips: &[IpAddr]) -> Listings {
         let bound = self.timeout * 2 + Duration::from_millis(200);
         let each = ips.iter().map(|ip| async move {
+            let started = std::time::Instant::now();
             let l = match tokio::time::timeout(bound, self.check(*ip)).await {
                 Ok(l) => l,
                 Err(_) => Listing::Unknown { why: format!("no answer within {bound:?}") },
             };
+            count(&l, started.elapsed());
             (*ip, l)
         });
         futures::future::join_all(each).await.into_iter().collect()
@@ -218,4 +228,16 @@ mod tests {
         let e = Blocklist::start(&cfg(&p)).await.unwrap_err().to_string();
         assert!(e.contains("b.cidr:2:"), "{e}");
     }
+}
+
+/// One lookup in the metrics, labelled by result and the kind of source only: zones and
+/// files are few, IPs are not (and never a label).
+fn count(l: &Listing, took: Duration) {
+    let (result, source) = match l {
+        Listing::Listed { source, .. } if source.starts_with("cidr:") => ("listed", "cidr"),
+        Listing::Listed { .. } => ("listed", "dnsbl"),
+        Listing::NotListed => ("not_listed", "none"),
+        Listing::Unknown { .. } => ("unknown", "none"),
+    };
+    crate::metrics::blocklist_lookup(result, source, took);
 }

@@ -112,7 +112,7 @@ pub async fn recheck_open_cases(
                 return Ok(resolved);
             }
             let Some(ip) = case.ip_addr() else { continue };
-            let listing = blocklist.check(ip).await;
+            let listing = blocklist.check_counted(ip).await;
             let now = Timestamp::now();
             match listing {
                 Listing::NotListed => {

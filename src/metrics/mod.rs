@@ -74,6 +74,8 @@ static MESSAGES: Family = Family::new();
 static REPLIES: Family = Family::new();
 static SEND_FAILURES: Family = Family::new();
 static ESCALATIONS: Family = Family::new();
+static LOOKUPS: Family = Family::new();
+static LOOKUP_TIME: Histogram = Histogram::new(HANDLING_BUCKETS);
 static IMAP_RECONNECTS: AtomicU64 = AtomicU64::new(0);
 /// Unix milliseconds; 0: never.
 static LAST_MAILBOX_CHECK_MS: AtomicI64 = AtomicI64::new(0);
@@ -121,6 +123,13 @@ pub fn reply_failed(kind: Option<&str>) {
 /// network, file.
 pub fn send_failure(class: &str) {
     SEND_FAILURES.inc(&[class]);
+}
+
+/// One IP looked up on the blocklist. `result`: listed, not_listed or unknown; `source`: the
+/// kind of source that answered (`dnsbl`, `cidr`), `none` when none did. Never the IP.
+pub fn blocklist_lookup(result: &str, source: &str, took: Duration) {
+    LOOKUPS.inc(&[result, source]);
+    LOOKUP_TIME.observe(took.as_secs_f64());
 }
 
 /// The IMAP connection was lost (or refused) and will be opened again.
@@ -205,6 +214,8 @@ pub fn render(gauges: Option<&Gauges>, now: Timestamp) -> String {
     family(&mut out, "delistd_replies_total", "Replies and staff mails by kind and state reached (queued, sent, failed).", &["kind", "state"], &REPLIES);
     family(&mut out, "delistd_reply_send_failures_total", "Failed attempts to hand a reply over, by class of failure.", &["class"], &SEND_FAILURES);
     family(&mut out, "delistd_escalations_total", "Escalation mails queued to staff: due_soon, overdue, digest.", &["stage"], &ESCALATIONS);
+    family(&mut out, "delistd_blocklist_lookups_total", "IPs looked up on the blocklist, by result and the kind of source that answered.", &["result", "source"], &LOOKUPS);
+    histogram(&mut out, "delistd_blocklist_lookup_seconds", "Time to look one IP up on every configured source.", &LOOKUP_TIME);
     head(&mut out, "delistd_imap_reconnects_total", "counter", "Times the IMAP connection was lost or refused and opened again.");
     let _ = writeln!(out, "delistd_imap_reconnects_total {}", IMAP_RECONNECTS.load(Ordering::Relaxed));
     head(&mut out, "delistd_store_busy_retries_total", "counter", "Times the database was locked by another connection and a statement waited to retry.");
@@ -262,6 +273,7 @@ mod tests {
         message_handled("processed", "acknowledge", Duration::from_millis(3));
         reply_queued("acknowledge");
         send_failure("transient");
+        blocklist_lookup("listed", "dnsbl", Duration::from_millis(4));
         let g = Gauges {
             cases_by_state: CaseState::ALL.iter().map(|s| (*s, 1)).collect(),
             overdue: 2,
@@ -274,6 +286,8 @@ mod tests {
             "# TYPE delistd_messages_total counter",
             "delistd_replies_total{kind=\"acknowledge\",state=\"queued\"}",
             "delistd_reply_send_failures_total{class=\"transient\"}",
+            "delistd_blocklist_lookups_total{result=\"listed\",source=\"dnsbl\"}",
+            "delistd_blocklist_lookup_seconds_bucket{le=\"+Inf\"}",
             "delistd_cases{state=\"awaiting_info\"} 1",
             "delistd_cases_overdue 2",
             "delistd_outbox_oldest_queued_age_seconds 600",
