@@ -256,3 +256,41 @@ fn the_daemon_loop_runs_on_its_injected_clock() {
     assert_eq!(events, 1);
     assert!(Path::new(&d.cfg.store.database).exists());
 }
+
+/// Issue 12 with issue 11's accounts: the staff member a case is assigned to also gets its
+/// warnings when their account has an e-mail (once, even if it is also a team address),
+/// and with the desk's public URL configured each case line links to its page.
+#[test]
+fn the_assignee_is_warned_too_and_the_mail_links_to_the_case_page() {
+    let d = Desk::new("[web]\nlisten = \"127.0.0.1:8080\"\npublic_url = \"https://desk.provider.example/\"\n");
+    let (mut store, _) = d.open();
+    let c = open_case(&mut store, "203.0.113.44", false, "2030-01-01T10:00:00Z");
+    let other = open_case(&mut store, "203.0.113.45", false, "2030-01-01T10:00:00Z");
+    store
+        .connection()
+        .execute_batch(&format!(
+            "INSERT INTO staff (name, email, role, password_hash, created_at) VALUES \
+               ('ann', 'ann@provider.example', 'agent', 'x', 0), ('bob', NULL, 'agent', 'x', 0); \
+             UPDATE cases SET assignee = 'ann' WHERE id = {}; UPDATE cases SET assignee = 'bob' WHERE id = {};",
+            c.0, other.0
+        ))
+        .unwrap();
+    drop(store);
+
+    // Jan 3, 05:00: both cases are due soon.
+    let p = d.pass("2030-01-03T05:00:00Z");
+    assert_eq!(p.warned.len(), 2, "{p:?}");
+    let mails = d.mails("escalation_due_soon");
+    let to = |case: CaseRef| -> Vec<String> {
+        mails.iter().filter(|(_, _, raw)| raw.contains(&case.to_string())).map(|(r, _, _)| r.clone()).collect()
+    };
+    assert_eq!(to(c), ["team@provider.example", "oncall@provider.example", "ann@provider.example"], "{mails:#?}");
+    // bob has no e-mail: the team only.
+    assert_eq!(to(other), ["team@provider.example", "oncall@provider.example"], "{mails:#?}");
+    let (_, mid, raw) = mails.iter().find(|(r, _, _)| r == "ann@provider.example").unwrap();
+    assert!(mid.contains(".assignee@"), "{mid}");
+    assert!(raw.contains(&format!("https://desk.provider.example/cases/{c}")), "{raw}");
+    // Again after a restart: nothing more.
+    d.pass("2030-01-03T05:30:00Z");
+    assert_eq!(d.mails("escalation_due_soon").len(), 5);
+}

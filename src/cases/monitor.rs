@@ -147,6 +147,16 @@ impl Store {
         Ok(out)
     }
 
+    /// The e-mail address of the staff account `name`, if the account exists and has one:
+    /// escalation warnings for a case also go to the staff member it is assigned to.
+    pub fn staff_email(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let email: Option<Option<String>> = self
+            .connection()
+            .query_row("SELECT email FROM staff WHERE name = ?1", [name], |r| r.get(0))
+            .optional()?;
+        Ok(email.flatten().filter(|e| !e.trim().is_empty()))
+    }
+
     /// The day's digest was handled already (queued, or found empty).
     pub fn digest_done(&self, day: &str) -> Result<bool, StoreError> {
         Ok(self

@@ -9,7 +9,8 @@
 //!   that need attention, cases awaiting information for too long. An empty digest is not
 //!   sent (the day is still marked done).
 //! * During `quiet_hours` nothing is queued; what is due then goes out when they end.
-//! * Mails go to the `notify` addresses only (staff, never a sender), through the outbox
+//! * Mails go to the `notify` addresses, and a case's warnings also to the e-mail of the staff
+//!   account it is assigned to (staff, never a sender), through the outbox
 //!   with its retries, with a Message-ID derived from what they are about (the same stage
 //!   of the same clock always has the same one), and never count in a sender's reply limit.
 //!
@@ -70,6 +71,8 @@ pub struct Escalator {
     domain: String,
     sla_hours: u32,
     templates: StaffTemplates,
+    /// The web desk's address for staff (`[web] public_url`): case lines link to it.
+    desk_url: Option<String>,
 }
 
 impl Escalator {
@@ -83,6 +86,7 @@ impl Escalator {
             from: cfg.replies.from.clone(),
             domain: cfg.replies.message_id_domain.clone(),
             sla_hours: (cfg.store.sla.as_secs() / 3600) as u32,
+            desk_url: cfg.web.as_ref().and_then(|w| w.public_url.as_deref()).map(|u| u.trim_end_matches('/').to_string()),
         }))
     }
 
@@ -121,19 +125,31 @@ impl Escalator {
             left,
             over,
             waiting: short_duration(now.duration_since(c.opened_at)),
-            // The staff desk (and its public URL) is not part of delistd yet.
-            link: None,
+            link: self.desk_url.as_ref().map(|u| format!("{u}/cases/{}", c.case_ref)),
         }
     }
 
-    /// One mail per `notify` address; `id` is the Message-ID's stable left part.
-    fn mails(&self, kind: &'static str, id: &str, subject: &str, body: &str, now: Timestamp) -> Result<Vec<StaffMail>, MailError> {
+    /// One mail per `notify` address, and one to `assignee_email` (the staff account the
+    /// case is assigned to) unless it is one of them; `id` is the Message-ID's stable left part.
+    fn mails(
+        &self,
+        kind: &'static str,
+        id: &str,
+        subject: &str,
+        body: &str,
+        assignee_email: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Vec<StaffMail>, MailError> {
         let domain = if self.domain.is_empty() { "delistd.invalid" } else { &self.domain };
+        let mut to: Vec<(String, String)> =
+            self.cfg.notify.iter().enumerate().map(|(n, a)| (a.clone(), format!("{id}.{n}@{domain}"))).collect();
+        if let Some(a) = assignee_email.filter(|a| !self.cfg.notify.iter().any(|n| n.eq_ignore_ascii_case(a))) {
+            to.push((a.to_string(), format!("{id}.assignee@{domain}")));
+        }
         let mut out = Vec::new();
-        for (n, to) in self.cfg.notify.iter().enumerate() {
-            let message_id = format!("{id}.{n}@{domain}");
-            let raw = mail::compose(&self.from, to, &message_id, now, self.templates.lang(), subject, body)?;
-            out.push(StaffMail { recipient: to.clone(), message_id, subject: subject.to_string(), raw, kind });
+        for (recipient, message_id) in to {
+            let raw = mail::compose(&self.from, &recipient, &message_id, now, self.templates.lang(), subject, body)?;
+            out.push(StaffMail { recipient, message_id, subject: subject.to_string(), raw, kind });
         }
         Ok(out)
     }
@@ -151,7 +167,13 @@ impl Escalator {
             let line = self.line(&case, now);
             let (subject, body) = self.templates.render(kind, &case_context(&line, self.sla_hours))?;
             let start = case.sla_started_at.map_or(0, |t| t.as_second());
-            let mails = self.mails(kind, &format!("{kind}.{}.{start}", case.case_ref), &subject, &body, now)?;
+            // The assignee's own address, when their staff account has one (issue 11's accounts).
+            let assignee_email = match case.assignee.as_deref() {
+                Some(name) => store.staff_email(name)?,
+                None => None,
+            };
+            let mails =
+                self.mails(kind, &format!("{kind}.{}.{start}", case.case_ref), &subject, &body, assignee_email.as_deref(), now)?;
             let tx = store.transaction()?;
             match tx.record_stage(case.case_ref, stage, &mails, now) {
                 Ok(()) => tx.commit()?,
@@ -166,7 +188,8 @@ impl Escalator {
             for m in &mails {
                 crate::metrics::reply_queued(m.kind);
             }
-            tracing::info!(case = %case.case_ref, stage = kind, to = %self.cfg.notify.join(","), "staff warned");
+            let to: Vec<&str> = mails.iter().map(|m| m.recipient.as_str()).collect();
+            tracing::info!(case = %case.case_ref, stage = kind, to = %to.join(","), "staff warned");
             passed.mails += mails.len();
             passed.warned.push((case.case_ref.to_string(), kind));
         }
@@ -199,7 +222,7 @@ impl Escalator {
                 &short_duration(awaiting_after),
             );
             let (subject, body) = self.templates.render("escalation_digest", &ctx)?;
-            self.mails("escalation_digest", &format!("escalation_digest.{day}"), &subject, &body, now)?
+            self.mails("escalation_digest", &format!("escalation_digest.{day}"), &subject, &body, None, now)?
         };
         let tx = store.transaction()?;
         match tx.record_digest(&day, cases.len(), &mails, now) {
