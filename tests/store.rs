@@ -226,6 +226,46 @@ fn an_empty_version_0_database_is_migrated_on_open() {
     take_in(&mut s, 1, "203.0.113.7", "alice@example.com", t("2025-03-01T10:00:00Z"));
 }
 
+/// The last release wrote schema version 2. A populated version 2 database (a message, an
+/// open case, a sent reply) must open under this binary: every later migration applied in
+/// one go, the rows kept, and the new columns at their defaults.
+#[test]
+fn a_populated_version_2_database_is_upgraded_with_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    {
+        let mut c = Connection::open(&db).unwrap();
+        let all = schema::migrations().unwrap();
+        schema::migrate(&mut c, &all[..2]).unwrap();
+        assert_eq!(user_version(&db), 2);
+        c.execute_batch(
+            "INSERT INTO messages (id, source_kind, mailbox, uidvalidity, uid, message_id, sender, subject, \
+                received_at, size, sha256, raw, action, outcome) \
+             VALUES (1, 'imap', 'INBOX', 7, 1, '<m1@example.com>', 'alice@example.com', 'delist', \
+                1740823200, 20, 'aa', X'3535302035', 'acknowledge', 'processed'); \
+             INSERT INTO cases (id, ip, status_code, sender, language, state, opened_at, sla_started_at, due_at, opened_by) \
+             VALUES (1, '203.0.113.7', '5.7.511', 'alice@example.com', 'en', 'open', 1740823200, 1740823200, 1740996000, 1); \
+             INSERT INTO outbox (id, case_id, caused_by, recipient, message_id, subject, raw, state, attempts, \
+                queued_at, next_attempt_at, sent_at) \
+             VALUES (1, 1, 1, 'alice@example.com', '<r1@example.net>', 'ack', X'00', 'sent', 1, \
+                1740823200, 1740823200, 1740823201);",
+        )
+        .unwrap();
+    }
+    let s = open(&db);
+    assert_eq!(s.schema_version().unwrap(), schema::supported_version().unwrap());
+    let c = s.case(CaseRef(1)).unwrap().expect("the case survives the upgrade");
+    assert_eq!((c.ip.as_deref(), c.state), (Some("203.0.113.7"), delistd::cases::CaseState::Open));
+    assert!(c.resolution.is_none() && c.listing.is_none(), "new columns at their defaults");
+    let (kind, to_staff): (Option<String>, i64) =
+        s.connection().query_row("SELECT kind, to_staff FROM outbox WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    assert_eq!((kind, to_staff), (None, 0));
+    let purged: Option<i64> = s.connection().query_row("SELECT raw_purged_at FROM messages WHERE id = 1", [], |r| r.get(0)).unwrap();
+    assert_eq!(purged, None);
+    let fk: Vec<String> = s.connection().prepare("PRAGMA foreign_key_check").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    assert!(fk.is_empty(), "{fk:?}");
+}
+
 #[test]
 fn a_half_made_schema_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
