@@ -412,9 +412,10 @@ impl Pipeline {
             MessageSource::Maildir { path } | MessageSource::File { path } => SourceKey::File { path: path.clone() },
         };
         let f = Fetched { key, size: row.size, raw };
-        let sha = sha256_hex(&f.raw);
-        let ev = match catch_unwind(AssertUnwindSafe(|| extract(&f.raw, &self.extract))) {
-            Ok(ev) => with_source_size(ev, &f),
+        // The same guarded extraction as intake (see `prepare`).
+        let Prepared { sha, ev } = self.prepare(&f);
+        let ev = match ev {
+            Ok(ev) => ev,
             Err(_) => {
                 let tx = store.transaction()?;
                 tx.set_outcome(id, Outcome::Quarantined, Some("extraction failed again on reprocess"))?;

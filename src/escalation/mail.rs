@@ -141,7 +141,7 @@ impl StaffTemplates {
         let err = |source| MailError::Template { name: kind.to_string(), source };
         let subject = self.env.get_template(&format!("{kind}.subject")).and_then(|t| t.render(ctx)).map_err(err)?;
         let body = self.env.get_template(&format!("{kind}.body")).and_then(|t| t.render(ctx)).map_err(err)?;
-        Ok((one_line(&subject, MAX_SUBJECT_CHARS), tidy(&body)))
+        Ok((one_line(&subject, MAX_SUBJECT_CHARS), crate::reply::render::tidy_body(&body)))
     }
 
     /// Strict undefined fails only on the lines reached: render with every value set and
@@ -195,28 +195,6 @@ pub fn digest_context(
         overdue => overdue, due_today => due_today, needs_attention => needs_attention,
         awaiting_info => awaiting_info, awaiting_after => awaiting_after,
     }
-}
-
-/// Trailing spaces off, runs of blank lines folded, one final newline.
-fn tidy(rendered: &str) -> String {
-    let mut out = String::new();
-    let mut blank = true;
-    for line in rendered.lines().map(str::trim_end) {
-        if line.is_empty() {
-            if !blank {
-                out.push('\n');
-            }
-            blank = true;
-        } else {
-            out.push_str(line);
-            out.push('\n');
-            blank = false;
-        }
-    }
-    while out.ends_with("\n\n") {
-        out.pop();
-    }
-    out
 }
 
 fn raw_header(name: &'static str, value: String) -> HeaderValue {

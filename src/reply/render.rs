@@ -323,7 +323,7 @@ fn split_file(name: &str, source: &str) -> Result<(String, String), RenderError>
 
 /// Body as sent: the padding gone, no trailing spaces, no runs of blank lines left by
 /// conditional blocks, one final newline.
-fn tidy_body(rendered: &str) -> String {
+pub(crate) fn tidy_body(rendered: &str) -> String {
     let mut out = String::with_capacity(rendered.len());
     let mut blank_run = true; // drops leading blank lines
     for line in rendered.lines() {

@@ -611,17 +611,8 @@ impl Delistd {
     /// `delistd run` (serve mode) in the background, with these environment variables added
     /// (e.g. `DELISTD_LOG=trace`).
     pub fn serve_env(&self, env: &[(&str, &str)]) -> Serving {
-        let log = self.log_file("serve");
-        let child = self
-            .command()
-            .envs(env.iter().copied())
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Serving { child: Some(child), log }
+        let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, std::ffi::OsStr::new(*v))).collect();
+        self.serve_with(&env)
     }
 
     /// A staff command: `delistd cases --config .. --db .. ARGS`, which must succeed.
