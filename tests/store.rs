@@ -12,12 +12,12 @@ use serde_json::Value;
 
 use delistd::cases::schema;
 use delistd::cases::{
-    sha256_hex, CaseState, ComposeError, ComposeRequest, ComposedReply, MessageSource, NewCase, NewMessage, NewReply,
-    Outcome, RawMessage, ReplyComposer, Store, StoreError, StoreOptions, DAEMON_ACTOR,
+    sha256_hex, CaseState, MessageSource, NewCase, NewMessage, NewReply, Outcome, RawMessage, Store, StoreError,
+    StoreOptions, DAEMON_ACTOR,
 };
-use delistd::cli::cases::{run, CasesCmd, CasesError, Env, Replies};
-use delistd::decide::{Action, ReplyKind};
-use delistd::reply::{RenderError, RenderedReply, ReplyVars};
+use delistd::cli::cases::{run, CasesCmd, CasesError, Env};
+use delistd::decide::Action;
+use delistd::reply::Builder;
 use delistd::types::{CaseRef, Lang, StatusCode};
 
 // -- helpers ----------------------------------------------------------------------------------
@@ -132,55 +132,39 @@ fn json_refs(out: &str) -> Vec<String> {
     v.as_array().unwrap().iter().map(|c| c["ref"].as_str().unwrap().to_string()).collect()
 }
 
-struct StandInComposer;
-
-impl ReplyComposer for StandInComposer {
-    fn compose(&self, req: &ComposeRequest<'_>) -> Result<ComposedReply, ComposeError> {
-        let case = req.case_ref.map(|c| c.to_string()).unwrap_or_default();
-        let message_id = format!("{case}.{}@delist.example", req.now.as_second());
-        let mut raw = format!(
-            "From: Delist Desk <delist@delist.example>\r\nTo: {}\r\nSubject: {}\r\nMessage-ID: <{message_id}>\r\n\
-             Date: {}\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n\
-             Content-Type: text/plain; charset=utf-8\r\nContent-Language: {}\r\n",
-            req.to,
-            req.reply.subject,
-            jiff::fmt::rfc2822::to_string(&req.now.to_zoned(TimeZone::UTC)).unwrap(),
-            req.lang,
-        );
-        if let Some(irt) = req.in_reply_to {
-            raw.push_str(&format!("In-Reply-To: <{irt}>\r\nReferences: <{irt}>\r\n"));
+/// The reply builder as the config makes it, with `templates_dir` overriding the German
+/// resolution templates: staff resolutions must use the overrides (issue 11), so every reply
+/// these tests see comes from these two files.
+fn builder() -> &'static Builder {
+    static B: std::sync::OnceLock<Builder> = std::sync::OnceLock::new();
+    B.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        for kind in ["delisted", "rejected"] {
+            std::fs::write(
+                dir.path().join(format!("{kind}.de.txt")),
+                format!(
+                    "Subject: {kind} (de)\n\nDear {{{{ sender_name }}}},\n{kind} for {{{{ ips|join(\", \") }}}}.\n\
+                     {{{{ staff_note or \"\" }}}}\n"
+                ),
+            )
+            .unwrap();
         }
-        raw.push_str("\r\n");
-        raw.push_str(&req.reply.body.replace('\n', "\r\n"));
-        Ok(ComposedReply { message_id, raw: raw.into_bytes() })
-    }
-}
-
-fn stand_in_render(kind: ReplyKind, lang: Lang, vars: &ReplyVars) -> Result<RenderedReply, RenderError> {
-    Ok(RenderedReply {
-        subject: format!("[{}] {} ({lang})", vars.case_refs.join(", "), kind.name()),
-        body: format!(
-            "Dear {},\n{} for {}.\n{}\n",
-            vars.sender_name.as_deref().unwrap_or("sender"),
-            kind.name(),
-            vars.ips.join(", "),
-            vars.staff_note.as_deref().unwrap_or("")
-        ),
+        let replies = delistd::config::Replies {
+            from: "Delist Desk <delist@delist.example>".into(),
+            message_id_domain: "delist.example".into(),
+            portal_url: "https://portal.example".into(),
+            support_url: "https://support.example".into(),
+            max_per_recipient_per_day: 5,
+            max_per_domain_per_hour: 30,
+            templates_dir: Some(dir.path().to_path_buf()),
+        };
+        // The templates are read once, here: the directory may go afterwards.
+        Builder::from_config(&replies, std::time::Duration::from_secs(48 * 3600)).unwrap()
     })
 }
 
-static COMPOSER: StandInComposer = StandInComposer;
-
 fn env_with_replies(now: Timestamp) -> Env<'static> {
-    Env {
-        replies: Some(Replies {
-            composer: &COMPOSER,
-            render: stand_in_render,
-            portal_url: "https://portal.example".into(),
-            support_url: "https://support.example".into(),
-        }),
-        ..env(now)
-    }
+    Env { replies: Some(builder()), ..env(now) }
 }
 
 fn schema_dump(path: &Path) -> Vec<String> {
@@ -708,10 +692,11 @@ fn resolve_with_a_reply_queues_it_in_the_case_language() {
     assert_eq!(s.case(c2).unwrap().unwrap().state, CaseState::Rejected);
     let d = s.case_detail(c).unwrap().unwrap();
     let reply = d.replies.iter().find(|r| r.subject.contains("delisted")).expect("queued");
+    // From the templates_dir override, not the built-in German text.
     assert_eq!(reply.subject, "[DL-000001] delisted (de)");
     assert_eq!(reply.recipient, "alice@example.com");
     assert_eq!(reply.caused_by, d.case.opened_by);
-    // The stand-in composer's bytes are a real message, threaded to the request.
+    // A real message, threaded to the request.
     let parsed = mail_parser::MessageParser::default().parse(&reply.raw).unwrap();
     assert_eq!(parsed.in_reply_to().as_text(), Some("req1@example.com"));
     assert_eq!(parsed.message_id(), Some(reply.message_id.as_str()));

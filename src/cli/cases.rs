@@ -29,11 +29,10 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{json, Value};
 
 use crate::cases::sla::{short_duration, Spread};
-use crate::cases::{CaseFilter, CaseState, ComposeError, Resolution, SlaStatus, Store, StoreError, StoreOptions};
+use crate::cases::{CaseFilter, CaseState, Resolution, SlaStatus, Store, StoreError, StoreOptions};
 use crate::desk::{Actor, CaseSummary, CaseView, Desk, DeskError, ResolveRequest};
-use crate::reply::RenderError;
+use crate::reply::{BuildError, Builder};
 use crate::types::CaseRef;
-pub use crate::desk::{RenderFn, Replies};
 
 /// Exit code: no such case.
 pub const EXIT_NOT_FOUND: u8 = 3;
@@ -310,8 +309,8 @@ pub struct Env<'a> {
     /// Zone times are shown in; [`TimeZone::system`] respects `TZ`.
     pub tz: TimeZone,
     pub store: StoreOptions,
-    /// `None`: `resolve --reply` is refused (no composer configured).
-    pub replies: Option<Replies<'a>>,
+    /// The reply builder from the config; `None`: replies are refused (no config).
+    pub replies: Option<&'a Builder>,
     /// `[blocklist] delist_command`: run before a case is resolved as delisted.
     pub delist_command: Option<Vec<String>>,
 }
@@ -333,10 +332,8 @@ pub enum CasesError {
     Desk(DeskError),
     #[error("{0}")]
     Usage(String),
-    #[error("rendering the reply: {0}")]
-    Render(#[from] RenderError),
     #[error(transparent)]
-    Compose(#[from] ComposeError),
+    Build(#[from] BuildError),
     #[error("writing output: {0}")]
     Io(#[from] io::Error),
     #[error("writing CSV: {0}")]
@@ -855,7 +852,7 @@ fn resolve(store: &mut Store, a: ResolveArgs, env: &Env<'_>, out: &mut dyn Write
         note: Some(a.note),
         reply: a.reply.is_some(),
         note_for_sender: a.reply_note,
-        replies: env.replies.as_ref(),
+        replies: env.replies,
     };
     if resolution == Resolution::Delisted {
         if let Some(argv) = &env.delist_command {

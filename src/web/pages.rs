@@ -16,7 +16,7 @@ use minijinja::{context, Environment};
 use super::auth::{self, Staff};
 use super::{desk_error, error_response, Shared};
 use crate::cases::{CaseState, Resolution};
-use crate::desk::{accounts, Desk, DeskError, Query, Replies, ResolveRequest};
+use crate::desk::{accounts, Desk, DeskError, Query, ResolveRequest};
 use crate::types::CaseRef;
 
 static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
@@ -286,20 +286,12 @@ pub async fn act(State(st): State<Shared>, staff: Staff, Path(case): Path<String
                 "assign" => desk.assign(&actor, r, who.as_deref(), now),
                 "reopen" => desk.reopen(&actor, r, Some(text.as_str()).filter(|t| !t.is_empty()), now).map(|_| ()),
                 "resolve" | "reject" => {
-                    let composer = replies_cfg.as_ref().map(|c| crate::pipeline::Composer {
-                        from: c.from.clone(),
-                        message_id_domain: c.message_id_domain.clone(),
-                    });
-                    let replies = match (&replies_cfg, &composer) {
-                        (Some(c), Some(comp)) => Some(Replies::new(comp, c.portal_url.clone(), c.support_url.clone())),
-                        _ => None,
-                    };
                     let how = ResolveRequest {
                         resolution: if action == "reject" { Resolution::Rejected } else { Resolution::Delisted },
                         note: Some(text.clone()).filter(|t| !t.is_empty()),
                         reply,
                         note_for_sender: for_sender,
-                        replies: replies.as_ref(),
+                        replies: replies_cfg.as_deref(),
                     };
                     desk.resolve(&actor, r, how, now).map(|_| ())
                 }
