@@ -860,3 +860,103 @@ fn show_says_when_the_raw_message_was_purged() {
     assert!(out.contains("raw message purged on 2025-04-10 09:00:00 +01 (retention)"), "{out}");
     assert!(out.contains("status code: 5.7.511"), "the evidence stays:\n{out}");
 }
+
+// -- cases reply / cases ask (issue 11), through the real binary --------------------------------
+
+/// `delistd cases ARGS` with a config that has replies, `stdin` piped in (not a terminal:
+/// the text is read from it, no editor).
+fn cases_bin(dir: &Path, db: &Path, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write as _;
+    let cfg = dir.join("delistd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[intake]\nsource = \"maildir\"\n\n[maildir]\npath = \"{}\"\n\n[smtp]\nreply_dir = \"{}\"\n\n\
+             [replies]\nfrom = \"Delist desk <delist@provider.example>\"\nmessage_id_domain = \"provider.example\"\n",
+            dir.join("maildir").display(),
+            dir.join("replies").display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_delistd"))
+        .arg("cases")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .env_remove("DELISTD_STAFF")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    child.wait_with_output().unwrap()
+}
+
+/// Issue 11: `cases reply` and `cases ask` take the text from standard input, `--preview`
+/// prints the exact message and queues nothing, an empty text sends nothing (exit 2), and a
+/// closed case cannot be asked (exit 4).
+#[test]
+fn cases_reply_and_ask_from_stdin_with_preview() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    let t0 = t("2025-03-01T10:00:00Z");
+    let mut s = open(&db);
+    let c = take_in(&mut s, 1, "203.0.113.7", "alice@example.com", t0);
+    drop(s);
+    let replies = |db: &Path| open(db).case_detail(c).unwrap().unwrap().replies;
+    let before = replies(&db).len();
+    let text = "Wir haben Ihren Server geprüft.\nBitte senden Sie uns die Logs.";
+
+    let out = cases_bin(dir.path(), &db, &["reply", "DL-000001", "--preview"], text);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for want in ["Subject: [DL-000001] ", "In-Reply-To: <req1@example.com>", "Guten Tag Alice Example,", text, "Mit freundlichen Grüßen", "(preview: nothing queued"] {
+        assert!(stdout.contains(want), "{want:?} missing:\n{stdout}");
+    }
+    assert_eq!(replies(&db).len(), before, "a preview queues nothing");
+
+    let out = cases_bin(dir.path(), &db, &["reply", "DL-000001", "--json"], text);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["action"].as_str(), v["case"].as_str(), v["state_after"].as_str()), (Some("reply"), Some("DL-000001"), Some("open")));
+    let id = v["outbox"].as_i64().expect("queued");
+    let rows = replies(&db);
+    let row = rows.iter().find(|r| r.id.0 == id).unwrap();
+    assert_eq!(row.kind.as_deref(), Some("staff_reply"));
+    let parsed = mail_parser::MessageParser::default().parse(&row.raw).unwrap();
+    assert!(parsed.header_raw("Auto-Submitted").is_none(), "written by a person (RFC 3834 §5)");
+    assert!(parsed.body_text(0).unwrap().replace("\r\n", "\n").contains(text));
+    let d = open(&db).case_detail(c).unwrap().unwrap();
+    let e = d.events.iter().find(|e| e.kind == "staff_reply").unwrap();
+    assert_eq!(e.text.as_deref(), Some(text));
+    assert_ne!(e.actor, DAEMON_ACTOR, "under the staff member's name");
+
+    // Empty (or only blanks): nothing sent, exit 2, a message that says so.
+    let n = replies(&db).len();
+    for empty in ["", "  \n \n"] {
+        let out = cases_bin(dir.path(), &db, &["ask", "DL-000001"], empty);
+        assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("empty"), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(replies(&db).len(), n);
+
+    let out = cases_bin(dir.path(), &db, &["ask", "DL-000001"], "Welcher Host sendet von dieser IP?");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("the case is awaiting_info"));
+    let row = open(&db).case(c).unwrap().unwrap();
+    assert_eq!((row.state, row.due_at.is_none(), row.sla_remaining.is_some()), (CaseState::AwaitingInfo, true, true));
+
+    // A closed case: asked is refused (reopen first), nothing queued.
+    ok(&db, t0, &["resolve", "DL-000001", "--note", "done", "--by", "bob"]);
+    let n = replies(&db).len();
+    let out = cases_bin(dir.path(), &db, &["ask", "DL-000001"], "Noch etwas?");
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reopen"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(replies(&db).len(), n);
+    // No such case: exit 3 before any text is read.
+    let out = cases_bin(dir.path(), &db, &["reply", "DL-000099"], "hi");
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+}

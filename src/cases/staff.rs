@@ -34,6 +34,8 @@ pub struct CaseFilter {
     /// At most this many rows (`None`: all, for export).
     pub limit: Option<u32>,
     pub offset: u32,
+    /// Only cases a person wrote on since the last staff action.
+    pub needs_attention: bool,
 }
 
 impl CaseFilter {
@@ -92,6 +94,9 @@ impl CaseFilter {
         }
         if let Some(t) = self.since {
             push(&mut cond, "opened_at >= ?", Value::Integer(t.as_second()), &mut p);
+        }
+        if self.needs_attention {
+            cond.push("needs_attention = 1".into());
         }
         let mut sql = String::new();
         if !cond.is_empty() {
