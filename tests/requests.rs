@@ -199,3 +199,156 @@ fn a_redirected_bounce_is_answered_to_and_greets_the_person_who_redirected_it() 
     let text = String::from_utf8_lossy(&raw);
     assert!(text.contains("Hello Judy Ray,") && !text.contains("Outlook,"), "{text}");
 }
+
+// -- threads (issue 11) ------------------------------------------------------------------------
+
+fn at(s: &str) -> jiff::Timestamp {
+    s.parse().unwrap()
+}
+
+impl Desk {
+    fn take_at(&mut self, raw: &str, now: jiff::Timestamp) -> delistd::pipeline::Processed {
+        let uid = self.next_uid;
+        self.next_uid += 1;
+        let f = Fetched {
+            key: SourceKey::Imap { mailbox: "INBOX".into(), uidvalidity: 1, uid },
+            raw: raw.replace('\n', "\r\n").into_bytes(),
+            size: raw.len() as u64,
+        };
+        self.pipeline.process(&mut self.store, &f, now).expect("processed")
+    }
+
+    fn case(&self) -> delistd::cases::CaseRow {
+        self.store.case(delistd::types::CaseRef(1)).unwrap().unwrap()
+    }
+
+    fn reply_kinds(&self) -> Vec<String> {
+        let mut st = self.store.connection().prepare("SELECT coalesce(kind, '') FROM outbox ORDER BY id").unwrap();
+        st.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+    }
+}
+
+const REQUEST: &str = "Return-Path: <alice@example.org>\nFrom: Alice <alice@example.org>\nTo: delist@example.test\n\
+    Subject: please delist\nMessage-ID: <req-1@example.org>\n\n\
+    Our mail is refused: 550 5.7.511 Access denied, banned sender[203.0.113.7].\n";
+
+/// A person's message in the thread of DL-000001 (the tag in the subject, threaded).
+fn person(n: u32, extra_headers: &str) -> String {
+    format!(
+        "Return-Path: <alice@example.org>\nFrom: Alice <alice@example.org>\nTo: delist@example.test\n\
+         Subject: Re: [DL-000001] your request\nMessage-ID: <p{n}@example.org>\nIn-Reply-To: <req-1@example.org>\n\
+         {extra_headers}\nWe are still blocked, please look again.\n"
+    )
+}
+
+fn staff() -> delistd::desk::Actor {
+    delistd::desk::Actor::agent("bob")
+}
+
+#[test]
+fn a_person_writing_on_a_closed_case_reopens_it_with_a_fresh_sla_and_the_reopened_reply() {
+    let mut desk = Desk::new("");
+    let t0 = at("2025-03-01T10:00:00Z");
+    desk.take_at(REQUEST, t0);
+    let how = delistd::desk::ResolveRequest {
+        resolution: delistd::cases::Resolution::Delisted,
+        note: None,
+        reply: false,
+        note_for_sender: None,
+        replies: None,
+    };
+    delistd::desk::Desk::new(&mut desk.store).resolve(&staff(), delistd::types::CaseRef(1), how, t0).unwrap();
+    // An automatic message (an out-of-office) on the closed case changes nothing.
+    let t1 = t0 + jiff::SignedDuration::from_hours(30);
+    let p = desk.take_at(&person(1, "Auto-Submitted: auto-replied\n"), t1);
+    assert!(!p.queued_reply);
+    let c = desk.case();
+    assert_eq!((c.state, c.needs_attention), (delistd::cases::CaseState::Resolved, false));
+
+    // A person: open again, due 48 h from now, marked, answered with `reopened`.
+    let t2 = t0 + jiff::SignedDuration::from_hours(100);
+    let p = desk.take_at(&person(2, ""), t2);
+    assert!(p.queued_reply, "{p:?}");
+    let c = desk.case();
+    assert_eq!(c.state, delistd::cases::CaseState::Open);
+    assert_eq!((c.sla_started_at, c.due_at, c.resolved_at), (Some(t2), Some(t2 + jiff::SignedDuration::from_hours(48)), None));
+    assert!(c.needs_attention);
+    assert_eq!(desk.reply_kinds(), ["acknowledge", "reopened"]);
+    let raw: Vec<u8> = desk.store.connection().query_row("SELECT raw FROM outbox WHERE kind = 'reopened'", [], |r| r.get(0)).unwrap();
+    let m = mail_parser::MessageParser::default().parse(&raw).unwrap();
+    assert_eq!(m.in_reply_to().as_text(), Some("p2@example.org"));
+    assert_eq!(m.header_raw("Auto-Submitted").map(str::trim), Some("auto-replied"), "an automatic reply (RFC 3834)");
+    assert!(m.subject().unwrap().starts_with("[DL-000001] "));
+    let reopened: String = desk
+        .store
+        .connection()
+        .query_row("SELECT actor || ': ' || text FROM events WHERE kind = 'reopened'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(reopened, "delistd: was resolved; the sender wrote again");
+}
+
+#[test]
+fn a_person_writing_on_an_open_case_marks_it_and_the_clock_runs_on() {
+    let mut desk = Desk::new("");
+    let t0 = at("2025-03-01T10:00:00Z");
+    desk.take_at(REQUEST, t0);
+    let due = desk.case().due_at;
+    let p = desk.take_at(&person(1, ""), t0 + jiff::SignedDuration::from_hours(5));
+    assert!(!p.queued_reply, "no reply: staff will answer");
+    let c = desk.case();
+    assert!(c.needs_attention);
+    assert_eq!(c.due_at, due, "the SLA does not restart");
+    // A staff note clears the mark; a delivery report of our reply never sets it.
+    delistd::desk::Desk::new(&mut desk.store).note(&staff(), delistd::types::CaseRef(1), "seen", t0).unwrap();
+    assert!(!desk.case().needs_attention);
+    let mid: String = desk.store.connection().query_row("SELECT message_id FROM outbox LIMIT 1", [], |r| r.get(0)).unwrap();
+    let report = format!(
+        "Return-Path: <>\nFrom: MAILER-DAEMON@example.org\nTo: delist@example.test\nSubject: Undelivered Mail Returned to Sender\n\
+         Message-ID: <dsn-1@example.org>\nAuto-Submitted: auto-replied\nIn-Reply-To: <{mid}>\nReferences: <{mid}>\n\n\
+         Your message to alice@example.org could not be delivered.\n"
+    );
+    desk.take_at(&report, t0 + jiff::SignedDuration::from_hours(6));
+    assert!(!desk.case().needs_attention);
+}
+
+#[test]
+fn the_answer_to_a_staff_question_resumes_the_clock_without_an_automatic_reply() {
+    let mut desk = Desk::new("");
+    let t0 = at("2025-03-01T10:00:00Z");
+    desk.take_at(REQUEST, t0);
+    let builder = delistd::reply::Builder::embedded();
+    let asked = t0 + jiff::SignedDuration::from_hours(8);
+    delistd::desk::Desk::new(&mut desk.store)
+        .ask(&staff(), delistd::types::CaseRef(1), "Which host sends from this IP?", &builder, asked)
+        .unwrap();
+    assert_eq!(desk.case().state, delistd::cases::CaseState::AwaitingInfo);
+    let answered = asked + jiff::SignedDuration::from_hours(50);
+    let p = desk.take_at(&person(1, ""), answered);
+    assert!(!p.queued_reply, "staff answer it themselves: {p:?}");
+    let c = desk.case();
+    assert_eq!(c.state, delistd::cases::CaseState::Open);
+    assert_eq!(c.due_at, Some(answered + jiff::SignedDuration::from_hours(40)), "40 h were left when staff asked");
+    assert!(c.needs_attention && c.sla_remaining.is_none());
+    assert_eq!(desk.reply_kinds(), ["acknowledge", "staff_question"]);
+}
+
+#[test]
+fn the_answer_completing_an_incomplete_request_is_still_acknowledged() {
+    let mut desk = Desk::new("");
+    let t0 = at("2025-03-01T10:00:00Z");
+    desk.take_at(
+        "Return-Path: <alice@example.org>\nFrom: Alice <alice@example.org>\nTo: delist@example.test\n\
+         Subject: please delist\nMessage-ID: <req-1@example.org>\n\nOur mail is refused with 550 5.7.511. Help!\n",
+        t0,
+    );
+    assert_eq!(desk.case().state, delistd::cases::CaseState::AwaitingInfo);
+    let answer = "Return-Path: <alice@example.org>\nFrom: Alice <alice@example.org>\nTo: delist@example.test\n\
+         Subject: Re: [DL-000001] more information needed\nMessage-ID: <p1@example.org>\n\n\
+         550 5.7.511 Access denied, banned sender[203.0.113.7]\n";
+    let t1 = t0 + jiff::SignedDuration::from_hours(3);
+    let p = desk.take_at(answer, t1);
+    assert!(p.queued_reply);
+    let c = desk.case();
+    assert_eq!((c.state, c.due_at), (delistd::cases::CaseState::Open, Some(t1 + jiff::SignedDuration::from_hours(48))));
+    assert_eq!(desk.reply_kinds(), ["missing_info", "acknowledge"]);
+}
