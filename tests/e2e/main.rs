@@ -24,4 +24,5 @@ mod supervision;
 mod oauth;
 mod metrics;
 mod standby;
+mod threads;
 mod tls;
