@@ -54,8 +54,24 @@ pub enum CasesCmd {
     /// Add a note to a case's history.
     Note(NoteArgs),
     /// Write to the case's sender (text from stdin, else $VISUAL/$EDITOR); --preview shows it first.
+    #[command(long_about = "Write to the case's sender.\n\n\
+The text is read from standard input when it is not a terminal (echo TEXT | delistd cases reply \
+DL-000042); otherwise an editor opens ($VISUAL, then $EDITOR, then vi) on a file whose lines \
+starting with '#' are removed. The greeting and the signature are added in the case's language \
+(templates staff_reply.<lang>.txt); the message is threaded to the sender's latest message, carries \
+the case tag in its subject and, being a person's mail, no Auto-Submitted header. A closed case \
+may be written to and stays closed.\n\n\
+--preview (--dry-run) prints the exact message and queues nothing. An empty text sends nothing \
+(exit 2); no such case: exit 3; refused (e.g. a viewer): exit 4.")]
     Reply(crate::cli::reply::MessageArgs),
     /// Ask the sender for information: the case waits for the answer, its SLA clock paused.
+    #[command(long_about = "Ask the case's sender for information.\n\n\
+The text is read as for `cases reply` (standard input, else the editor) and framed by the \
+staff_question template in the case's language. The case moves to awaiting_info: its SLA clock \
+pauses, keeping the time it had left, and runs again from the sender's answer, which moves the \
+case back to open and marks it as needing attention. A closed case cannot be asked: reopen it \
+first (exit 4). --preview (--dry-run) prints the exact message and queues nothing; an empty \
+text sends nothing (exit 2).")]
     Ask(crate::cli::reply::MessageArgs),
     /// Give a case to someone.
     Assign(AssignArgs),
