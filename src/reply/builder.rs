@@ -227,7 +227,14 @@ impl Builder {
         now: Timestamp,
     ) -> Result<(Built, Option<MessageId>), BuildError> {
         let c = &d.case;
-        let answered = d.messages.iter().rev().find(|m| m.message_id.is_some());
+        // The sender's latest message: not a delivery report of one of our replies (recorded
+        // as ignored), which has a Message-ID too but is nobody's to answer.
+        let answered = d
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.message_id.is_some() && m.action.as_deref() != Some("ignore"))
+            .or_else(|| d.messages.iter().rev().find(|m| m.message_id.is_some()));
         let references = answered.map(|m| references_of(m.evidence.as_deref())).unwrap_or_default();
         let vars = ReplyVars { staff_note: staff_text, ..self.case_vars(d) };
         let thread = Thread {

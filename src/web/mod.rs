@@ -281,6 +281,9 @@ pub fn desk_error(e: DeskError, json: bool) -> Response {
         }
         DeskError::Forbidden(_) => (StatusCode::FORBIDDEN, e.to_string()),
         DeskError::Invalid(_) => (StatusCode::BAD_REQUEST, e.to_string()),
+        // The case's sender address cannot be written to (it came from a stranger's mail):
+        // the staff member must see why, not an internal error.
+        DeskError::Build(crate::reply::BuildError::Compose(_)) => (StatusCode::CONFLICT, e.to_string()),
         _ => {
             tracing::error!(error = %e, "web desk");
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error (see the log)".to_string())
