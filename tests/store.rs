@@ -948,6 +948,11 @@ fn cases_reply_and_ask_from_stdin_with_preview() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("the case is awaiting_info"));
     let row = open(&db).case(c).unwrap().unwrap();
     assert_eq!((row.state, row.due_at.is_none(), row.sla_remaining.is_some()), (CaseState::AwaitingInfo, true, true));
+    // Staff see the paused clock (the case was opened in 2025: it was long overdue).
+    let shown = ok(&db, t0, &["show", "DL-000001"]);
+    assert!(shown.contains("Clock:          paused, overdue by "), "{shown}");
+    let v: Value = serde_json::from_str(&ok(&db, t0, &["show", "DL-000001", "--json"])).unwrap();
+    assert!(v["case"]["paused_seconds_left"].as_i64().is_some_and(|s| s < 0), "{v}");
 
     // A closed case: asked is refused (reopen first), nothing queued.
     ok(&db, t0, &["resolve", "DL-000001", "--note", "done", "--by", "bob"]);

@@ -624,6 +624,9 @@ fn reply_and_ask_forms_preview_the_exact_message_then_queue_it() {
     let api = http(d.addr, "GET", "/api/cases/DL-000001", &[("Cookie", &cookie)], "");
     let v: serde_json::Value = serde_json::from_str(&api.body).unwrap();
     assert_eq!(v["case"]["state"], "awaiting_info", "{v}");
+    assert!(v["case"]["paused"].as_str().is_some_and(|p| p.starts_with("clock paused, ")), "{v}");
+    let page = http(d.addr, "GET", "/cases/DL-000001", &[("Cookie", &cookie)], "");
+    assert!(page.body.contains("until the sender answers the question"), "{}", page.body);
     assert_eq!(replies_of(&db, "DL-000001").len(), 2);
 
     // A viewer is refused even with a valid token of their own.

@@ -720,6 +720,14 @@ fn show(store: &mut Store, a: ShowArgs, env: &Env<'_>, out: &mut dyn Write) -> R
         writeln!(out, "  Clock started:  {}", opt(c.sla_started_at))?;
     }
     writeln!(out, "  Due:            {}", opt(c.due_at))?;
+    if let Some(left) = c.sla_remaining.filter(|_| c.state == CaseState::AwaitingInfo) {
+        let d = SignedDuration::from_secs(left.abs());
+        let what = if left < 0 { format!("overdue by {}", short_duration(d)) } else { format!("{} left", short_duration(d)) };
+        writeln!(out, "  Clock:          paused, {what}, until the sender answers the question")?;
+    }
+    if c.needs_attention {
+        writeln!(out, "  Attention:      the sender wrote since the last staff action")?;
+    }
     writeln!(out, "  First response: {}", opt(c.first_response_at))?;
     writeln!(out, "  Resolved:       {}", opt(c.resolved_at))?;
     if let Some(r) = &c.resolution {

@@ -36,6 +36,11 @@ pub struct CaseSummary {
     pub listing_checked_at: Option<String>,
     /// A person wrote since the last staff action.
     pub needs_attention: bool,
+    /// Staff asked the sender and wait for the answer: the SLA clock is paused with this
+    /// many seconds left (negative: overdue by that much), given back when the answer comes.
+    pub paused_seconds_left: Option<i64>,
+    /// The same, for people: "1d14h left", "overdue by 2h00m".
+    pub paused: Option<String>,
 }
 
 impl CaseSummary {
@@ -61,6 +66,8 @@ impl CaseSummary {
             listing_since: c.listing.as_ref().and_then(|l| l.since).map(|t| t.to_string()),
             listing_checked_at: c.listing.as_ref().and_then(|l| l.checked_at).map(|t| t.to_string()),
             needs_attention: c.needs_attention,
+            paused_seconds_left: c.sla_remaining.filter(|_| c.state == CaseState::AwaitingInfo),
+            paused: c.sla_remaining.filter(|_| c.state == CaseState::AwaitingInfo).map(paused_text),
         }
     }
 
@@ -73,6 +80,15 @@ impl CaseSummary {
             None if self.state == "awaiting_info" => "waiting",
             None => "closed",
         }
+    }
+}
+
+fn paused_text(secs: i64) -> String {
+    let d = jiff::SignedDuration::from_secs(secs.abs());
+    if secs < 0 {
+        format!("clock paused, overdue by {}", crate::cases::sla::short_duration(d))
+    } else {
+        format!("clock paused, {} left", crate::cases::sla::short_duration(d))
     }
 }
 
