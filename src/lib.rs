@@ -18,7 +18,8 @@
 //!   language, thread references, auto-reply signs. Pure, no I/O.
 //! * [`decide`]   evidence (+ what the store knows of a referenced case) → [`decide::Decision`].
 //!   The decision table lives here and nowhere else. Pure.
-//! * [`reply`]    templates → reply text; the outbox sender (SMTP).
+//! * [`reply`]    templates → reply text; the one reply builder every reply goes through
+//!   (the pipeline, staff actions, `inspect`); the outbox sender (SMTP).
 //! * [`cases`]    the SQLite store: schema and migrations, messages, cases, history, outbox, SLA.
 //! * [`pipeline`] one message through extract → decide → store, as one transaction.
 //! * [`blocklist`] the provider's list itself (DNSBL zones, a Postfix CIDR file): is an IP

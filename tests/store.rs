@@ -491,6 +491,24 @@ fn list_orders_by_urgency_and_shows_time_left() {
     assert_eq!(refs_in_table(&ok(&db, now, &["list", "--due-within", "6h"])), ["DL-000002"]);
     assert_eq!(refs_in_table(&ok(&db, now, &["list", "--due-within", "6h", "--overdue"])), ["DL-000001", "DL-000002"]);
     assert_eq!(ok(&db, now, &["list", "--due-within", "1h"]), "no cases\n");
+
+    // Issue 11: a case the sender wrote on is marked `!` and found with --attention, within
+    // 80 columns; a staff note clears it.
+    let mut s = open(&db);
+    let tx = s.transaction().unwrap();
+    tx.mark_needs_attention(CaseRef(2)).unwrap();
+    tx.commit().unwrap();
+    drop(s);
+    let out = ok(&db, now, &["list"]);
+    let marked: Vec<&str> = out.lines().skip(1).filter(|l| l.split_whitespace().nth(1) == Some("!")).collect();
+    assert_eq!(marked.len(), 1, "{out}");
+    assert!(marked[0].starts_with("DL-000002"), "{out}");
+    assert!(out.lines().all(|l| l.chars().count() <= 80), "{out}");
+    assert_eq!(refs_in_table(&ok(&db, now, &["list", "--attention"])), ["DL-000002"]);
+    let v: Value = serde_json::from_str(&ok(&db, now, &["list", "--attention", "--json"])).unwrap();
+    assert_eq!(v[0]["needs_attention"], true);
+    ok(&db, now, &["note", "DL-000002", "called them", "--by", "bob"]);
+    assert_eq!(ok(&db, now, &["list", "--attention"]), "no cases\n");
 }
 
 #[test]
