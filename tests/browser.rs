@@ -151,7 +151,7 @@ async fn browser(port: u16, profile: &Path) -> Client {
             "args": [
                 "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                 "--no-first-run", "--no-default-browser-check", "--disable-extensions",
-                "--window-size=1280,900", format!("--user-data-dir={}", profile.display()),
+                "--window-size=1200,680", format!("--user-data-dir={}", profile.display()),
             ],
         },
     });
