@@ -53,6 +53,9 @@ pub enum OutboxCliError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// This user may not open the database (not in its group): exit 77.
+    #[error(transparent)]
+    Access(crate::cases::access::AccessError),
 }
 
 impl OutboxCliError {
@@ -60,14 +63,17 @@ impl OutboxCliError {
         match self {
             OutboxCliError::Store(StoreError::ReplyState { .. }) => super::cases::EXIT_REFUSED,
             OutboxCliError::Store(StoreError::Invalid(m)) if m.starts_with("no reply") => super::cases::EXIT_NOT_FOUND,
+            OutboxCliError::Access(e) => e.exit_code(),
             _ => 1,
         }
     }
 }
 
 pub fn run(cmd: OutboxCmd, db: &Path, now: Timestamp, out: &mut dyn Write) -> Result<(), OutboxCliError> {
-    if !db.exists() {
-        return Err(OutboxCliError::NoDatabase(db.to_path_buf()));
+    match crate::cases::access::check(db) {
+        Err(crate::cases::access::AccessError::Missing(_)) => return Err(OutboxCliError::NoDatabase(db.to_path_buf())),
+        Err(e) => return Err(OutboxCliError::Access(e)),
+        Ok(()) => {}
     }
     let mut store = Store::open(db, StoreOptions::default())?;
     match cmd {
