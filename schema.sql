@@ -263,3 +263,20 @@ CREATE TABLE web_sessions (
     created_at   INTEGER NOT NULL,
     expires_at   INTEGER NOT NULL
 );
+
+-- @version 8
+-- Threads (issue 11): what a sender's new message does to a case, and staff questions.
+--   needs_attention: 1 when a person wrote on the case since the last staff action. Set by
+--                    the daemon, cleared by any staff action (reply, ask, resolve, note,
+--                    assign, reopen). The SLA clock does not restart for it.
+--   sla_remaining:   seconds left on the SLA clock (negative: overdue by that much) when
+--                    staff asked the sender for information. An awaiting_info case has no
+--                    due_at (see the CHECKs of version 1), so the time is kept here and given
+--                    back when the answer arrives: due_at = answer + sla_remaining, and
+--                    sla_started_at = due_at - SLA (the pause does not count against staff).
+--                    NULL otherwise; an awaiting_info case with an IP and this set is waiting
+--                    for the answer to a staff question.
+ALTER TABLE cases ADD COLUMN needs_attention INTEGER NOT NULL DEFAULT 0 CHECK (needs_attention IN (0, 1));
+ALTER TABLE cases ADD COLUMN sla_remaining INTEGER;
+-- The board's "needs attention" count and filter read only the few marked cases.
+CREATE INDEX cases_needs_attention ON cases (state, due_at) WHERE needs_attention = 1;

@@ -74,10 +74,16 @@ pub enum ReplyKind {
     Rejected,
     /// The IP is on no source of the blocklist: nothing to remove, answered at once.
     NotListed,
+    /// A person wrote again on a resolved or rejected case: it is open again.
+    Reopened,
+    /// Free text from a staff member, framed by a greeting and a signature (not automatic).
+    StaffReply,
+    /// A staff member's question to the sender; the case waits for the answer (not automatic).
+    StaffQuestion,
 }
 
 impl ReplyKind {
-    pub const ALL: [ReplyKind; 7] = [
+    pub const ALL: [ReplyKind; 10] = [
         ReplyKind::Acknowledge,
         ReplyKind::MissingInfo,
         ReplyKind::RedirectPortal,
@@ -85,6 +91,9 @@ impl ReplyKind {
         ReplyKind::Delisted,
         ReplyKind::Rejected,
         ReplyKind::NotListed,
+        ReplyKind::Reopened,
+        ReplyKind::StaffReply,
+        ReplyKind::StaffQuestion,
     ];
 
     /// The template's file stem: `templates/<name>.<lang>.txt`.
@@ -97,7 +106,17 @@ impl ReplyKind {
             ReplyKind::Delisted => "delisted",
             ReplyKind::Rejected => "rejected",
             ReplyKind::NotListed => "not_listed",
+            ReplyKind::Reopened => "reopened",
+            ReplyKind::StaffReply => "staff_reply",
+            ReplyKind::StaffQuestion => "staff_question",
         }
+    }
+
+    /// Sent by the machine, so marked `Auto-Submitted: auto-replied` (RFC 3834 §5). Staff
+    /// replies and questions are written by a person and are not; resolution replies are
+    /// templates sent on a staff action and stay marked as they always were.
+    pub fn is_automatic(self) -> bool {
+        !matches!(self, ReplyKind::StaffReply | ReplyKind::StaffQuestion)
     }
 }
 
@@ -144,6 +163,11 @@ pub struct ReferencedCase {
     pub awaiting_info: bool,
     pub status_code: Option<StatusCode>,
     pub ip: Option<IpAddr>,
+    /// Waiting for the answer to a staff question (awaiting_info with its IP): the answer
+    /// goes to staff, who will write; no automatic reply.
+    pub asked: bool,
+    /// Resolved or rejected: a person writing again reopens it (the `reopened` reply).
+    pub closed: bool,
 }
 
 /// What the decision may know beyond the evidence.
@@ -432,6 +456,12 @@ fn decide_table(ev: &Evidence, ctx: &Context) -> Decision {
                 d.banned_ips = combined_ips.clone();
                 if automatic {
                     d.reason = format!("automatic message about {r}; attached, not answered (RFC 3834)");
+                } else if case.is_some_and(|c| c.asked) {
+                    // Staff asked; staff read the answer and write back themselves.
+                    d.reason = format!("answer to the staff question on {r}; back to open for staff, no automatic reply");
+                } else if case.is_some_and(|c| c.closed) {
+                    d.reply = Some(ReplyKind::Reopened);
+                    d.reason = format!("a person wrote again on {r}, which was closed: reopened with a fresh SLA");
                 } else if awaiting && missing.is_empty() {
                     d.reply = Some(ReplyKind::Acknowledge);
                     d.reason = format!(
@@ -443,6 +473,8 @@ fn decide_table(ev: &Evidence, ctx: &Context) -> Decision {
                     d.reply = Some(ReplyKind::MissingInfo);
                     d.reason = format!("follow-up to {r} still lacks {}", describe_missing(&missing));
                     d.missing = missing;
+                } else if case.is_some() {
+                    d.reason = format!("follow-up to {r}; attached and marked for staff attention, no reply needed");
                 } else {
                     d.reason = format!("follow-up to {r}; attached, no reply needed");
                 }
@@ -566,6 +598,8 @@ mod tests {
                 awaiting_info: awaiting,
                 status_code: code.map(|c| c.parse().unwrap()),
                 ip: ip.map(|i| i.parse().unwrap()),
+                asked: false,
+                closed: false,
             }),
         }
     }
@@ -755,5 +789,34 @@ mod tests {
         let d = decide(&e, &Context { referenced: Referenced::Unknown, ..Context::default() });
         assert_eq!(d.action, Action::Acknowledge);
         assert!(d.reason.contains("DL-000099"));
+    }
+
+    /// Issue 11: a person writing on a closed case reopens it with the `reopened` reply; an
+    /// answer to a staff question goes to staff without an automatic reply; an automatic
+    /// message changes nothing.
+    #[test]
+    fn threads_reopen_closed_cases_and_leave_answers_to_staff() {
+        let ctx = |asked: bool, closed: bool| Context {
+            trusted_authserv_id: None,
+            referenced: Referenced::Found(ReferencedCase {
+                case_ref: CaseRef(7),
+                awaiting_info: asked,
+                status_code: Some(StatusCode::BANNED_SENDER),
+                ip: Some("203.0.113.7".parse().unwrap()),
+                asked,
+                closed,
+            }),
+        };
+        let person = Evidence { case_ref: Some(CaseRef(7)), ..ev(None, &[]) };
+        let d = decide(&person, &ctx(false, true));
+        assert_eq!((d.action, d.reply), (Action::FollowUp, Some(ReplyKind::Reopened)), "{}", d.reason);
+        assert_eq!(d.banned_ips, ["203.0.113.7".parse::<IpAddr>().unwrap()], "the reply names the case's IP");
+        let d = decide(&person, &ctx(true, false));
+        assert_eq!((d.action, d.reply), (Action::FollowUp, None), "{}", d.reason);
+        let d = decide(&person, &ctx(false, false));
+        assert_eq!((d.action, d.reply), (Action::FollowUp, None), "open case: {}", d.reason);
+        let auto = Evidence { auto_signs: vec![AutoSign::AutoreplyHeader("auto-replied".into())], ..person.clone() };
+        assert!(auto.is_automatic());
+        assert_eq!(decide(&auto, &ctx(false, true)).reply, None, "RFC 3834: no reply to an automatic message");
     }
 }

@@ -293,6 +293,8 @@ fn main() -> ExitCode {
 
 fn run_inspect(files: &[PathBuf], json: bool, show_reply: bool, max_bytes: usize) -> Exit {
     let opts = ExtractOptions { max_bytes };
+    // No config here: the embedded templates and default settings, through the one builder.
+    let builder = delistd::reply::Builder::embedded();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut exit = Exit::Ok;
@@ -328,7 +330,7 @@ fn run_inspect(files: &[PathBuf], json: bool, show_reply: bool, max_bytes: usize
             return exit;
         }
         if show_reply {
-            match inspect::preview_reply(&ev, &d) {
+            match inspect::preview_reply(&ev, &d, &builder) {
                 Some(Ok(text)) => {
                     let _ = writeln!(out, "{text}");
                 }
@@ -496,13 +498,16 @@ fn cases(config: &std::path::Path, db: Option<PathBuf>, command: CasesCmd) -> Ex
     // A demo database given with --db alone: the demo's reply settings (see demo.rs).
     let cfg = cfg.or_else(|| delistd::demo::config_for_database(&db));
     let mut env = delistd::cli::cases::Env::new(jiff::Timestamp::now());
-    let composer = cfg.as_ref().map(|c| delistd::pipeline::Composer {
-        from: c.replies.from.clone(),
-        message_id_domain: c.replies.message_id_domain.clone(),
-    });
-    if let (Some(c), Some(composer)) = (&cfg, &composer) {
+    let builder = match cfg.as_ref().map(|c| delistd::reply::Builder::from_config(&c.replies, c.store.sla)).transpose() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("delistd: replies.templates_dir: {e}");
+            return Exit::Config;
+        }
+    };
+    if let (Some(c), Some(builder)) = (&cfg, &builder) {
         env.store.sla = jiff::SignedDuration::from_secs(c.store.sla.as_secs() as i64);
-        env.replies = Some(delistd::cli::cases::Replies::new(composer, c.replies.portal_url.clone(), c.replies.support_url.clone()));
+        env.replies = Some(builder);
         env.delist_command = c.blocklist.as_ref().and_then(|b| b.delist_command.clone());
     }
     let stdout = std::io::stdout();

@@ -17,16 +17,14 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use jiff::{SignedDuration, Timestamp};
 
 use crate::cases::{
-    sha256_hex, MessageId, CaseState, EventKind, MessageSource, NewCase, NewEvent, NewMessage, NewReply,
+    sha256_hex, MessageId, CaseState, EventKind, MessageSource, NewCase, NewEvent, NewMessage,
     Outcome, RawMessage, Store, StoreError, StoreOptions, DAEMON_ACTOR,
 };
 use crate::config::Config;
 use crate::decide::{decide, Action, Context, Decision, Referenced, ReferencedCase};
 use crate::extract::{extract, Evidence, ExtractOptions, ReturnPath};
 use crate::intake::{Disposition, Fetched, SourceKey};
-use crate::reply::compose::{compose, new_message_id, ReplyEnvelope};
-use crate::reply::render::Templates;
-use crate::reply::ReplyVars;
+use crate::reply::{BuildError, Builder, Thread};
 use crate::types::CaseRef;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,56 +36,6 @@ pub enum PipelineError {
     /// Asked to do what would repeat an action (reprocessing a handled message without --force).
     #[error("{0}")]
     Refused(String),
-}
-
-/// What replies need from the configuration.
-#[derive(Debug, Clone)]
-pub struct ReplySettings {
-    pub sla_hours: u32,
-    pub portal_url: String,
-    pub support_url: String,
-}
-
-impl Default for ReplySettings {
-    fn default() -> Self {
-        ReplySettings {
-            sla_hours: 48,
-            portal_url: "https://sender.office.com/".into(),
-            support_url: "https://admin.microsoft.com/#/support".into(),
-        }
-    }
-}
-
-/// The values a reply template sees for this request.
-pub fn reply_vars(
-    ev: &Evidence,
-    d: &Decision,
-    case_refs: &[String],
-    due_at: Option<Timestamp>,
-    settings: &ReplySettings,
-) -> ReplyVars {
-    ReplyVars {
-        case_refs: case_refs.to_vec(),
-        ips: d.banned_ips.iter().map(|ip| ip.to_string()).collect(),
-        status_code: d.status_code.map(|c| c.to_string()),
-        ndr_line: ev.ndr_line().map(|l| l.text.clone()),
-        missing: d.missing.clone(),
-        original_subject: ev.headers.subject.clone(),
-        // A redirected message is greeted as the person who redirected it, never as the
-        // author of the bounce it carries ("Mail Delivery System").
-        sender_name: if ev.headers.resent_from.is_some() {
-            ev.headers.resent_from_name.clone()
-        } else {
-            ev.headers.from_name.clone()
-        },
-        portal_ips: d.portal_ips.iter().map(|ip| ip.to_string()).collect(),
-        sla_hours: settings.sla_hours,
-        due: due_at,
-        due_at: None,
-        portal_url: settings.portal_url.clone(),
-        support_url: settings.support_url.clone(),
-        staff_note: None,
-    }
 }
 
 /// Where an automatic reply goes: the Return-Path (RFC 3834 §4), else the person who
@@ -196,10 +144,9 @@ pub struct Pipeline {
     blocklist: Option<std::sync::Arc<crate::blocklist::Blocklist>>,
     auto_delist_first: bool,
     extract: ExtractOptions,
-    templates: Templates,
-    settings: ReplySettings,
-    from: String,
-    message_id_domain: String,
+    /// Every reply is made by this one builder (shared with staff actions and the
+    /// blocklist link).
+    builder: std::sync::Arc<Builder>,
     max_per_day: u32,
     /// At most this many automatic replies to one domain per hour.
     max_per_domain_per_hour: u32,
@@ -227,23 +174,12 @@ fn disposition_of(outcome: &str) -> Disposition {
 
 impl Pipeline {
     pub fn new(cfg: &Config) -> Result<Pipeline, PipelineError> {
-        let templates = match &cfg.replies.templates_dir {
-            Some(dir) => Templates::from_dir(dir)?,
-            None => Templates::embedded(),
-        };
-        let sla_hours = (cfg.store.sla.as_secs() / 3600) as u32;
+        let builder = Builder::from_config(&cfg.replies, cfg.store.sla)?;
         Ok(Pipeline {
             blocklist: None,
             auto_delist_first: false,
             extract: ExtractOptions { max_bytes: cfg.max_message_bytes },
-            templates,
-            settings: ReplySettings {
-                sla_hours,
-                portal_url: cfg.replies.portal_url.clone(),
-                support_url: cfg.replies.support_url.clone(),
-            },
-            from: cfg.replies.from.clone(),
-            message_id_domain: cfg.replies.message_id_domain.clone(),
+            builder: std::sync::Arc::new(builder),
             max_per_day: cfg.replies.max_per_recipient_per_day,
             max_per_domain_per_hour: cfg.replies.max_per_domain_per_hour,
             trusted_authserv_id: cfg.auth.trusted_authserv_id.clone(),
@@ -259,6 +195,11 @@ impl Pipeline {
     pub fn set_blocklist(&mut self, blocklist: std::sync::Arc<crate::blocklist::Blocklist>, auto_delist_first: bool) {
         self.blocklist = Some(blocklist);
         self.auto_delist_first = auto_delist_first;
+    }
+
+    /// The reply builder, for the other parts of the daemon that write to senders.
+    pub fn builder(&self) -> std::sync::Arc<Builder> {
+        std::sync::Arc::clone(&self.builder)
     }
 
     pub fn has_blocklist(&self) -> bool {
@@ -369,6 +310,8 @@ impl Pipeline {
                     awaiting_info: c.state == CaseState::AwaitingInfo,
                     status_code: c.status(),
                     ip: c.ip_addr(),
+                    asked: c.state == CaseState::AwaitingInfo && c.ip.is_some(),
+                    closed: !c.state.is_active() && c.ip.is_some(),
                 }),
                 None => Referenced::Unknown,
             },
@@ -627,7 +570,28 @@ impl Pipeline {
                 if let Some(r) = d.case_ref {
                     tx.add_event(&event(r, EventKind::Message, d.reason.clone()))?;
                     cases.push(r);
-                    let awaiting = tx.case(r)?.is_some_and(|c| c.state == CaseState::AwaitingInfo);
+                    let case = tx.case(r)?;
+                    let awaiting = case.as_ref().is_some_and(|c| c.state == CaseState::AwaitingInfo);
+                    // The thread (issue 11): a person's message, not an automatic one (RFC
+                    // 3834), on a case staff must look at again. Delivery reports of our
+                    // replies are `Ignore`, never here.
+                    if let Some(c) = case.as_ref().filter(|_| !ev.is_automatic()) {
+                        match c.state {
+                            // Answer to a staff question: open, the clock given back, marked.
+                            CaseState::AwaitingInfo if c.ip.is_some() => {
+                                tx.resume_answered(r, Some(msg), now)?;
+                            }
+                            CaseState::Open => tx.mark_needs_attention(r)?,
+                            // Written again on a closed case: open with a fresh SLA, marked; the
+                            // `reopened` reply (decide) says so, unless a guard suppresses it.
+                            CaseState::Resolved | CaseState::Rejected if c.ip.is_some() => {
+                                tx.reopen_by_sender(r, Some(msg), now)?;
+                            }
+                            // Closed with no IP: nothing to reopen; staff see it marked.
+                            CaseState::Resolved | CaseState::Rejected => tx.mark_needs_attention(r)?,
+                            CaseState::AwaitingInfo => {}
+                        }
+                    }
                     if awaiting && d.reply == Some(crate::decide::ReplyKind::Acknowledge) {
                         if let (Some(code), Some(ip)) = (d.status_code, d.banned_ips.first()) {
                             tx.complete_case(r, code, *ip, ndr.as_deref(), Some(msg), now)?;
@@ -696,45 +660,24 @@ impl Pipeline {
                 None => None,
             };
             let refs: Vec<String> = cases.iter().map(CaseRef::to_string).collect();
-            let mut vars = reply_vars(ev, d, &refs, due, &self.settings);
+            let mut vars = self.builder.request_vars(ev, d, &refs, due);
             if reply_cases.len() != d.banned_ips.len() || kind == crate::decide::ReplyKind::NotListed {
                 vars.ips = reply_cases.iter().filter_map(|(_, ip)| ip.map(|i| i.to_string())).collect();
             }
-            let rendered = self.templates.render(kind, ev.language, &vars)?;
-            let message_id = new_message_id(cases.first().copied(), &self.message_id_domain);
-            let mut references = ev.headers.references.clone();
-            if let Some(mid) = &ev.headers.message_id {
-                references.push(mid.clone());
-            }
-            let envelope = ReplyEnvelope {
-                from: &self.from,
+            let thread = Thread {
                 to,
-                message_id: &message_id,
+                case: cases.first().copied(),
                 in_reply_to: ev.headers.message_id.as_deref(),
-                references: &references,
-                date: now,
-                language: ev.language,
+                references: &ev.headers.references,
             };
-            match compose(&envelope, &rendered) {
-                Ok(raw) => {
-                    let id = tx.queue_reply(
-                        &NewReply {
-                            case: cases.first().copied(),
-                            caused_by: Some(msg),
-                            recipient: to.clone(),
-                            message_id: message_id.clone(),
-                            subject: rendered.subject.clone(),
-                            raw,
-                            actor: DAEMON_ACTOR.to_string(),
-                            kind: Some(kind),
-                        },
-                        now,
-                    )?;
-                    let _ = id;
+            match self.builder.build(kind, ev.language, &vars, &thread, now) {
+                Ok(built) => {
+                    tx.queue_reply(&built.into_new_reply(cases.first().copied(), Some(msg), DAEMON_ACTOR), now)?;
                     queued = true;
                     queued_kind = Some(kind);
                 }
-                Err(e) => {
+                Err(BuildError::Render(e)) => return Err(e.into()),
+                Err(BuildError::Compose(e)) => {
                     // A sender address we cannot write a reply to: recorded, not retried.
                     tx.set_outcome(msg, m.outcome, Some(&format!("reply not composed: {e}")))?;
                 }
@@ -770,7 +713,8 @@ impl Pipeline {
     }
 
     fn is_ourselves(&self, to: &str) -> bool {
-        let ours = self.from.rsplit_once('<').map(|(_, a)| a.trim_end_matches('>')).unwrap_or(&self.from);
+        let from = &self.builder.settings().from;
+        let ours = from.rsplit_once('<').map(|(_, a)| a.trim_end_matches('>')).unwrap_or(from);
         ours.trim().eq_ignore_ascii_case(to.trim())
     }
 }
@@ -809,30 +753,6 @@ fn apply_listing(
             tx.blocklist_note(case, format!("blocklist lookup for {ip} gave no answer ({why}); left for staff as usual"), now)?;
             Ok(false)
         }
-    }
-}
-
-/// Builds staff replies (`cases resolve --reply`) the same way the daemon builds its own.
-pub struct Composer {
-    pub from: String,
-    pub message_id_domain: String,
-}
-
-impl crate::cases::ReplyComposer for Composer {
-    fn compose(&self, req: &crate::cases::ComposeRequest<'_>) -> Result<crate::cases::ComposedReply, crate::cases::ComposeError> {
-        let message_id = new_message_id(req.case_ref, &self.message_id_domain);
-        let references: Vec<String> = req.in_reply_to.map(|m| vec![m.to_string()]).unwrap_or_default();
-        let envelope = ReplyEnvelope {
-            from: &self.from,
-            to: req.to,
-            message_id: &message_id,
-            in_reply_to: req.in_reply_to,
-            references: &references,
-            date: req.now,
-            language: req.lang,
-        };
-        let raw = compose(&envelope, req.reply).map_err(|e| crate::cases::ComposeError(e.to_string()))?;
-        Ok(crate::cases::ComposedReply { message_id, raw })
     }
 }
 

@@ -12,12 +12,12 @@ use serde_json::Value;
 
 use delistd::cases::schema;
 use delistd::cases::{
-    sha256_hex, CaseState, ComposeError, ComposeRequest, ComposedReply, MessageSource, NewCase, NewMessage, NewReply,
-    Outcome, RawMessage, ReplyComposer, Store, StoreError, StoreOptions, DAEMON_ACTOR,
+    sha256_hex, CaseState, MessageSource, NewCase, NewMessage, NewReply, Outcome, RawMessage, Store, StoreError,
+    StoreOptions, DAEMON_ACTOR,
 };
-use delistd::cli::cases::{run, CasesCmd, CasesError, Env, Replies};
-use delistd::decide::{Action, ReplyKind};
-use delistd::reply::{RenderError, RenderedReply, ReplyVars};
+use delistd::cli::cases::{run, CasesCmd, CasesError, Env};
+use delistd::decide::Action;
+use delistd::reply::Builder;
 use delistd::types::{CaseRef, Lang, StatusCode};
 
 // -- helpers ----------------------------------------------------------------------------------
@@ -132,55 +132,39 @@ fn json_refs(out: &str) -> Vec<String> {
     v.as_array().unwrap().iter().map(|c| c["ref"].as_str().unwrap().to_string()).collect()
 }
 
-struct StandInComposer;
-
-impl ReplyComposer for StandInComposer {
-    fn compose(&self, req: &ComposeRequest<'_>) -> Result<ComposedReply, ComposeError> {
-        let case = req.case_ref.map(|c| c.to_string()).unwrap_or_default();
-        let message_id = format!("{case}.{}@delist.example", req.now.as_second());
-        let mut raw = format!(
-            "From: Delist Desk <delist@delist.example>\r\nTo: {}\r\nSubject: {}\r\nMessage-ID: <{message_id}>\r\n\
-             Date: {}\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n\
-             Content-Type: text/plain; charset=utf-8\r\nContent-Language: {}\r\n",
-            req.to,
-            req.reply.subject,
-            jiff::fmt::rfc2822::to_string(&req.now.to_zoned(TimeZone::UTC)).unwrap(),
-            req.lang,
-        );
-        if let Some(irt) = req.in_reply_to {
-            raw.push_str(&format!("In-Reply-To: <{irt}>\r\nReferences: <{irt}>\r\n"));
+/// The reply builder as the config makes it, with `templates_dir` overriding the German
+/// resolution templates: staff resolutions must use the overrides (issue 11), so every reply
+/// these tests see comes from these two files.
+fn builder() -> &'static Builder {
+    static B: std::sync::OnceLock<Builder> = std::sync::OnceLock::new();
+    B.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        for kind in ["delisted", "rejected"] {
+            std::fs::write(
+                dir.path().join(format!("{kind}.de.txt")),
+                format!(
+                    "Subject: {kind} (de)\n\nDear {{{{ sender_name }}}},\n{kind} for {{{{ ips|join(\", \") }}}}.\n\
+                     {{{{ staff_note or \"\" }}}}\n"
+                ),
+            )
+            .unwrap();
         }
-        raw.push_str("\r\n");
-        raw.push_str(&req.reply.body.replace('\n', "\r\n"));
-        Ok(ComposedReply { message_id, raw: raw.into_bytes() })
-    }
-}
-
-fn stand_in_render(kind: ReplyKind, lang: Lang, vars: &ReplyVars) -> Result<RenderedReply, RenderError> {
-    Ok(RenderedReply {
-        subject: format!("[{}] {} ({lang})", vars.case_refs.join(", "), kind.name()),
-        body: format!(
-            "Dear {},\n{} for {}.\n{}\n",
-            vars.sender_name.as_deref().unwrap_or("sender"),
-            kind.name(),
-            vars.ips.join(", "),
-            vars.staff_note.as_deref().unwrap_or("")
-        ),
+        let replies = delistd::config::Replies {
+            from: "Delist Desk <delist@delist.example>".into(),
+            message_id_domain: "delist.example".into(),
+            portal_url: "https://portal.example".into(),
+            support_url: "https://support.example".into(),
+            max_per_recipient_per_day: 5,
+            max_per_domain_per_hour: 30,
+            templates_dir: Some(dir.path().to_path_buf()),
+        };
+        // The templates are read once, here: the directory may go afterwards.
+        Builder::from_config(&replies, std::time::Duration::from_secs(48 * 3600)).unwrap()
     })
 }
 
-static COMPOSER: StandInComposer = StandInComposer;
-
 fn env_with_replies(now: Timestamp) -> Env<'static> {
-    Env {
-        replies: Some(Replies {
-            composer: &COMPOSER,
-            render: stand_in_render,
-            portal_url: "https://portal.example".into(),
-            support_url: "https://support.example".into(),
-        }),
-        ..env(now)
-    }
+    Env { replies: Some(builder()), ..env(now) }
 }
 
 fn schema_dump(path: &Path) -> Vec<String> {
@@ -708,10 +692,11 @@ fn resolve_with_a_reply_queues_it_in_the_case_language() {
     assert_eq!(s.case(c2).unwrap().unwrap().state, CaseState::Rejected);
     let d = s.case_detail(c).unwrap().unwrap();
     let reply = d.replies.iter().find(|r| r.subject.contains("delisted")).expect("queued");
+    // From the templates_dir override, not the built-in German text.
     assert_eq!(reply.subject, "[DL-000001] delisted (de)");
     assert_eq!(reply.recipient, "alice@example.com");
     assert_eq!(reply.caused_by, d.case.opened_by);
-    // The stand-in composer's bytes are a real message, threaded to the request.
+    // A real message, threaded to the request.
     let parsed = mail_parser::MessageParser::default().parse(&reply.raw).unwrap();
     assert_eq!(parsed.in_reply_to().as_text(), Some("req1@example.com"));
     assert_eq!(parsed.message_id(), Some(reply.message_id.as_str()));
@@ -874,4 +859,104 @@ fn show_says_when_the_raw_message_was_purged() {
     let out = ok(&db, purged_at, &["show", "DL-000001"]);
     assert!(out.contains("raw message purged on 2025-04-10 09:00:00 +01 (retention)"), "{out}");
     assert!(out.contains("status code: 5.7.511"), "the evidence stays:\n{out}");
+}
+
+// -- cases reply / cases ask (issue 11), through the real binary --------------------------------
+
+/// `delistd cases ARGS` with a config that has replies, `stdin` piped in (not a terminal:
+/// the text is read from it, no editor).
+fn cases_bin(dir: &Path, db: &Path, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write as _;
+    let cfg = dir.join("delistd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[intake]\nsource = \"maildir\"\n\n[maildir]\npath = \"{}\"\n\n[smtp]\nreply_dir = \"{}\"\n\n\
+             [replies]\nfrom = \"Delist desk <delist@provider.example>\"\nmessage_id_domain = \"provider.example\"\n",
+            dir.join("maildir").display(),
+            dir.join("replies").display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_delistd"))
+        .arg("cases")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .env_remove("DELISTD_STAFF")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    child.wait_with_output().unwrap()
+}
+
+/// Issue 11: `cases reply` and `cases ask` take the text from standard input, `--preview`
+/// prints the exact message and queues nothing, an empty text sends nothing (exit 2), and a
+/// closed case cannot be asked (exit 4).
+#[test]
+fn cases_reply_and_ask_from_stdin_with_preview() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    let t0 = t("2025-03-01T10:00:00Z");
+    let mut s = open(&db);
+    let c = take_in(&mut s, 1, "203.0.113.7", "alice@example.com", t0);
+    drop(s);
+    let replies = |db: &Path| open(db).case_detail(c).unwrap().unwrap().replies;
+    let before = replies(&db).len();
+    let text = "Wir haben Ihren Server geprüft.\nBitte senden Sie uns die Logs.";
+
+    let out = cases_bin(dir.path(), &db, &["reply", "DL-000001", "--preview"], text);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for want in ["Subject: [DL-000001] ", "In-Reply-To: <req1@example.com>", "Guten Tag Alice Example,", text, "Mit freundlichen Grüßen", "(preview: nothing queued"] {
+        assert!(stdout.contains(want), "{want:?} missing:\n{stdout}");
+    }
+    assert_eq!(replies(&db).len(), before, "a preview queues nothing");
+
+    let out = cases_bin(dir.path(), &db, &["reply", "DL-000001", "--json"], text);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["action"].as_str(), v["case"].as_str(), v["state_after"].as_str()), (Some("reply"), Some("DL-000001"), Some("open")));
+    let id = v["outbox"].as_i64().expect("queued");
+    let rows = replies(&db);
+    let row = rows.iter().find(|r| r.id.0 == id).unwrap();
+    assert_eq!(row.kind.as_deref(), Some("staff_reply"));
+    let parsed = mail_parser::MessageParser::default().parse(&row.raw).unwrap();
+    assert!(parsed.header_raw("Auto-Submitted").is_none(), "written by a person (RFC 3834 §5)");
+    assert!(parsed.body_text(0).unwrap().replace("\r\n", "\n").contains(text));
+    let d = open(&db).case_detail(c).unwrap().unwrap();
+    let e = d.events.iter().find(|e| e.kind == "staff_reply").unwrap();
+    assert_eq!(e.text.as_deref(), Some(text));
+    assert_ne!(e.actor, DAEMON_ACTOR, "under the staff member's name");
+
+    // Empty (or only blanks): nothing sent, exit 2, a message that says so.
+    let n = replies(&db).len();
+    for empty in ["", "  \n \n"] {
+        let out = cases_bin(dir.path(), &db, &["ask", "DL-000001"], empty);
+        assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("empty"), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(replies(&db).len(), n);
+
+    let out = cases_bin(dir.path(), &db, &["ask", "DL-000001"], "Welcher Host sendet von dieser IP?");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("the case is awaiting_info"));
+    let row = open(&db).case(c).unwrap().unwrap();
+    assert_eq!((row.state, row.due_at.is_none(), row.sla_remaining.is_some()), (CaseState::AwaitingInfo, true, true));
+
+    // A closed case: asked is refused (reopen first), nothing queued.
+    ok(&db, t0, &["resolve", "DL-000001", "--note", "done", "--by", "bob"]);
+    let n = replies(&db).len();
+    let out = cases_bin(dir.path(), &db, &["ask", "DL-000001"], "Noch etwas?");
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reopen"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(replies(&db).len(), n);
+    // No such case: exit 3 before any text is read.
+    let out = cases_bin(dir.path(), &db, &["reply", "DL-000099"], "hi");
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -549,3 +549,120 @@ fn the_case_page_shows_the_listing_and_its_reason_as_text() {
     let other = http(d.addr, "GET", "/cases/DL-000002", &[("Cookie", &cookie)], "");
     assert!(other.body.contains("not looked up"), "{}", other.body);
 }
+
+/// A config with replies on (and no `[web]` section: the desk's defaults).
+fn replies_config(dir: &Path) -> PathBuf {
+    let p = dir.join("delistd-replies.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[intake]\nsource = \"maildir\"\n\n[maildir]\npath = \"{}\"\n\n[smtp]\nreply_dir = \"{}\"\n\n\
+             [replies]\nfrom = \"Delist desk <delist@provider.example>\"\nmessage_id_domain = \"provider.example\"\n",
+            dir.join("maildir").display(),
+            dir.join("replies").display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn replies_of(db: &Path, c: &str) -> Vec<delistd::cases::OutboxRow> {
+    let s = Store::open(db, StoreOptions::default()).unwrap();
+    s.case_detail(c.parse().unwrap()).unwrap().unwrap().replies
+}
+
+/// Issue 11: the case page's reply and ask forms. "Preview" answers with the exact message
+/// and queues nothing; "send" queues it under the signed-in name, with no Auto-Submitted;
+/// asking moves the case to awaiting_info; no CSRF token, an empty text or a viewer: nothing.
+#[test]
+fn reply_and_ask_forms_preview_the_exact_message_then_queue_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixture(dir.path());
+    let d = desk(&db, Some(&replies_config(dir.path())));
+    let cookie = session(&d, "ann");
+    let page = http(d.addr, "GET", "/cases/DL-000001", &[("Cookie", &cookie)], "");
+    for want in ["id=\"reply-form\"", "id=\"ask-form\"", "name=\"preview\"", "name=\"send\""] {
+        assert!(page.body.contains(want), "{want} missing from the case page");
+    }
+    let csrf = csrf_of(&page.body);
+    let act = |pairs: &[(&str, &str)]| http(d.addr, "POST", "/cases/DL-000001/act", &[("Cookie", &cookie)], &form(pairs));
+    let text = "We checked <b>your</b> server.\nIt looks clean now.";
+
+    // Without the token: refused, nothing queued.
+    let r = act(&[("action", "reply"), ("text", text), ("send", "1")]);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(replies_of(&db, "DL-000001").is_empty());
+
+    // The preview: the whole message, escaped, and a form to send it; nothing queued.
+    let r = act(&[("csrf", &csrf), ("action", "reply"), ("text", text), ("preview", "1")]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    for want in ["not sent yet", "[DL-000001]", "In-Reply-To", "&lt;req1@example.com&gt;", "Hello,", "We checked &lt;b&gt;your&lt;&#x2f;b&gt; server.", "Kind regards", "id=\"reply-form\""] {
+        assert!(r.body.contains(want), "{want:?} missing from the preview:\n{}", r.body);
+    }
+    assert!(!r.body.contains("<b>your</b>"), "the text is escaped");
+    assert!(replies_of(&db, "DL-000001").is_empty(), "a preview queues nothing");
+
+    // Sent: queued as the preview showed it, in the history under ann.
+    let r = act(&[("csrf", &csrf), ("action", "reply"), ("text", text), ("send", "1")]);
+    assert_eq!((r.status, r.header("location")), (303, Some("/cases/DL-000001")), "{}", r.body);
+    let rows = replies_of(&db, "DL-000001");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].kind.as_deref(), Some("staff_reply"));
+    let raw = String::from_utf8_lossy(&rows[0].raw).to_string();
+    assert!(!raw.to_ascii_lowercase().contains("auto-submitted"), "{raw}");
+    assert!(raw.contains("In-Reply-To: <req1@example.com>"), "{raw}");
+    let h = history(&db, "DL-000001");
+    assert!(h.contains(&("staff_reply".into(), "ann".into(), Some(text.into()))), "{h:?}");
+
+    // An empty text is refused; asking moves the case to awaiting_info.
+    let r = act(&[("csrf", &csrf), ("action", "ask"), ("text", "   "), ("send", "1")]);
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = act(&[("csrf", &csrf), ("action", "ask"), ("text", "Which host sends from this IP?"), ("preview", "1")]);
+    assert!(r.status == 200 && r.body.contains("id=\"ask-form\"") && r.body.contains("awaiting_info"), "{}", r.body);
+    let r = act(&[("csrf", &csrf), ("action", "ask"), ("text", "Which host sends from this IP?"), ("send", "1")]);
+    assert_eq!(r.status, 303, "{}", r.body);
+    let api = http(d.addr, "GET", "/api/cases/DL-000001", &[("Cookie", &cookie)], "");
+    let v: serde_json::Value = serde_json::from_str(&api.body).unwrap();
+    assert_eq!(v["case"]["state"], "awaiting_info", "{v}");
+    assert_eq!(replies_of(&db, "DL-000001").len(), 2);
+
+    // A viewer is refused even with a valid token of their own.
+    let vera = session(&d, "vera");
+    let vpage = http(d.addr, "GET", "/cases/DL-000002", &[("Cookie", &vera)], "");
+    assert!(!vpage.body.contains("id=\"reply-form\""), "no forms for a viewer");
+    let r = http(
+        d.addr,
+        "POST",
+        "/cases/DL-000002/act",
+        &[("Cookie", &vera)],
+        &form(&[("csrf", &csrf_of(&vpage.body)), ("action", "reply"), ("text", "hi"), ("send", "1")]),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(replies_of(&db, "DL-000002").is_empty());
+}
+
+/// Issue 11: a case a person wrote on since the last staff action is counted, marked and
+/// filtered on the board and in the API.
+#[test]
+fn the_board_shows_what_needs_attention() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixture(dir.path());
+    {
+        let mut s = Store::open(&db, StoreOptions::default()).unwrap();
+        let tx = s.transaction().unwrap();
+        tx.mark_needs_attention(CaseRef(2)).unwrap();
+        tx.commit().unwrap();
+    }
+    let d = desk(&db, None);
+    let cookie = session(&d, "ann");
+    let board = http(d.addr, "GET", "/", &[("Cookie", &cookie)], "");
+    assert!(board.body.contains(">1<span>needs attention</span>"), "{}", board.body);
+    assert_eq!(board.body.matches("class=\"attention\"").count(), 1, "one row marked");
+    let api = http(d.addr, "GET", "/api/cases?attention=1", &[("Cookie", &cookie)], "");
+    let v: serde_json::Value = serde_json::from_str(&api.body).unwrap();
+    let refs: Vec<&str> = v.as_array().unwrap().iter().map(|c| c["ref"].as_str().unwrap()).collect();
+    assert_eq!(refs, ["DL-000002"], "{v}");
+    assert_eq!(v[0]["needs_attention"], true);
+    let filtered = http(d.addr, "GET", "/?attention=1", &[("Cookie", &cookie)], "");
+    assert!(filtered.body.contains("DL-000002") && !filtered.body.contains("/cases/DL-000001\""), "{}", filtered.body);
+}

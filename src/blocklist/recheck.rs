@@ -22,6 +22,7 @@ use crate::cases::{CaseRow, ListingRecord, NewReply, Resolution, Resolve, StoreE
 use crate::config::BlocklistConfig;
 use crate::cases::{lock, SharedStore};
 use crate::decide::ReplyKind;
+use crate::reply::Builder;
 use crate::types::CaseRef;
 
 /// Lookups per second during a re-check pass, at most.
@@ -31,26 +32,15 @@ const AUTO_DELIST_POLL: Duration = Duration::from_secs(1);
 /// Open cases read per query during a pass.
 const PAGE: u32 = 200;
 
-/// What the task needs to write the `delisted` reply as staff would.
-#[derive(Debug, Clone)]
-pub struct ReplySettings {
-    pub from: String,
-    pub message_id_domain: String,
-    pub portal_url: String,
-    pub support_url: String,
-}
-
 /// The reply a staff resolve with `--reply delisted` queues, built the same way.
 pub fn delisted_reply(
     store: &crate::cases::Store,
     r: CaseRef,
-    s: &ReplySettings,
+    builder: &Builder,
     now: Timestamp,
 ) -> Result<Option<NewReply>, String> {
-    let composer = crate::pipeline::Composer { from: s.from.clone(), message_id_domain: s.message_id_domain.clone() };
-    let replies = crate::desk::Replies::new(&composer, s.portal_url.clone(), s.support_url.clone());
     let Some(d) = store.case_detail(r).map_err(|e| e.to_string())? else { return Ok(None) };
-    crate::desk::resolution_reply(store, &d, ReplyKind::Delisted, None, &replies, BLOCKLIST_ACTOR, now)
+    crate::desk::resolution_reply(&d, ReplyKind::Delisted, None, builder, BLOCKLIST_ACTOR, now)
         .map(Some)
         .map_err(|e| e.to_string())
 }
@@ -71,7 +61,7 @@ fn resolve_delisted(
     store: &SharedStore,
     r: CaseRef,
     note: String,
-    settings: &ReplySettings,
+    settings: &Builder,
     now: Timestamp,
 ) -> Result<bool, StoreError> {
     let mut s = lock(store);
@@ -94,7 +84,7 @@ fn resolve_delisted(
 pub async fn recheck_open_cases(
     store: &SharedStore,
     blocklist: &Blocklist,
-    settings: &ReplySettings,
+    settings: &Builder,
     stop: &watch::Receiver<bool>,
     wake_outbox: &Notify,
 ) -> Result<u32, StoreError> {
@@ -146,7 +136,7 @@ pub async fn recheck_open_cases(
 pub async fn run_auto_delists(
     store: &SharedStore,
     argv: &[String],
-    settings: &ReplySettings,
+    settings: &Builder,
     wake_outbox: &Notify,
 ) -> Result<(), StoreError> {
     let pending = lock(store).auto_delist_pending()?;
@@ -177,7 +167,7 @@ pub async fn run(
     store: SharedStore,
     blocklist: Arc<Blocklist>,
     cfg: BlocklistConfig,
-    settings: ReplySettings,
+    settings: Arc<Builder>,
     wake_outbox: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {

@@ -28,6 +28,7 @@ pub mod shared;
 pub mod sla;
 pub mod staff;
 pub mod store;
+pub mod threads;
 
 use sha2::{Digest, Sha256};
 
@@ -38,10 +39,10 @@ pub use model::{
     NewReply, OutboxId, OutboxRow, OutboxState, Outcome, RawMessage,
 };
 pub use listing::ListingRecord;
-pub use outbox::{ComposeError, ComposeRequest, ComposedReply, ReplyComposer};
 pub use shared::{lock, with_store, SharedStore};
 pub use sla::{SlaStatus, Stats};
 pub use staff::{CaseDetail, CaseFilter, Resolution, Resolve};
+pub use threads::StaffMessage;
 pub use store::{mailbox_key, RecentReplies, Store, StoreOptions, Tx};
 
 /// The actor recorded on events written by the daemon itself.

@@ -133,6 +133,12 @@ text_enum! {
         EscalationDueSoon = "escalation_due_soon",
         /// Staff were warned that the case is overdue (escalation, second stage).
         EscalationOverdue = "escalation_overdue",
+        /// A staff member wrote to the sender (the reply itself: `reply_queued`).
+        StaffReply = "staff_reply",
+        /// A staff member asked the sender for information; the SLA clock is paused.
+        Asked = "asked",
+        /// The sender answered a staff question; the SLA clock runs again.
+        Answered = "answered",
     }
 }
 
@@ -300,6 +306,10 @@ pub struct CaseRow {
     pub listing: Option<CaseListing>,
     /// How a closed case was closed: `delisted`, `not_listed`, `rejected` (NULL before v3).
     pub resolution: Option<String>,
+    /// A person wrote since the last staff action (schema version 8).
+    pub needs_attention: bool,
+    /// Seconds left on the SLA clock, kept while staff wait for the answer to a question.
+    pub sla_remaining: Option<i64>,
 }
 
 /// The blocklist's listing of a case's IP, as recorded.
@@ -315,7 +325,7 @@ pub struct CaseListing {
 impl CaseRow {
     pub(crate) const COLUMNS: &'static str = "id, ip, status_code, ndr_line, sender, language, state, opened_at, \
          sla_started_at, due_at, first_response_at, resolved_at, assignee, opened_by, \
-         listing_source, listing_reason, listing_since, listing_checked_at, resolution";
+         listing_source, listing_reason, listing_since, listing_checked_at, resolution, needs_attention, sla_remaining";
 
     pub(crate) fn from_row(r: &Row<'_>) -> rusqlite::Result<CaseRow> {
         Ok(CaseRow {
@@ -343,6 +353,8 @@ impl CaseRow {
                 }),
             },
             resolution: r.get(18)?,
+            needs_attention: r.get::<_, i64>(19)? != 0,
+            sla_remaining: r.get(20)?,
         })
     }
 

@@ -1,4 +1,4 @@
-//! Replies waiting to be sent, and the seam to the reply composer.
+//! Replies waiting to be sent (made by [`crate::reply::Builder`]).
 //!
 //! A reply is queued complete (recipient, Message-ID, raw bytes) in the transaction that
 //! decided to send it; the sender loop takes [`Store::due_replies`], sends, and marks each
@@ -10,40 +10,7 @@ use rusqlite::{params, Connection};
 use super::model::{EventKind, NewEvent, NewReply, OutboxId, OutboxRow, OutboxState};
 use super::store::add_event;
 use super::{Store, StoreError, DAEMON_ACTOR};
-use crate::reply::RenderedReply;
-use crate::types::{CaseRef, Lang};
-
-/// What a composer needs to turn rendered text into a message to send.
-#[derive(Debug, Clone)]
-pub struct ComposeRequest<'a> {
-    pub case_ref: Option<CaseRef>,
-    pub to: &'a str,
-    pub lang: Lang,
-    pub reply: &'a RenderedReply,
-    /// Message-ID (no angle brackets) of the message answered, for In-Reply-To and
-    /// References (RFC 5322 §3.6.4), so the sender's client threads the answer.
-    pub in_reply_to: Option<&'a str>,
-    pub now: Timestamp,
-}
-
-/// A message ready for the outbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ComposedReply {
-    /// Message-ID given to the reply, without angle brackets.
-    pub message_id: String,
-    /// The whole RFC 5322 message.
-    pub raw: Vec<u8>,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("composing the reply: {0}")]
-pub struct ComposeError(pub String);
-
-/// Builds the RFC 5322 bytes of a reply (headers, Message-ID, encoding). The reply module
-/// provides the real one; the store only needs the result.
-pub trait ReplyComposer {
-    fn compose(&self, req: &ComposeRequest<'_>) -> Result<ComposedReply, ComposeError>;
-}
+use crate::types::CaseRef;
 
 pub(crate) fn queue(conn: &Connection, r: &NewReply, now: Timestamp) -> Result<OutboxId, StoreError> {
     conn.prepare_cached(

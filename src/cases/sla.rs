@@ -233,6 +233,8 @@ mod tests {
             opened_by: None,
             listing: None,
             resolution: None,
+            needs_attention: false,
+            sla_remaining: None,
         }
     }
 

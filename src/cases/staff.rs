@@ -34,6 +34,8 @@ pub struct CaseFilter {
     /// At most this many rows (`None`: all, for export).
     pub limit: Option<u32>,
     pub offset: u32,
+    /// Only cases a person wrote on since the last staff action.
+    pub needs_attention: bool,
 }
 
 impl CaseFilter {
@@ -92,6 +94,9 @@ impl CaseFilter {
         }
         if let Some(t) = self.since {
             push(&mut cond, "opened_at >= ?", Value::Integer(t.as_second()), &mut p);
+        }
+        if self.needs_attention {
+            cond.push("needs_attention = 1".into());
         }
         let mut sql = String::new();
         if !cond.is_empty() {
@@ -245,7 +250,8 @@ impl Store {
         tx.tx
             .prepare_cached(
                 "UPDATE cases SET state = ?2, resolved_at = max(?3, opened_at), \
-                 first_response_at = coalesce(first_response_at, max(?3, opened_at)), resolution = ?4 WHERE id = ?1",
+                 first_response_at = coalesce(first_response_at, max(?3, opened_at)), resolution = ?4, \
+                 needs_attention = 0, sla_remaining = NULL WHERE id = ?1",
             )?
             .execute(params![case.case_ref.0, state, now.as_second(), res.resolution.as_str()])?;
         let outbox = match &res.reply {
@@ -281,7 +287,7 @@ impl Store {
         tx.tx
             .prepare_cached(
                 "UPDATE cases SET state = 'open', resolved_at = NULL, sla_started_at = ?2, due_at = ?3, \
-                 first_response_at = coalesce(first_response_at, max(?2, opened_at)) WHERE id = ?1",
+                 first_response_at = coalesce(first_response_at, max(?2, opened_at)), needs_attention = 0 WHERE id = ?1",
             )?
             .execute(params![r.0, now.as_second(), due.as_second()])?;
         let text = match note {
@@ -360,7 +366,8 @@ impl Store {
         f(&tx)?;
         tx.tx
             .prepare_cached(
-                "UPDATE cases SET first_response_at = coalesce(first_response_at, max(?2, opened_at)) WHERE id = ?1",
+                "UPDATE cases SET first_response_at = coalesce(first_response_at, max(?2, opened_at)), \
+                 needs_attention = 0 WHERE id = ?1",
             )?
             .execute(params![r.0, now.as_second()])?;
         tx.commit()

@@ -31,11 +31,10 @@ use serde_json::{json, Value};
 
 use crate::cases::access::AccessError;
 use crate::cases::sla::{short_duration, Spread};
-use crate::cases::{CaseFilter, CaseState, ComposeError, Resolution, SlaStatus, Store, StoreError, StoreOptions};
+use crate::cases::{CaseFilter, CaseState, Resolution, SlaStatus, Store, StoreError, StoreOptions};
 use crate::desk::{Actor, CaseSummary, CaseView, Desk, DeskError, ResolveRequest};
-use crate::reply::RenderError;
+use crate::reply::{BuildError, Builder};
 use crate::types::CaseRef;
-pub use crate::desk::{RenderFn, Replies};
 
 /// Exit code: no such case.
 pub const EXIT_NOT_FOUND: u8 = 3;
@@ -56,6 +55,10 @@ pub enum CasesCmd {
     Reopen(ReopenArgs),
     /// Add a note to a case's history.
     Note(NoteArgs),
+    /// Write to the case's sender (text from stdin, else $VISUAL/$EDITOR); --preview shows it first.
+    Reply(crate::cli::reply::MessageArgs),
+    /// Ask the sender for information: the case waits for the answer, its SLA clock paused.
+    Ask(crate::cli::reply::MessageArgs),
     /// Give a case to someone.
     Assign(AssignArgs),
     /// Open, overdue, due soon; SLA met and response times over a window.
@@ -115,6 +118,9 @@ pub struct ListArgs {
     /// Only cases assigned to me (the acting staff member, as for actions).
     #[arg(long)]
     pub mine: bool,
+    /// Only cases a person wrote on since the last staff action (marked `!` in the table).
+    #[arg(long)]
+    pub attention: bool,
     /// Opened since: a duration ago (7d), a local date (2025-03-01) or an RFC 3339 time.
     #[arg(long, value_name = "WHEN")]
     pub since: Option<Since>,
@@ -312,8 +318,8 @@ pub struct Env<'a> {
     /// Zone times are shown in; [`TimeZone::system`] respects `TZ`.
     pub tz: TimeZone,
     pub store: StoreOptions,
-    /// `None`: `resolve --reply` is refused (no composer configured).
-    pub replies: Option<Replies<'a>>,
+    /// The reply builder from the config; `None`: replies are refused (no config).
+    pub replies: Option<&'a Builder>,
     /// `[blocklist] delist_command`: run before a case is resolved as delisted.
     pub delist_command: Option<Vec<String>>,
 }
@@ -335,10 +341,8 @@ pub enum CasesError {
     Desk(DeskError),
     #[error("{0}")]
     Usage(String),
-    #[error("rendering the reply: {0}")]
-    Render(#[from] RenderError),
     #[error(transparent)]
-    Compose(#[from] ComposeError),
+    Build(#[from] BuildError),
     #[error("writing output: {0}")]
     Io(#[from] io::Error),
     #[error("writing CSV: {0}")]
@@ -422,6 +426,8 @@ fn run_inner(cmd: CasesCmd, db: &Path, env: &Env<'_>, out: &mut dyn Write) -> Re
             writeln!(out, "{} assigned to {}", a.case, who.unwrap_or("nobody"))?;
             Ok(())
         }
+        CasesCmd::Reply(a) => crate::cli::reply::run(crate::cli::reply::Which::Reply, &mut store, a, env, out),
+        CasesCmd::Ask(a) => crate::cli::reply::run(crate::cli::reply::Which::Ask, &mut store, a, env, out),
         CasesCmd::Stats(a) => stats(&store, a, env, out),
         CasesCmd::Export(a) => export(&store, a, env, out),
     }
@@ -430,7 +436,7 @@ fn run_inner(cmd: CasesCmd, db: &Path, env: &Env<'_>, out: &mut dyn Write) -> Re
 /// The staff member acting. The history must say who really did it, so: the Unix user;
 /// under sudo, the user who ran sudo (`SUDO_USER`); `--by` (or `$DELISTD_STAFF`) only for
 /// root, who may act for someone (e.g. a script run by an administrator).
-fn actor(by: Option<String>) -> Result<Actor, CasesError> {
+pub(crate) fn actor(by: Option<String>) -> Result<Actor, CasesError> {
     let by = by.filter(|s| !s.trim().is_empty());
     let uid = effective_uid();
     let login = login_name(uid);
@@ -511,6 +517,7 @@ fn list(store: &Store, a: ListArgs, env: &Env<'_>, out: &mut dyn Write) -> Resul
         ip: a.ip,
         sender: a.sender.clone(),
         assignee: if a.mine { Some(actor(None)?.name) } else { a.assignee.clone() },
+        needs_attention: a.attention,
         since: a.since.map(|s| s.resolve(env.now, &env.tz)).transpose()?,
         // One more than asked, to tell people there is a next page.
         limit: limit.map(|n| n.saturating_add(1)),
@@ -540,12 +547,13 @@ fn list(store: &Store, a: ListArgs, env: &Env<'_>, out: &mut dyn Write) -> Resul
         return Ok(());
     }
     if a.wide {
-        let header = ["REF", "STATE", "IP", "SENDER", "OPENED", "DUE", "ASSIGNEE"];
-        let rows: Vec<[String; 7]> = cases
+        let header = ["REF", "!", "STATE", "IP", "SENDER", "OPENED", "DUE", "ASSIGNEE"];
+        let rows: Vec<[String; 8]> = cases
             .iter()
             .map(|c| {
                 [
                     c.case_ref.to_string(),
+                    attention_mark(c),
                     c.state.to_string(),
                     c.ip.clone().unwrap_or_else(|| "-".into()),
                     c.sender.clone(),
@@ -558,13 +566,15 @@ fn list(store: &Store, a: ListArgs, env: &Env<'_>, out: &mut dyn Write) -> Resul
         write_table(out, &header, &rows)?;
     } else {
         // 80 columns: no opening time (`show` has it), short state names, and the sender,
-        // then the IP, shortened with an ellipsis when the row would not fit.
-        let header = ["REF", "STATE", "IP", "SENDER", "DUE", "WHO"];
-        let mut rows: Vec<[String; 6]> = cases
+        // then the IP, shortened with an ellipsis when the row would not fit. `!`: a person
+        // wrote since the last staff action.
+        let header = ["REF", "!", "STATE", "IP", "SENDER", "DUE", "WHO"];
+        let mut rows: Vec<[String; 7]> = cases
             .iter()
             .map(|c| {
                 [
                     c.case_ref.to_string(),
+                    attention_mark(c),
                     match c.state {
                         CaseState::AwaitingInfo => "waiting".into(),
                         s => s.to_string(),
@@ -576,7 +586,7 @@ fn list(store: &Store, a: ListArgs, env: &Env<'_>, out: &mut dyn Write) -> Resul
                 ]
             })
             .collect();
-        fit_columns(&header, &mut rows, 80, &[(3, 12), (5, 8), (2, 15)]);
+        fit_columns(&header, &mut rows, 80, &[(4, 12), (6, 8), (3, 15)]);
         write_table(out, &header, &rows)?;
     }
     if more {
@@ -587,6 +597,11 @@ fn list(store: &Store, a: ListArgs, env: &Env<'_>, out: &mut dyn Write) -> Resul
         )?;
     }
     Ok(())
+}
+
+/// `!` when a person wrote on the case since the last staff action.
+fn attention_mark(c: &crate::cases::CaseRow) -> String {
+    if c.needs_attention { "!" } else { "" }.to_string()
 }
 
 /// Shorten columns until a table row fits `max` characters: each `(column, minimum)` in turn
@@ -864,7 +879,7 @@ fn resolve(store: &mut Store, a: ResolveArgs, env: &Env<'_>, out: &mut dyn Write
         note: Some(a.note),
         reply: a.reply.is_some(),
         note_for_sender: a.reply_note,
-        replies: env.replies.as_ref(),
+        replies: env.replies,
     };
     if resolution == Resolution::Delisted {
         if let Some(argv) = &env.delist_command {

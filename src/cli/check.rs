@@ -553,7 +553,8 @@ mod tests {
         let src = include_str!("../../examples/delistd.toml").replace("/var/lib/delistd/", "");
         let (exit, out, err) = check(&src, CheckOptions { no_secrets: true, connect: false });
         assert_eq!(exit, Exit::Ok, "{out}\n{err}");
-        for want in ["IMAP imap.example.net:993, implicit TLS", "IDLE", "STARTTLS required", "48 hours", "\"Processed\"", "systemd credential \"imap-password\"", "all 63 rendered"] {
+        let all = format!("all {} rendered", crate::decide::ReplyKind::ALL.len() * crate::types::Lang::ALL.len());
+        for want in ["IMAP imap.example.net:993, implicit TLS", "IDLE", "STARTTLS required", "48 hours", "\"Processed\"", "systemd credential \"imap-password\"", &all] {
             assert!(out.contains(want), "{want:?} missing from:\n{out}");
         }
         assert!(!out.contains("172800"), "{out}");

@@ -85,14 +85,18 @@ pub fn write_human(out: &mut dyn std::io::Write, s: &Summary, ev: &Evidence, d: 
 }
 
 /// The reply `decide` asked for, rendered with placeholder case references (no store here).
-pub fn preview_reply(ev: &Evidence, d: &Decision) -> Option<Result<String, crate::reply::RenderError>> {
+pub fn preview_reply(
+    ev: &Evidence,
+    d: &Decision,
+    builder: &crate::reply::Builder,
+) -> Option<Result<String, crate::reply::RenderError>> {
     let kind = d.reply?;
     let refs: Vec<String> = match d.case_ref {
         Some(r) => vec![r.to_string()],
         None => (0..d.banned_ips.len().max(1)).map(|_| "DL-??????".to_string()).collect(),
     };
-    let vars = crate::pipeline::reply_vars(ev, d, &refs, None, &crate::pipeline::ReplySettings::default());
-    Some(crate::reply::render(kind, ev.language, &vars).map(|r| {
+    let vars = builder.request_vars(ev, d, &refs, None);
+    Some(builder.render(kind, ev.language, &vars).map(|r| {
         format!("--- reply ({}, {}) ---\nSubject: {}\n\n{}", kind.name(), ev.language, r.subject, r.body)
     }))
 }

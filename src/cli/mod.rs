@@ -7,6 +7,7 @@ pub mod escalate;
 pub mod inspect;
 pub mod maint;
 pub mod outbox;
+pub mod reply;
 pub mod staff;
 
 use std::process::ExitCode;

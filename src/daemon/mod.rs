@@ -215,7 +215,7 @@ pub async fn run(cfg: Config, mode: Mode) -> Result<RunStats, DaemonError> {
             store.clone(),
             b.clone(),
             bc.clone(),
-            recheck_settings(&cfg),
+            pipeline.builder(),
             wake_outbox.clone(),
             stop_rx.clone(),
         );
@@ -287,15 +287,6 @@ pub async fn run(cfg: Config, mode: Mode) -> Result<RunStats, DaemonError> {
         })
         .await?;
     Ok(stats)
-}
-
-fn recheck_settings(cfg: &Config) -> crate::blocklist::recheck::ReplySettings {
-    crate::blocklist::recheck::ReplySettings {
-        from: cfg.replies.from.clone(),
-        message_id_domain: cfg.replies.message_id_domain.clone(),
-        portal_url: cfg.replies.portal_url.clone(),
-        support_url: cfg.replies.support_url.clone(),
-    }
 }
 
 /// `WATCHDOG=1` every `period`, only while every loop beat within its limit; otherwise the

@@ -11,21 +11,19 @@
 
 pub mod accounts;
 pub mod text;
+pub mod threads;
 pub mod views;
 
 use std::net::IpAddr;
 
 use jiff::{SignedDuration, Timestamp};
 use rusqlite::types::Value;
-use serde_json::Value as Json;
 
-use crate::cases::{
-    CaseDetail, CaseRow, CaseState, ComposeError, ComposeRequest, NewReply, ReplyComposer, Resolution, Resolve,
-    Store, StoreError,
-};
+use crate::cases::{CaseDetail, CaseRow, CaseState, NewReply, Resolution, Resolve, Store, StoreError};
 use crate::decide::ReplyKind;
-use crate::reply::{RenderError, RenderedReply, ReplyVars};
-use crate::types::{CaseRef, Lang};
+use crate::reply::{BuildError, Builder};
+use crate::types::CaseRef;
+pub use threads::MessagePreview;
 pub use views::{CasePage, CaseSummary, CaseView, Counts};
 
 /// What a staff member may do.
@@ -85,28 +83,8 @@ pub enum DeskError {
     Invalid(String),
     #[error("replies are not configured; resolve without a reply, or give the config (--config) that names the reply settings")]
     RepliesOff,
-    #[error("rendering the reply: {0}")]
-    Render(#[from] RenderError),
     #[error(transparent)]
-    Compose(#[from] ComposeError),
-}
-
-/// Renders reply text from a template; [`crate::reply::render`] in production.
-pub type RenderFn = fn(ReplyKind, Lang, &ReplyVars) -> Result<RenderedReply, RenderError>;
-
-/// What a staff reply needs to be built.
-pub struct Replies<'a> {
-    pub composer: &'a dyn ReplyComposer,
-    pub render: RenderFn,
-    pub portal_url: String,
-    pub support_url: String,
-}
-
-impl<'a> Replies<'a> {
-    /// Replies rendered from the real templates.
-    pub fn new(composer: &'a dyn ReplyComposer, portal_url: String, support_url: String) -> Replies<'a> {
-        Replies { composer, render: crate::reply::render, portal_url, support_url }
-    }
+    Build(#[from] BuildError),
 }
 
 /// An IP address or a CIDR block (`203.0.113.0/24`), for the IP filter.
@@ -168,6 +146,8 @@ pub struct Query {
     pub after: Option<String>,
     /// Page size (1..=500; default 50).
     pub limit: Option<u32>,
+    /// Only cases a person wrote on since the last staff action.
+    pub attention: bool,
 }
 
 /// Where a page ends: the sort key of its last row.
@@ -236,6 +216,9 @@ impl<'s> Desk<'s> {
             let esc = s.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
             p.push(Value::Text(format!("%{esc}%")));
             cond.push(format!("lower(sender) LIKE ?{} ESCAPE '\\'", p.len()));
+        }
+        if q.attention {
+            cond.push("needs_attention = 1".into());
         }
         let after = q.after.as_deref().map(Cursor::parse).transpose()?;
         match (after, by_due) {
@@ -312,6 +295,7 @@ impl<'s> Desk<'s> {
                 &[t, t + 6 * 3600],
             )?,
             open: one("SELECT count(*) FROM cases WHERE state = 'open'", &[])?,
+            needs_attention: one("SELECT count(*) FROM cases WHERE needs_attention = 1", &[])?,
             awaiting_info: one("SELECT count(*) FROM cases WHERE state = 'awaiting_info'", &[])?,
             resolved_today: one(
                 "SELECT count(*) FROM cases WHERE state IN ('resolved', 'rejected') AND resolved_at >= ?1",
@@ -369,7 +353,7 @@ impl<'s> Desk<'s> {
                     Resolution::Delisted => ReplyKind::Delisted,
                     Resolution::Rejected => ReplyKind::Rejected,
                 };
-                Some(resolution_reply(self.store, &d, kind, how.note_for_sender, replies, &actor.name, now)?)
+                Some(resolution_reply(&d, kind, how.note_for_sender, replies, &actor.name, now)?)
             }
         };
         let res = Resolve { actor: actor.name.clone(), note: how.note, resolution: how.resolution, reply };
@@ -459,7 +443,8 @@ pub struct ResolveRequest<'a> {
     pub reply: bool,
     /// Text for the sender, put into the reply.
     pub note_for_sender: Option<String>,
-    pub replies: Option<&'a Replies<'a>>,
+    /// The reply builder; `None`: replies are not configured.
+    pub replies: Option<&'a Builder>,
 }
 
 /// What a resolution did.
@@ -476,7 +461,7 @@ fn display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S:
     s.collect_str(v)
 }
 
-fn may_act(actor: &Actor) -> Result<(), DeskError> {
+pub(crate) fn may_act(actor: &Actor) -> Result<(), DeskError> {
     match actor.role {
         Role::Agent => Ok(()),
         Role::Viewer => Err(DeskError::Forbidden(actor.name.clone())),
@@ -486,57 +471,15 @@ fn may_act(actor: &Actor) -> Result<(), DeskError> {
 /// The reply of a staff resolution, in the case's language, answering the case's latest
 /// message; also used by the blocklist task when a case resolves by itself.
 pub fn resolution_reply(
-    store: &Store,
     d: &CaseDetail,
     kind: ReplyKind,
     note_for_sender: Option<String>,
-    replies: &Replies<'_>,
+    builder: &Builder,
     actor: &str,
     now: Timestamp,
 ) -> Result<NewReply, DeskError> {
-    let c = &d.case;
-    let opening = c.opened_by.and_then(|id| d.messages.iter().find(|m| m.id == id));
-    // Answer the latest message of the thread, so the sender's client threads it there.
-    let answered = d.messages.iter().rev().find(|m| m.message_id.is_some());
-    let sender_name = opening
-        .and_then(|m| m.evidence.as_deref())
-        .and_then(|e| serde_json::from_str::<Json>(e).ok())
-        .and_then(|v| v["headers"]["from_name"].as_str().map(str::to_string));
-    let vars = ReplyVars {
-        case_refs: vec![c.case_ref.to_string()],
-        ips: c.ip.iter().cloned().collect(),
-        status_code: c.status_code.clone(),
-        ndr_line: c.ndr_line.clone(),
-        missing: Vec::new(),
-        original_subject: opening.and_then(|m| m.subject.clone()),
-        sender_name,
-        sla_hours: u32::try_from(store.sla().as_secs() / 3600).unwrap_or(u32::MAX),
-        due: c.due_at,
-        due_at: None,
-        portal_url: replies.portal_url.clone(),
-        support_url: replies.support_url.clone(),
-        staff_note: note_for_sender,
-        portal_ips: Vec::new(),
-    };
-    let rendered = (replies.render)(kind, c.lang(), &vars)?;
-    let composed = replies.composer.compose(&ComposeRequest {
-        case_ref: Some(c.case_ref),
-        to: &c.sender,
-        lang: c.lang(),
-        reply: &rendered,
-        in_reply_to: answered.and_then(|m| m.message_id.as_deref()),
-        now,
-    })?;
-    Ok(NewReply {
-        case: Some(c.case_ref),
-        caused_by: answered.map(|m| m.id),
-        recipient: c.sender.clone(),
-        message_id: composed.message_id,
-        subject: rendered.subject,
-        raw: composed.raw,
-        actor: actor.to_string(),
-        kind: Some(kind),
-    })
+    let (built, answered) = builder.for_case(d, kind, note_for_sender, now)?;
+    Ok(built.into_new_reply(Some(d.case.case_ref), answered, actor))
 }
 
 #[cfg(test)]

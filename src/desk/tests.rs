@@ -3,6 +3,7 @@
 use super::*;
 use crate::cases::store::tests::{t, take_in};
 use crate::cases::{NewCase, StoreOptions};
+use crate::types::Lang;
 
 fn store() -> Store {
     Store::open_in_memory(StoreOptions::default()).unwrap()

@@ -34,6 +34,8 @@ pub struct CaseSummary {
     pub listing_reason: Option<String>,
     pub listing_since: Option<String>,
     pub listing_checked_at: Option<String>,
+    /// A person wrote since the last staff action.
+    pub needs_attention: bool,
 }
 
 impl CaseSummary {
@@ -58,6 +60,7 @@ impl CaseSummary {
             listing_reason: c.listing.as_ref().and_then(|l| l.reason.clone()),
             listing_since: c.listing.as_ref().and_then(|l| l.since).map(|t| t.to_string()),
             listing_checked_at: c.listing.as_ref().and_then(|l| l.checked_at).map(|t| t.to_string()),
+            needs_attention: c.needs_attention,
         }
     }
 
@@ -207,4 +210,6 @@ pub struct Counts {
     pub open: u64,
     pub awaiting_info: u64,
     pub resolved_today: u64,
+    /// Cases a person wrote on since the last staff action.
+    pub needs_attention: u64,
 }

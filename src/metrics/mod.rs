@@ -105,11 +105,12 @@ pub fn reply_queued(kind: &str) {
 
 /// The server accepted a reply queued `since_queued` ago. An automatic reply is queued in
 /// the transaction that records its request, so for one that answers a message this is the
-/// time from intake to acceptance. Staff replies (`delisted`, `rejected`) are queued when
-/// staff act, not at intake, and are left out of that histogram.
+/// time from intake to acceptance. Staff replies (`delisted`, `rejected`, `staff_reply`,
+/// `staff_question`) are queued when staff act, not at intake, and are left out of that
+/// histogram (`reopened` is queued at intake and counts).
 pub fn reply_sent(kind: Option<&str>, answers_a_message: bool, since_queued: Duration) {
     REPLIES.inc(&[kind.unwrap_or("unknown"), "sent"]);
-    if answers_a_message && !matches!(kind, Some("delisted" | "rejected")) {
+    if answers_a_message && !matches!(kind, Some("delisted" | "rejected" | "staff_reply" | "staff_question")) {
         INTAKE_TO_ACCEPTED.observe(since_queued.as_secs_f64());
     }
 }

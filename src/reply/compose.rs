@@ -33,6 +33,11 @@ pub struct ReplyEnvelope<'a> {
     pub references: &'a [String],
     pub date: jiff::Timestamp,
     pub language: Lang,
+    /// An automatic reply (RFC 3834 §5: `Auto-Submitted: auto-replied`, and Exchange's
+    /// `X-Auto-Response-Suppress`). `false` for a message a staff member wrote: it is a
+    /// person's mail, and the sender's out-of-office or bounce coming back is welcome (it
+    /// is attached to the case as an automatic message, never answered).
+    pub automatic: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,13 +200,16 @@ pub fn compose(env: &ReplyEnvelope, reply: &RenderedReply) -> Result<Vec<u8>, Co
         let list: Vec<String> = references.iter().map(|id| format!("<{id}>")).collect();
         builder = builder.references(list.join(" "));
     }
+    if env.automatic {
+        builder = builder
+            // RFC 3834 §5: mark the reply as automatic so that well-behaved responders do not
+            // answer it, and so that nobody mistakes it for a person's reply.
+            .raw_header(raw_header("Auto-Submitted", "auto-replied".into()))
+            // Exchange and Outlook honour this and send no out-of-office or delivery receipts
+            // back to the delist desk.
+            .raw_header(raw_header("X-Auto-Response-Suppress", "All".into()));
+    }
     let message = builder
-        // RFC 3834 §5: mark the reply as automatic so that well-behaved responders do not
-        // answer it, and so that nobody mistakes it for a person's reply.
-        .raw_header(raw_header("Auto-Submitted", "auto-replied".into()))
-        // Exchange and Outlook honour this and send no out-of-office or delivery receipts
-        // back to the delist desk.
-        .raw_header(raw_header("X-Auto-Response-Suppress", "All".into()))
         .raw_header(raw_header("Content-Language", env.language.code().into()))
         .singlepart(SinglePart::plain(body(&reply.body)))?;
     Ok(message.formatted())
@@ -232,6 +240,7 @@ mod tests {
             references: refs,
             date: date(),
             language: Lang::En,
+            automatic: true,
         }
     }
 

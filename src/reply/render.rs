@@ -107,6 +107,9 @@ const EMBEDDED: &[&[(&str, &str)]] = &[
     embedded!("delisted": "en", "fr", "it", "ja", "de", "es", "pt", "nl", "zh"),
     embedded!("rejected": "en", "fr", "it", "ja", "de", "es", "pt", "nl", "zh"),
     embedded!("not_listed": "en", "fr", "it", "ja", "de", "es", "pt", "nl", "zh"),
+    embedded!("reopened": "en", "fr", "it", "ja", "de", "es", "pt", "nl", "zh"),
+    embedded!("staff_reply": "en", "fr", "it", "ja", "de", "es", "pt", "nl", "zh"),
+    embedded!("staff_question": "en", "fr", "it", "ja", "de", "es", "pt", "nl", "zh"),
 ];
 
 fn file_name(kind: ReplyKind, lang: Lang) -> String {
@@ -881,6 +884,13 @@ mod tests {
                         "  Thanks for fixing the relay.",
                     ]
                 }
+                ReplyKind::Reopened => vec!["DL-000042", "203.0.113.7", "48", &due_text, "[DL-000042]"],
+                // The staff text exactly as written, each line on its own line.
+                ReplyKind::StaffReply | ReplyKind::StaffQuestion => vec![
+                    "DL-000042",
+                    "[DL-000042]",
+                    "\nTraffic looks clean since Monday.\nThanks for fixing the relay.\n",
+                ],
             };
             let r = render(kind, lang, &v).unwrap();
             for want in required {

@@ -68,14 +68,19 @@ pub struct Settings {
     pub secure_cookies: bool,
     pub proxy_user_header: Option<String>,
     pub trusted_proxies: Vec<IpMatch>,
-    /// Reply settings from the config, for resolve-with-reply; `None`: replies are off.
-    pub replies: Option<crate::config::Replies>,
+    /// The reply builder made from the config (staff replies, questions, resolutions with a
+    /// reply); `None`: replies are off.
+    pub replies: Option<Arc<crate::reply::Builder>>,
     /// Serve HTTPS with this certificate chain and key.
     pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Settings {
-    pub fn from_config(web: Option<&WebConfig>, replies: Option<crate::config::Replies>, listen: Option<SocketAddr>) -> Result<Settings, WebError> {
+    pub fn from_config(
+        web: Option<&WebConfig>,
+        replies: Option<Arc<crate::reply::Builder>>,
+        listen: Option<SocketAddr>,
+    ) -> Result<Settings, WebError> {
         let listen = listen.or(web.map(|w| w.listen)).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
         let proxy_user_header = web.and_then(|w| w.proxy_user_header.clone());
         let tls = web.and_then(|w| Some((w.tls_cert.clone()?, w.tls_key.clone()?)));
@@ -160,7 +165,14 @@ pub async fn serve(db: &Path, settings: Settings, sla: jiff::SignedDuration) -> 
 pub async fn daemon_task(cfg: Config, mut stop: tokio::sync::watch::Receiver<bool>) {
     let Some(web) = cfg.web.clone() else { return };
     let sla = jiff::SignedDuration::from_secs(cfg.store.sla.as_secs() as i64);
-    let settings = match Settings::from_config(Some(&web), Some(cfg.replies.clone()), None) {
+    let builder = match crate::reply::Builder::from_config(&cfg.replies, cfg.store.sla) {
+        Ok(b) => Arc::new(b),
+        Err(e) => {
+            tracing::error!(error = %e, "web desk not started: replies.templates_dir");
+            return;
+        }
+    };
+    let settings = match Settings::from_config(Some(&web), Some(builder), None) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "web desk not started");
@@ -240,7 +252,14 @@ async fn shutdown() {
 /// `delistd web --db PATH --listen ADDR`, with the config's `[web]` and reply settings when
 /// a config was read.
 pub async fn serve_standalone(db: &Path, cfg: Option<&Config>, listen: Option<SocketAddr>) -> Result<(), WebError> {
-    let settings = Settings::from_config(cfg.and_then(|c| c.web.as_ref()), cfg.map(|c| c.replies.clone()), listen)?;
+    let builder = match cfg {
+        Some(c) => Some(Arc::new(
+            crate::reply::Builder::from_config(&c.replies, c.store.sla)
+                .map_err(|e| WebError::Refused(format!("replies.templates_dir: {e}")))?,
+        )),
+        None => None,
+    };
+    let settings = Settings::from_config(cfg.and_then(|c| c.web.as_ref()), builder, listen)?;
     let sla = cfg
         .map(|c| jiff::SignedDuration::from_secs(c.store.sla.as_secs() as i64))
         .unwrap_or(jiff::SignedDuration::from_hours(48));

@@ -16,7 +16,7 @@ use minijinja::{context, Environment};
 use super::auth::{self, Staff};
 use super::{desk_error, error_response, Shared};
 use crate::cases::{CaseState, Resolution};
-use crate::desk::{accounts, Desk, DeskError, Query, Replies, ResolveRequest};
+use crate::desk::{accounts, Desk, DeskError, Query, ResolveRequest};
 use crate::types::CaseRef;
 
 static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
@@ -29,6 +29,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("case.html", include_str!("templates/case.html")),
         ("error.html", include_str!("templates/error.html")),
         ("bulk.html", include_str!("templates/bulk.html")),
+        ("message_preview.html", include_str!("templates/message_preview.html")),
     ] {
         if let Err(e) = env.add_template(name, src) {
             tracing::error!(template = name, error = %e, "web template does not parse");
@@ -183,6 +184,7 @@ fn query_of(raw: Option<&str>, me: &str) -> Result<(Query, Vec<(String, String)>
             "sender" => q.sender = Some(v.to_string()),
             "after" => q.after = Some(v.to_string()),
             "limit" => q.limit = Some(v.parse().map_err(|_| DeskError::Invalid(format!("limit {v:?} is not a number")))?),
+            "attention" => q.attention = !matches!(v, "0" | "no" | "false"),
             _ => {}
         }
     }
@@ -226,6 +228,7 @@ pub async fn board(State(st): State<Shared>, staff: Staff, RawQuery(raw): RawQue
             can_act => staff.actor.role == crate::desk::Role::Agent,
             f_state => field(&f, "state"), f_assignee => field(&f, "assignee"), f_ip => field(&f, "ip"),
             f_sender => field(&f, "sender"),
+            f_attention => field(&f, "attention").is_some_and(|v| !matches!(v.trim(), "" | "0" | "no" | "false")),
         },
     ))
 }
@@ -260,7 +263,9 @@ pub async fn case_page(State(st): State<Shared>, staff: Staff, Path(case): Path<
 }
 
 /// One staff action from the case page's forms: field `action` is `note`, `assign`,
-/// `resolve`, `reject` or `reopen`; `csrf` must be the session's token.
+/// `resolve`, `reject`, `reopen`, `reply` or `ask`; `csrf` must be the session's token.
+/// `reply` and `ask` (field `text`) queue only with the `send` button; otherwise (the
+/// `preview` button) they answer with the exact message and a form to confirm it.
 pub async fn act(State(st): State<Shared>, staff: Staff, Path(case): Path<String>, body: Bytes) -> Response {
     let f = fields(&body);
     if !auth::same_token(field(&f, "csrf").unwrap_or(""), &staff.csrf) {
@@ -271,6 +276,9 @@ pub async fn act(State(st): State<Shared>, staff: Staff, Path(case): Path<String
         Err(resp) => return *resp,
     };
     let action = field(&f, "action").unwrap_or("").to_string();
+    if action == "reply" || action == "ask" {
+        return message(st, staff, r, &action, &f).await;
+    }
     let text = field(&f, "text").unwrap_or("").trim().to_string();
     let reply = field(&f, "reply") == Some("yes");
     let for_sender = field(&f, "note_for_sender").map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
@@ -286,20 +294,12 @@ pub async fn act(State(st): State<Shared>, staff: Staff, Path(case): Path<String
                 "assign" => desk.assign(&actor, r, who.as_deref(), now),
                 "reopen" => desk.reopen(&actor, r, Some(text.as_str()).filter(|t| !t.is_empty()), now).map(|_| ()),
                 "resolve" | "reject" => {
-                    let composer = replies_cfg.as_ref().map(|c| crate::pipeline::Composer {
-                        from: c.from.clone(),
-                        message_id_domain: c.message_id_domain.clone(),
-                    });
-                    let replies = match (&replies_cfg, &composer) {
-                        (Some(c), Some(comp)) => Some(Replies::new(comp, c.portal_url.clone(), c.support_url.clone())),
-                        _ => None,
-                    };
                     let how = ResolveRequest {
                         resolution: if action == "reject" { Resolution::Rejected } else { Resolution::Delisted },
                         note: Some(text.clone()).filter(|t| !t.is_empty()),
                         reply,
                         note_for_sender: for_sender,
-                        replies: replies.as_ref(),
+                        replies: replies_cfg.as_deref(),
                     };
                     desk.resolve(&actor, r, how, now).map(|_| ())
                 }
@@ -309,6 +309,42 @@ pub async fn act(State(st): State<Shared>, staff: Staff, Path(case): Path<String
         .await;
     match res {
         Ok(()) => Redirect::to(&format!("/cases/{r}")).into_response(),
+        Err(e) => desk_error(e, false),
+    }
+}
+
+/// A staff reply or question from the case page: previewed (the exact message, with a form
+/// to send it or change it), or, with `send`, queued.
+async fn message(st: Shared, staff: Staff, r: CaseRef, action: &str, f: &[(String, String)]) -> Response {
+    let Some(builder) = st.settings.replies.clone() else {
+        return desk_error(DeskError::RepliesOff, false);
+    };
+    let text = field(f, "text").unwrap_or("").to_string();
+    let send = field(f, "send").is_some();
+    let ask = action == "ask";
+    let actor = staff.actor.clone();
+    let now = Timestamp::now();
+    let body = text.clone();
+    let res = st
+        .with_store(move |s| {
+            let mut desk = Desk::new(s);
+            match (ask, send) {
+                (false, false) => desk.preview_reply(&actor, r, &body, &builder, now),
+                (true, false) => desk.preview_ask(&actor, r, &body, &builder, now),
+                (false, true) => desk.reply(&actor, r, &body, &builder, now),
+                (true, true) => desk.ask(&actor, r, &body, &builder, now),
+            }
+        })
+        .await;
+    match res {
+        Ok(_) if send => Redirect::to(&format!("/cases/{r}")).into_response(),
+        Ok(p) => html(render(
+            "message_preview.html",
+            context! {
+                me => staff.actor.name, role => staff.actor.role.as_str(), csrf => staff.csrf, can_logout => staff.session,
+                p => minijinja::Value::from_serialize(&p), text => text, action => action,
+            },
+        )),
         Err(e) => desk_error(e, false),
     }
 }
