@@ -1,11 +1,13 @@
 //! The web desk in a real browser: Debian's Chromium, driven over WebDriver by its
 //! chromedriver, against the real `delistd` binary (`demo`, `staff add`, `web`) on the demo's
 //! SQLite database. A staff member signs in through the form, reads the board, opens a case,
-//! reads its thread and evidence, acts through the case page's forms; the database then
-//! must hold what the page promised (the outbox rows, the history under the staff name).
+//! reads its thread and evidence, writes a free reply (preview, then send), resolves it with
+//! the reply, asks the sender of another case for information (preview, then send); the
+//! database then must hold what the pages promised (the outbox rows, with no Auto-Submitted
+//! on what a person wrote; the states; the history under the staff name).
 //!
-//! Screenshots of the board and of a case page are written to `target/browser/` (the board's
-//! is the README's picture of the desk, `docs/desk-board.png`).
+//! Screenshots of the board, a case page and the two previews are written to
+//! `target/browser/` (the board's is the README's picture of the desk, `docs/desk-board.png`).
 //!
 //! Needs `chromium` and `chromium-driver` (`scripts/install-test-deps.sh` installs them).
 //! Without them the test fails and says so: it is never skipped.
@@ -224,6 +226,7 @@ fn expected_counts(db: &Connection) -> Vec<(String, u64)> {
             "due within 6 h".into(),
             count(db, "SELECT count(*) FROM cases WHERE state = 'open' AND due_at >= ?1 AND due_at < ?2", [now, now + 6 * 3600]),
         ),
+        ("needs attention".into(), count(db, "SELECT count(*) FROM cases WHERE needs_attention = 1", [])),
         ("open".into(), count(db, "SELECT count(*) FROM cases WHERE state = 'open'", [])),
         ("awaiting info".into(), count(db, "SELECT count(*) FROM cases WHERE state = 'awaiting_info'", [])),
         (
@@ -241,6 +244,96 @@ fn case_ref(id: i64) -> String {
 fn history(db: &Connection, case: i64) -> Vec<(String, String, Option<String>)> {
     let mut st = db.prepare("SELECT kind, actor, text FROM events WHERE case_id = ?1 ORDER BY at, id").unwrap();
     st.query_map([case], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
+}
+
+/// One reply of the outbox, as queued.
+struct Queued {
+    subject: String,
+    state: String,
+    raw: String,
+}
+
+/// The replies of a case, oldest first.
+fn outbox(db: &Connection, case: i64) -> Vec<Queued> {
+    let mut st = db.prepare("SELECT subject, state, raw FROM outbox WHERE case_id = ?1 ORDER BY id").unwrap();
+    st.query_map([case], |r| {
+        Ok(Queued { subject: r.get(0)?, state: r.get(1)?, raw: String::from_utf8_lossy(&r.get::<_, Vec<u8>>(2)?).into_owned() })
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+/// A header of a raw message (unfolded), by name without regard to case.
+fn header(raw: &str, name: &str) -> Option<String> {
+    let head = raw.split("\r\n\r\n").next().unwrap_or(raw);
+    let mut found: Option<String> = None;
+    let mut in_it = false;
+    for line in head.split("\r\n") {
+        if line.starts_with([' ', '\t']) {
+            if in_it {
+                if let Some(v) = found.as_mut() {
+                    v.push_str(line);
+                }
+            }
+            continue;
+        }
+        in_it = false;
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case(name) && found.is_none() {
+                found = Some(v.trim().to_string());
+                in_it = true;
+            }
+        }
+    }
+    found
+}
+
+/// The Message-ID of the newest message of a case from the sender (what a reply answers).
+fn latest_message_id(db: &Connection, case: i64) -> String {
+    db.query_row(
+        "SELECT m.message_id FROM messages m JOIN events e ON e.message_ref = m.id \
+         WHERE e.case_id = ?1 AND m.message_id IS NOT NULL ORDER BY m.received_at DESC, m.id DESC LIMIT 1",
+        [case],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+/// Write `text` in the staff message form `form` (`#reply-form`, `#ask-form`), ask for the
+/// preview, check it, send from the preview page; the new outbox row and the preview's Subject.
+async fn preview_and_send(c: &Client, db: &Path, case: i64, form: &str, text: &str) -> Queued {
+    // A connection per look (a &Connection may not be held across the browser's awaits).
+    let outbox = |case| outbox(&Connection::open(db).unwrap(), case);
+    let before = outbox(case).len();
+    let f = c.find(Locator::Css(form)).await.unwrap();
+    f.find(Locator::Css("textarea[name=text]")).await.unwrap().send_keys(text).await.unwrap();
+    f.find(Locator::Css("button[name=preview]")).await.unwrap().click().await.unwrap();
+    // The preview: the exact message, not sent yet.
+    let preview = wait_for_text(c, "section#message-preview", text.lines().next().unwrap()).await;
+    assert_eq!(outbox(case).len(), before, "a preview queues nothing");
+    let mut subject = None;
+    let dts = c.find_all(Locator::Css("section#message-preview dt")).await.unwrap();
+    let dds = c.find_all(Locator::Css("section#message-preview dd")).await.unwrap();
+    assert_eq!(dts.len(), dds.len());
+    for (k, v) in dts.iter().zip(&dds) {
+        if k.text().await.unwrap() == "Subject" {
+            subject = Some(v.text().await.unwrap());
+        }
+    }
+    let subject = subject.unwrap_or_else(|| panic!("the preview shows no Subject: {preview}"));
+    screenshot(c, &format!("{}-preview.png", form.trim_start_matches('#'))).await;
+    // The same form on the preview page, prefilled: send it as it is.
+    let f = c.find(Locator::Css(form)).await.unwrap();
+    let prefilled = f.find(Locator::Css("textarea[name=text]")).await.unwrap().prop("value").await.unwrap();
+    assert_eq!(prefilled.as_deref(), Some(text), "the preview keeps the text to send");
+    f.find(Locator::Css("button[name=send]")).await.unwrap().click().await.unwrap();
+    wait_for_text(c, "table.replies tbody", &subject).await;
+    let rows = outbox(case);
+    assert_eq!(rows.len(), before + 1, "sending queues exactly one reply");
+    let q = rows.into_iter().last().unwrap();
+    assert_eq!(q.subject, subject, "the queued reply is the one previewed");
+    q
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -348,6 +441,27 @@ async fn work_the_queue(c: Client, addr: SocketAddr, db_path: PathBuf) {
     }
     let case_png = screenshot(&c, "case.png").await;
 
+    // A free reply, written by a person: previewed, then sent. It answers the sender's latest
+    // message, carries the case tag, and has no Auto-Submitted header (RFC 3834 is for
+    // automatic replies, which the demo's acknowledgement is: the contrast is checked).
+    let ack = outbox(&db, case_id).into_iter().next().expect("the demo acknowledged the request");
+    assert!(header(&ack.raw, "Auto-Submitted").is_some(), "the automatic acknowledgement is marked");
+    let answered = latest_message_id(&db, case_id);
+    let reply_text = "Hello Alice,\nthank you for fixing the account. We are checking the listing now.";
+    let free = preview_and_send(&c, &db_path, case_id, "#reply-form", reply_text).await;
+    assert_eq!(free.state, "queued");
+    assert_eq!(header(&free.raw, "Auto-Submitted"), None, "a person's reply is not automatic:\n{}", free.raw);
+    assert_eq!(header(&free.raw, "In-Reply-To").as_deref(), Some(format!("<{answered}>").as_str()), "{}", free.raw);
+    assert!(free.subject.contains(&r), "the subject carries the case tag: {}", free.subject);
+    assert!(free.raw.contains("We are checking the listing now."), "the staff text is in the reply:\n{}", free.raw);
+    let h = history(&db, case_id);
+    assert!(
+        h.iter().any(|e| e.0 == "staff_reply" && e.1 == STAFF && e.2.as_deref().is_some_and(|t| t.contains("checking the listing"))),
+        "the free reply is in the history under {STAFF}: {h:?}"
+    );
+    assert_eq!(db.query_row("SELECT state FROM cases WHERE id = ?1", [case_id], |r| r.get::<_, String>(0)).unwrap(), "open");
+    wait_for_text(&c, "ol.history li", &format!("staff_reply by {STAFF}")).await;
+
     // Resolve it as delisted, with the reply in the case's language and a line for the sender.
     let replies_before = count(&db, "SELECT count(*) FROM outbox WHERE case_id = ?1", [case_id]);
     let resolve_form = c.find(Locator::XPath("//form[.//button[@value='resolve']]")).await.unwrap();
@@ -400,5 +514,40 @@ async fn work_the_queue(c: Client, addr: SocketAddr, db_path: PathBuf) {
     );
     // The page's list of replies shows the queued one.
     wait_for_text(&c, "table.replies tbody", "queued").await;
+
+    // Ask the sender of another open case for information, from the board: previewed, sent;
+    // the case then awaits the answer, its clock paused.
+    let (other, other_sender): (i64, String) = db
+        .query_row("SELECT id, sender FROM cases WHERE state = 'open' AND id <> ?1 ORDER BY id LIMIT 1", [case_id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    let other_ref = case_ref(other);
+    c.find(Locator::Css("header.top a.brand")).await.unwrap().click().await.unwrap();
+    wait_for_text(&c, "table.cases", &other_ref).await;
+    c.find(Locator::LinkText(&other_ref)).await.unwrap().click().await.unwrap();
+    wait_for_text(&c, "h1", &other_ref).await;
+    let question = "Could you send us the full bounce you received, with its headers?";
+    let asked = preview_and_send(&c, &db_path, other, "#ask-form", question).await;
+    assert_eq!(header(&asked.raw, "Auto-Submitted"), None, "a person's question is not automatic:\n{}", asked.raw);
+    assert_eq!(header(&asked.raw, "To").map(|t| t.contains(other_sender.as_str())), Some(true), "{}", asked.raw);
+    assert!(asked.raw.contains("with its headers?"), "the question is in the message:\n{}", asked.raw);
+    wait_for_text(&c, "h1 small", "awaiting_info").await;
+    let (state, due): (String, Option<i64>) =
+        db.query_row("SELECT state, due_at FROM cases WHERE id = ?1", [other], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    assert_eq!((state.as_str(), due), ("awaiting_info", None), "asking pauses the clock");
+    let h = history(&db, other);
+    assert!(
+        h.iter().any(|e| e.0 == "asked" && e.1 == STAFF && e.2.as_deref().is_some_and(|t| t.contains("full bounce"))),
+        "the question is in the history under {STAFF}: {h:?}"
+    );
+    assert!(h.iter().any(|e| e.0 == "reply_queued" && e.1 == STAFF), "{h:?}");
+
+    // Back on the board: the counts follow (one closed today, one more awaiting info).
+    c.find(Locator::Css("header.top a.brand")).await.unwrap().click().await.unwrap();
+    wait_for_text(&c, "section.counts", "closed today").await;
+    let after = expected_counts(&db);
+    assert!(after.contains(&("closed today".to_string(), 1)), "{after:?}");
+    assert_eq!(board_counts(&c).await, after, "the board's counts are the database's after the actions");
     println!("artifacts: {} {}", board_png.display(), case_png.display());
 }
