@@ -22,8 +22,18 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use rusqlite::{Connection, OptionalExtension};
 
 const BIN: &str = env!("CARGO_BIN_EXE_delistd");
+/// Debian's paths; `DELISTD_CHROMIUM` and `DELISTD_CHROMEDRIVER` name others (a developer's
+/// machine with another build of the two).
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+fn chromium() -> String {
+    std::env::var("DELISTD_CHROMIUM").unwrap_or_else(|_| CHROMIUM.into())
+}
+
+fn chromedriver() -> String {
+    std::env::var("DELISTD_CHROMEDRIVER").unwrap_or_else(|_| CHROMEDRIVER.into())
+}
 /// The staff member of the test, and the name the history must record.
 const STAFF: &str = "rita";
 const PASSWORD: &str = "a browser's long password";
@@ -51,12 +61,13 @@ impl Proc {
 
 /// The browser and its driver, or a failure that says how to get them.
 fn require_browser() {
-    let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER].into_iter().filter(|p| !Path::new(p).exists()).collect();
+    let missing: Vec<String> = [chromium(), chromedriver()].into_iter().filter(|p| !Path::new(p).exists()).collect();
     assert!(
         missing.is_empty(),
-        "the real-browser test needs Debian's chromium and chromium-driver, and {} missing: \
+        "the real-browser test needs Debian's chromium and chromium-driver, but {} {} missing: \
          run `sudo bash scripts/install-test-deps.sh` (it installs both), then run the test again",
-        missing.join(" and ")
+        missing.join(" and "),
+        if missing.len() == 1 { "is" } else { "are" }
     );
 }
 
@@ -124,13 +135,13 @@ fn start_desk(db: &Path, log: &Path) -> (Proc, SocketAddr) {
 /// chromedriver on a free loopback port, ready to take a session.
 fn start_chromedriver(log: &Path) -> (Proc, u16) {
     let port = free_port();
-    let child = Command::new(CHROMEDRIVER)
+    let child = Command::new(chromedriver())
         .arg(format!("--port={port}"))
         .arg(format!("--log-path={}", log.display()))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {CHROMEDRIVER}: {e} (run scripts/install-test-deps.sh)"));
+        .unwrap_or_else(|e| panic!("cannot start {}: {e} (run scripts/install-test-deps.sh)", chromedriver()));
     let mut driver = Proc { child, what: "chromedriver" };
     let start = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -149,7 +160,7 @@ async fn browser(port: u16, profile: &Path) -> Client {
     let caps = serde_json::json!({
         "browserName": "chrome",
         "goog:chromeOptions": {
-            "binary": CHROMIUM,
+            "binary": chromium(),
             "args": [
                 "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                 "--no-first-run", "--no-default-browser-check", "--disable-extensions",
@@ -164,7 +175,7 @@ async fn browser(port: u16, profile: &Path) -> Client {
         .capabilities(caps)
         .connect(&format!("http://127.0.0.1:{port}"))
         .await
-        .unwrap_or_else(|e| panic!("no WebDriver session with {CHROMIUM}: {e}"))
+        .unwrap_or_else(|e| panic!("no WebDriver session with {}: {e}", chromium()))
 }
 
 /// Wait until `css` matches an element whose text contains `text`.
