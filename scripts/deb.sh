@@ -146,21 +146,24 @@ for holder in delistd "$staff_user"; do
     # setpriv itself in the background (not a shell function, whose $! would be a subshell):
     # it execs env, sh execs delistd, so $! is the desk's own PID.
     desk=(delistd web --config /nonexistent --db "$db" --listen 127.0.0.1:0)
+    # A file per holder: the background shell truncates it only when it gets to run, so a
+    # shared one could still show the previous desk's "listening on".
+    web_out=$scratch/web-$holder.out
     if [[ $holder == delistd ]]; then
         setpriv --reuid=delistd --regid=delistd-staff --clear-groups env -i PATH=/usr/bin:/bin HOME=/var/lib/delistd \
-            sh -c 'umask 0007; exec "$@"' sh "${desk[@]}" >"$scratch/web.out" 2>"$scratch/web.err" &
+            sh -c 'umask 0007; exec "$@"' sh "${desk[@]}" >"$web_out" 2>"$web_out.err" &
         writer=$staff_user
     else
         setpriv --reuid="$holder" --regid="$(id -g "$holder")" --init-groups env -i PATH=/usr/bin:/bin HOME=/ \
-            sh -c 'umask 022; exec "$@"' sh "${desk[@]}" >"$scratch/web.out" 2>"$scratch/web.err" &
+            sh -c 'umask 022; exec "$@"' sh "${desk[@]}" >"$web_out" 2>"$web_out.err" &
         writer=delistd
     fi
     web_pid=$!
     for _ in $(seq 100); do
-        grep -q 'listening on' "$scratch/web.out" && break
+        grep -q 'listening on' "$web_out" && break
         sleep 0.1
     done
-    grep -q 'listening on' "$scratch/web.out" || fail "delistd web as $holder did not start: $(cat "$scratch/web.err")"
+    grep -q 'listening on' "$web_out" || fail "delistd web as $holder did not start: $(cat "$web_out.err")"
     for f in "$db-wal" "$db-shm"; do
         got=$(stat -c '%U:%G %a' "$f" 2>/dev/null) || fail "no $f while $holder holds the database"
         [[ $got == "$holder:delistd-staff 660" ]] || fail "$f made by $holder is $got, expected $holder:delistd-staff 660"
