@@ -351,6 +351,8 @@ async fn preview_and_send(c: &Client, db: &Path, case: i64, form: &str, text: &s
 async fn a_staff_member_works_a_case_in_a_real_browser() {
     require_browser();
     let started = Instant::now();
+    // A picture of an earlier run's failure would mislead whoever reads this run's.
+    let _ = std::fs::remove_file(artifacts().join("failure.png"));
     let tmp = tempfile::tempdir().unwrap();
     let demo = tmp.path().join("demo");
     run(&["demo", "--dir", demo.to_str().unwrap()], None);
@@ -361,11 +363,25 @@ async fn a_staff_member_works_a_case_in_a_real_browser() {
     let (_driver, port) = start_chromedriver(&tmp.path().join("chromedriver.log"));
     let c = browser(port, &tmp.path().join("chromium-profile")).await;
     let result = tokio::spawn(work_the_queue(c.clone(), addr, db_path.clone())).await;
-    // Close the session whatever happened, so that Chromium goes with the driver.
-    let _ = c.close().await;
     if let Err(e) = result {
+        // What the browser showed, and the two servers' logs (the temporary directory goes
+        // with the test), for a failure in CI.
+        if let Ok(png) = c.screenshot().await {
+            let path = artifacts().join("failure.png");
+            if std::fs::write(&path, png).is_ok() {
+                eprintln!("the page at the failure: {}", path.display());
+            }
+        }
+        for log in ["web.log", "chromedriver.log"] {
+            let text = std::fs::read_to_string(tmp.path().join(log)).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            eprintln!("--- the last lines of {log}:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        }
+        let _ = c.close().await;
         std::panic::resume_unwind(e.into_panic());
     }
+    // Close the session, so that Chromium goes with the driver.
+    let _ = c.close().await;
     println!("browser test: {:.1} s", started.elapsed().as_secs_f64());
 }
 
