@@ -3,7 +3,8 @@
 # a real Dovecot (IMAP + LMTP) and Postfix for the loopback mail stack (scripts/mailstack.sh),
 # openssl for its test CA, sqlite3, Sisimai (extraction benchmark), systemd-analyze (unit check),
 # promtool (Debian package prometheus) for the alert rules in monitoring/ and the /metrics test.
-# cargo-deb (the Debian package), Litestream (the standby test).
+# cargo-deb (the Debian package), Litestream (the standby test), Chromium and its WebDriver
+# (chromium-driver) for the web desk's real-browser test (tests/browser.rs).
 #
 # The packages' own system services are kept from starting: the tests run their own instances
 # from a state directory, and a system Postfix would grab port 25 on every interface.
@@ -31,6 +32,9 @@ declare -A PROBE=(
     # A real DNSBL server for the blocklist tests (scripts/dnsbl.sh).
     [rbldnsd]=/usr/sbin/rbldnsd
     [python3-venv]=/usr/share/doc/python3-venv
+    # A real browser for the web desk's test (tests/browser.rs), driven over WebDriver.
+    [chromium]=/usr/bin/chromium
+    [chromium-driver]=/usr/bin/chromedriver
 )
 
 missing=()

@@ -23,7 +23,7 @@ the banned IP in whatever the sender sent, opens a case in SQLite with a 48-hour
 case), and replies from templates in the sender's language. Other codes get the portal (5.7.606-649) or support \
 (5.7.700-750) redirection. Automatic mail (RFC 3834) is never answered.\n\n\
 Exit codes: 0 ok; 1 failure; 2 or 64 bad usage; 3 not found; 4 refused by the case's state; 66 input unreadable; \
-73 another delistd holds the database (run, reprocess); 75 server unreachable (try later); 77 login refused; \
+73 another delistd holds the database (run, reprocess); 75 server unreachable (try later); 77 login refused, or (cases, staff, outbox, web) the database is closed to this user: not in its group; \
 78 invalid configuration.",
     after_help = "Start with `delistd demo` (no mail server needed), or `delistd inspect message.eml`."
 )]

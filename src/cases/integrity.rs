@@ -66,6 +66,9 @@ impl Store {
         let existed = std::fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false);
         let shown = path.display().to_string();
         let corrupt = |detail: String| StoreError::Corrupt { path: shown.clone(), detail };
+        // A new file is made group-writable under the umask, not 0644 (see access.rs);
+        // where we cannot create it, neither can SQLite, which says why.
+        let _ = super::access::create_file(path);
         let conn = Connection::open(path).map_err(|e| match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => corrupt(e.to_string()),
             _ => StoreError::Sqlite(e),

@@ -1,5 +1,6 @@
 //! The SQLite case store: schema and migrations, messages, cases, history, outbox, SLA.
 //!
+//! * [`access`]  who may open the database file; a new file made group-writable under the umask.
 //! * [`schema`]  opening a database: pragmas (WAL, busy timeout, foreign keys) and the
 //!   migrations of `schema.sql`, tracked with `PRAGMA user_version`.
 //! * [`model`]   the rows and the values written (`NewMessage`, `NewCase`, ...).
@@ -13,6 +14,7 @@
 //! [`jiff::Timestamp`] in Rust. No method reads the clock: every one that depends on time
 //! takes `now`, so tests and replays control it.
 
+pub mod access;
 pub mod backup;
 pub mod integrity;
 pub mod listing;

@@ -87,6 +87,9 @@ const REPLIES_TO_SINCE: &str =
 impl Store {
     /// Open (creating it if needed) and migrate the database at `path`.
     pub fn open(path: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
+        // Made by us, not by SQLite, so that the staff group may write it (see access.rs).
+        // Best effort: where we cannot create it, neither can SQLite, which says why.
+        let _ = super::access::create_file(path);
         Store::setup(Connection::open(path)?, opts)
     }
 

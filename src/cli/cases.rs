@@ -17,6 +17,7 @@
 //! | 3 | no such case |
 //! | 4 | refused: the action does not apply to the case's state (e.g. resolving a resolved case) |
 //! | 5 | `resolve` as delisted: the configured `delist_command` failed; the case stays open |
+//! | 77 | this user may not open the database (not a member of its group, e.g. `delistd-staff`) |
 
 use clap::ValueEnum as _;
 use std::io::{self, Write};
@@ -28,6 +29,7 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{json, Value};
 
+use crate::cases::access::AccessError;
 use crate::cases::sla::{short_duration, Spread};
 use crate::cases::{CaseFilter, CaseState, Resolution, SlaStatus, Store, StoreError, StoreOptions};
 use crate::desk::{Actor, CaseSummary, CaseView, Desk, DeskError, ResolveRequest};
@@ -365,6 +367,9 @@ pub enum CasesError {
     Json(#[from] serde_json::Error),
     #[error("{case} stays open: {summary}")]
     DelistCommand { case: CaseRef, summary: String },
+    /// This user may not open the database (not in its group): exit 77.
+    #[error(transparent)]
+    Access(AccessError),
 }
 
 impl From<DeskError> for CasesError {
@@ -386,6 +391,7 @@ impl CasesError {
             CasesError::Desk(DeskError::Refused(_) | DeskError::Forbidden(_)) => EXIT_REFUSED,
             CasesError::Usage(_) | CasesError::Desk(DeskError::Invalid(_)) => 2,
             CasesError::DelistCommand { .. } => EXIT_DELIST_FAILED,
+            CasesError::Access(e) => e.exit_code(),
             _ => 1,
         }
     }
@@ -408,8 +414,11 @@ fn is_broken_pipe(e: &csv::Error) -> bool {
 
 fn run_inner(cmd: CasesCmd, db: &Path, env: &Env<'_>, out: &mut dyn Write) -> Result<(), CasesError> {
     // Staff commands never create a database: a wrong --db would silently show nothing.
-    if !db.exists() {
-        return Err(CasesError::NoDatabase(db.to_path_buf()));
+    // A database there but closed to this user says so, with the group to join.
+    match crate::cases::access::check(db) {
+        Err(AccessError::Missing(_)) => return Err(CasesError::NoDatabase(db.to_path_buf())),
+        Err(e) => return Err(CasesError::Access(e)),
+        Ok(()) => {}
     }
     let mut store = Store::open(db, env.store.clone())?;
     match cmd {

@@ -5,8 +5,9 @@
 //! copy after all sees the same message again, and the daemon picks it up on its next round
 //! (at most 15 s later).
 //!
-//! Exit codes: 0 done; 1 database error; 3 no such reply; 4 refused (the reply is not
-//! `failed`: nothing was requeued).
+//! Exit codes: 0 done; 1 database error; 2 usage (`--actor` naming someone else, not being
+//! root); 3 no such reply; 4 refused (the reply is not `failed`: nothing was requeued);
+//! 77 this user may not open the database (not a member of its group).
 
 use std::io::Write;
 use std::path::Path;
@@ -39,9 +40,10 @@ pub enum OutboxCmd {
         /// Every failed reply.
         #[arg(long)]
         failed: bool,
-        /// Who asks, for the case history.
-        #[arg(long, env = "USER", default_value = "staff")]
-        actor: String,
+        /// Who asks, for the case history; only root may name someone (default: the Unix
+        /// user, or $SUDO_USER under sudo), as for the `cases` commands' --by.
+        #[arg(long, alias = "by", env = "DELISTD_STAFF")]
+        actor: Option<String>,
     },
 }
 
@@ -53,6 +55,12 @@ pub enum OutboxCliError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// This user may not open the database (not in its group): exit 77.
+    #[error(transparent)]
+    Access(crate::cases::access::AccessError),
+    /// Bad usage, e.g. --actor naming someone else without being root: exit 2.
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl OutboxCliError {
@@ -60,14 +68,18 @@ impl OutboxCliError {
         match self {
             OutboxCliError::Store(StoreError::ReplyState { .. }) => super::cases::EXIT_REFUSED,
             OutboxCliError::Store(StoreError::Invalid(m)) if m.starts_with("no reply") => super::cases::EXIT_NOT_FOUND,
+            OutboxCliError::Access(e) => e.exit_code(),
+            OutboxCliError::Usage(_) => 2,
             _ => 1,
         }
     }
 }
 
 pub fn run(cmd: OutboxCmd, db: &Path, now: Timestamp, out: &mut dyn Write) -> Result<(), OutboxCliError> {
-    if !db.exists() {
-        return Err(OutboxCliError::NoDatabase(db.to_path_buf()));
+    match crate::cases::access::check(db) {
+        Err(crate::cases::access::AccessError::Missing(_)) => return Err(OutboxCliError::NoDatabase(db.to_path_buf())),
+        Err(e) => return Err(OutboxCliError::Access(e)),
+        Ok(()) => {}
     }
     let mut store = Store::open(db, StoreOptions::default())?;
     match cmd {
@@ -103,6 +115,9 @@ pub fn run(cmd: OutboxCmd, db: &Path, now: Timestamp, out: &mut dyn Write) -> Re
             }
         }
         OutboxCmd::Retry { id, failed: _, actor } => {
+            // The history says who really asked: the same rule as every staff command
+            // ($USER alone could name anyone).
+            let actor = super::cases::actor(actor).map_err(|e| OutboxCliError::Usage(e.to_string()))?.name;
             let ids: Vec<OutboxId> = id.map(OutboxId).into_iter().collect();
             let done = store.requeue_failed(&ids, &actor, now)?;
             if done.is_empty() {

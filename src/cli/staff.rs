@@ -4,7 +4,8 @@
 //! line, where `ps` and shell history would show them; only an argon2id hash is stored.
 //!
 //! Exit codes: 0 done; 1 database error; 2 usage (bad name, short password, no such
-//! account); 4 refused (the account exists).
+//! account); 4 refused (the account exists); 77 this user may not open the database (not a
+//! member of its group, e.g. `delistd-staff`).
 
 use std::io::{self, BufRead, Write};
 use std::path::Path;
@@ -56,6 +57,8 @@ pub enum StaffError {
     Io(#[from] io::Error),
     #[error("writing JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Access(crate::cases::access::AccessError),
 }
 
 impl StaffError {
@@ -63,6 +66,7 @@ impl StaffError {
         match self {
             StaffError::Desk(DeskError::Invalid(_)) => 2,
             StaffError::Desk(DeskError::Refused(_)) => 4,
+            StaffError::Access(e) => e.exit_code(),
             _ => 1,
         }
     }
@@ -80,8 +84,10 @@ fn read_password(input: &mut dyn BufRead) -> Result<String, StaffError> {
 }
 
 pub fn run(cmd: StaffCmd, db: &Path, now: Timestamp, input: &mut dyn BufRead, out: &mut dyn Write) -> Result<(), StaffError> {
-    if !db.exists() {
-        return Err(StaffError::NoDatabase(db.to_path_buf()));
+    match crate::cases::access::check(db) {
+        Err(crate::cases::access::AccessError::Missing(_)) => return Err(StaffError::NoDatabase(db.to_path_buf())),
+        Err(e) => return Err(StaffError::Access(e)),
+        Ok(()) => {}
     }
     let store = Store::open(db, StoreOptions::default()).map_err(DeskError::from)?;
     match cmd {

@@ -43,13 +43,18 @@ pub enum WebError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("serving: {0}")]
     Io(#[from] std::io::Error),
+    /// This user may not open the database (not in its group).
+    #[error(transparent)]
+    Access(crate::cases::access::AccessError),
 }
 
 impl WebError {
-    /// Exit codes: 78 for a refused configuration (as a bad config), 1 otherwise.
+    /// Exit codes: 78 for a refused configuration (as a bad config), 77 for a database this
+    /// user may not open, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             WebError::Refused(_) => 78,
+            WebError::Access(e) => e.exit_code(),
             _ => 1,
         }
     }
@@ -193,8 +198,10 @@ async fn serve_until(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
     print: bool,
 ) -> Result<(), WebError> {
-    if !db.exists() {
-        return Err(WebError::NoDatabase(db.to_path_buf()));
+    match crate::cases::access::check(db) {
+        Err(crate::cases::access::AccessError::Missing(_)) => return Err(WebError::NoDatabase(db.to_path_buf())),
+        Err(e) => return Err(WebError::Access(e)),
+        Ok(()) => {}
     }
     let store = Store::open(db, StoreOptions { sla, ..StoreOptions::default() })?;
     // Read before binding: a bad certificate is a configuration error, reported at once.
