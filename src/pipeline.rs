@@ -550,6 +550,8 @@ impl Pipeline {
         };
 
         let mut cases: Vec<CaseRef> = Vec::new();
+        // A closed case written on whose IP has another active case (see FollowUp below).
+        let mut reopened_elsewhere = false;
         match d.action {
             Action::Acknowledge => {
                 for (ip, existing) in &existing_for_ip {
@@ -585,7 +587,20 @@ impl Pipeline {
                             // Written again on a closed case: open with a fresh SLA, marked; the
                             // `reopened` reply (decide) says so, unless a guard suppresses it.
                             CaseState::Resolved | CaseState::Rejected if c.ip.is_some() => {
-                                tx.reopen_by_sender(r, Some(msg), now)?;
+                                // Unless a newer request for the IP opened a case since: the
+                                // work is there (one IP, one active case), so that case is
+                                // marked and this one stays closed, with no "reopened" reply.
+                                match c.ip_addr().map(|ip| tx.open_case_for_ip(ip)).transpose()?.flatten() {
+                                    Some(other) => {
+                                        let o = other.case_ref;
+                                        tx.mark_needs_attention(o)?;
+                                        tx.add_event(&event(o, EventKind::Message, format!("the sender wrote on {r} ({}); {o} is the active case for its IP", c.state)))?;
+                                        tx.add_event(&event(r, EventKind::Note, format!("not reopened: {o} is already {} for its IP", other.state)))?;
+                                        cases.push(o);
+                                        reopened_elsewhere = true;
+                                    }
+                                    None => tx.reopen_by_sender(r, Some(msg), now)?,
+                                }
                             }
                             // Closed with no IP: nothing to reopen; staff see it marked.
                             CaseState::Resolved | CaseState::Rejected => tx.mark_needs_attention(r)?,
@@ -640,6 +655,10 @@ impl Pipeline {
         // closed as not listed are answered with `not_listed` when nothing else is left open;
         // otherwise the acknowledgement names only the cases that stay open.
         let mut reply_kind = d.reply;
+        if reopened_elsewhere && reply_kind == Some(crate::decide::ReplyKind::Reopened) {
+            // Nothing was reopened; the active case was acknowledged when it opened.
+            reply_kind = None;
+        }
         let mut reply_cases: Vec<(CaseRef, Option<IpAddr>)> =
             cases.iter().enumerate().map(|(i, c)| (*c, d.banned_ips.get(i).copied())).collect();
         if !not_listed.is_empty() && d.reply == Some(crate::decide::ReplyKind::Acknowledge) {

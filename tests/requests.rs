@@ -288,6 +288,46 @@ fn a_person_writing_on_a_closed_case_reopens_it_with_a_fresh_sla_and_the_reopene
 }
 
 #[test]
+fn a_closed_case_whose_ip_has_a_newer_active_case_is_not_reopened_the_newer_one_is_marked() {
+    let mut desk = Desk::new("");
+    let t0 = at("2025-03-01T10:00:00Z");
+    desk.take_at(REQUEST, t0);
+    let how = delistd::desk::ResolveRequest {
+        resolution: delistd::cases::Resolution::Rejected,
+        note: None,
+        reply: false,
+        note_for_sender: None,
+        replies: None,
+    };
+    delistd::desk::Desk::new(&mut desk.store).resolve(&staff(), delistd::types::CaseRef(1), how, t0).unwrap();
+    // A new request for the same IP opens DL-000002 (acknowledged as usual).
+    let again = REQUEST.replace("req-1@", "req-2@");
+    desk.take_at(&again, t0 + jiff::SignedDuration::from_hours(2));
+    let second = delistd::types::CaseRef(2);
+    assert_eq!(desk.store.case(second).unwrap().unwrap().state, delistd::cases::CaseState::Open);
+
+    // Then the sender answers in the old thread: one IP keeps one active case.
+    let p = desk.take_at(&person(1, ""), t0 + jiff::SignedDuration::from_hours(3));
+    assert!(!p.queued_reply, "nothing was reopened, so no `reopened` reply: {p:?}");
+    assert_eq!(desk.case().state, delistd::cases::CaseState::Rejected);
+    assert!(desk.store.case(second).unwrap().unwrap().needs_attention, "the active case is marked");
+    assert_eq!(desk.reply_kinds(), ["acknowledge", "acknowledge"]);
+    let note: String = desk
+        .store
+        .connection()
+        .query_row("SELECT text FROM events WHERE case_id = 1 AND kind = 'note' ORDER BY id DESC LIMIT 1", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(note, "not reopened: DL-000002 is already open for its IP");
+
+    // Staff cannot reopen it either; the error names the case to work on.
+    let err = delistd::desk::Desk::new(&mut desk.store)
+        .reopen(&staff(), delistd::types::CaseRef(1), None, t0 + jiff::SignedDuration::from_hours(4))
+        .unwrap_err();
+    assert!(err.to_string().contains("work on DL-000002 instead"), "{err}");
+    assert_eq!(desk.case().state, delistd::cases::CaseState::Rejected);
+}
+
+#[test]
 fn a_person_writing_on_an_open_case_marks_it_and_the_clock_runs_on() {
     let mut desk = Desk::new("");
     let t0 = at("2025-03-01T10:00:00Z");

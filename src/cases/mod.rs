@@ -65,6 +65,10 @@ pub enum StoreError {
     TooNew { found: u32, supported: u32 },
     #[error("{case} is {state}: cannot {action} it")]
     WrongState { case: CaseRef, state: CaseState, action: &'static str },
+    /// Reopening `case` would give its IP a second active case: `other` is already being
+    /// worked on for it, and one IP has one case at a time.
+    #[error("{case} cannot be reopened: {other} is already {state} for {ip}; work on {other} instead")]
+    AnotherActive { case: CaseRef, other: CaseRef, state: CaseState, ip: String },
     /// The message is already recorded (same IMAP UID or same content).
     #[error("message already recorded ({0})")]
     Duplicate(String),

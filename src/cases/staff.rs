@@ -283,6 +283,12 @@ impl Store {
             // Closed while awaiting info: there is nothing to work on without the IP.
             return Err(StoreError::WrongState { case: r, state: case.state, action: "reopen (no banned IP)" });
         }
+        // A newer request for the same IP may have opened a case since this one closed: the
+        // work is there, and a second active case for one IP would be answered twice.
+        if let Some(other) = case.ip_addr().map(|ip| tx.open_case_for_ip(ip)).transpose()?.flatten() {
+            let ip = case.ip.clone().unwrap_or_default();
+            return Err(StoreError::AnotherActive { case: r, other: other.case_ref, state: other.state, ip });
+        }
         let due = sla::due_at(now, tx.sla)?;
         tx.tx
             .prepare_cached(

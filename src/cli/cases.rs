@@ -387,7 +387,7 @@ impl CasesError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CasesError::Store(StoreError::NotFound(_)) => EXIT_NOT_FOUND,
-            CasesError::Store(StoreError::WrongState { .. }) => EXIT_REFUSED,
+            CasesError::Store(StoreError::WrongState { .. } | StoreError::AnotherActive { .. }) => EXIT_REFUSED,
             CasesError::Desk(DeskError::Refused(_) | DeskError::Forbidden(_)) => EXIT_REFUSED,
             CasesError::Usage(_) | CasesError::Desk(DeskError::Invalid(_)) => 2,
             CasesError::DelistCommand { .. } => EXIT_DELIST_FAILED,

@@ -283,7 +283,7 @@ pub fn error_response(status: StatusCode, message: &str, json: bool) -> Response
 pub fn desk_error(e: DeskError, json: bool) -> Response {
     let (status, msg) = match &e {
         DeskError::Store(StoreError::NotFound(_)) => (StatusCode::NOT_FOUND, e.to_string()),
-        DeskError::Store(StoreError::WrongState { .. }) | DeskError::Refused(_) | DeskError::RepliesOff => {
+        DeskError::Store(StoreError::WrongState { .. } | StoreError::AnotherActive { .. }) | DeskError::Refused(_) | DeskError::RepliesOff => {
             (StatusCode::CONFLICT, e.to_string())
         }
         DeskError::Forbidden(_) => (StatusCode::FORBIDDEN, e.to_string()),
