@@ -256,6 +256,38 @@ fn failed_logins_are_throttled() {
 }
 
 #[test]
+fn behind_a_trusted_proxy_the_throttle_counts_each_forwarded_client_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixture(dir.path());
+    let cfg = dir.path().join("delistd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[intake]\nsource = \"maildir\"\n\n[maildir]\npath = \"{}\"\n\n[smtp]\nreply_dir = \"{}\"\n\n\
+             [replies]\nfrom = \"Delist desk <delist@provider.example>\"\n\n\
+             [web]\nlisten = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.1\"]\n",
+            dir.path().join("maildir").display(),
+            dir.path().join("replies").display()
+        ),
+    )
+    .unwrap();
+    let d = desk(&db, Some(&cfg));
+    let from = |client: &str, user: &str, password: &str| {
+        let body = form(&[("username", user), ("password", password)]);
+        http(d.addr, "POST", "/login", &[("X-Forwarded-For", client)], &body).status
+    };
+    // Someone at one address tries five names: that address is throttled...
+    for name in ["a1", "a2", "a3", "a4", "a5"] {
+        assert_eq!(from("198.51.100.1", name, "guess"), 401);
+    }
+    assert_eq!(from("198.51.100.1", "ann", PASSWORD), 429);
+    // ...not the colleague behind the same proxy, who signs in.
+    assert_eq!(from("198.51.100.2", "ann", PASSWORD), 303);
+    // A client's own claim to the left of the proxy's entry is not believed.
+    assert_eq!(from("198.51.100.2, 198.51.100.1", "ann", PASSWORD), 429);
+}
+
+#[test]
 fn a_post_without_the_csrf_token_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = fixture(dir.path());

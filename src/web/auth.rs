@@ -154,6 +154,33 @@ pub fn close_session(s: &crate::cases::Store, token: &str) -> Result<(), DeskErr
     Ok(())
 }
 
+/// The address a request comes from, for the login throttle and the log. Behind one of
+/// `trusted` (a reverse proxy), the peer is the proxy: the client is the rightmost entry of
+/// `X-Forwarded-For` that is not itself a trusted proxy (each proxy appends the address it
+/// was reached from, so entries to the left of it were written by the client and prove
+/// nothing). From any other peer the header is ignored.
+pub fn client_addr(peer: IpAddr, headers: &axum::http::HeaderMap, trusted: &[crate::desk::IpMatch]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|m| m.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    for hop in hops.iter().rev() {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) if is_trusted(ip) => continue,
+            Ok(ip) => return ip,
+            // Garbage where a proxy should have written an address: stop at the proxy.
+            Err(_) => break,
+        }
+    }
+    peer
+}
+
 /// Failed logins, per name and per address, in a sliding window.
 #[derive(Default)]
 pub struct Throttle {
@@ -209,6 +236,23 @@ mod tests {
         assert!(t.blocked("bob", ip, now), "the address is blocked for every name");
         assert!(t.blocked("ann", "192.0.2.2".parse().ok(), now), "the name is blocked from every address");
         assert!(!t.blocked("ann", ip, now + WINDOW + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn the_client_behind_a_trusted_proxy_is_the_rightmost_untrusted_forwarded_address() {
+        use axum::http::{HeaderMap, HeaderValue};
+        let trusted: Vec<crate::desk::IpMatch> = vec!["127.0.0.1".parse().unwrap(), "10.0.0.0/8".parse().unwrap()];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let mut h = HeaderMap::new();
+        // The client claimed 192.0.2.66; the outer proxy saw 198.51.100.7; an inner proxy 10.1.1.1.
+        h.append("x-forwarded-for", HeaderValue::from_static("192.0.2.66, 198.51.100.7"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.1.1.1"));
+        assert_eq!(client_addr(ip("127.0.0.1"), &h, &trusted), ip("198.51.100.7"));
+        assert_eq!(client_addr(ip("203.0.113.9"), &h, &trusted), ip("203.0.113.9"), "an untrusted peer's header is ignored");
+        assert_eq!(client_addr(ip("127.0.0.1"), &HeaderMap::new(), &trusted), ip("127.0.0.1"));
+        let mut bad = HeaderMap::new();
+        bad.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.1, not-an-address"));
+        assert_eq!(client_addr(ip("127.0.0.1"), &bad, &trusted), ip("127.0.0.1"));
     }
 
     #[test]

@@ -85,13 +85,20 @@ pub async fn login_page() -> Response {
     html(render("login.html", context! { error => None::<String> }))
 }
 
-pub async fn login(State(st): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, body: Bytes) -> Response {
+pub async fn login(
+    State(st): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    // Behind a trusted reverse proxy, throttle the client, not the proxy everyone shares.
+    let client = auth::client_addr(peer.ip(), &headers, &st.settings.trusted_proxies);
     let f = fields(&body);
     let name = field(&f, "username").unwrap_or("").trim().to_string();
     let password = field(&f, "password").unwrap_or("").to_string();
     let now = Instant::now();
-    if st.throttle.blocked(&name, Some(peer.ip()), now) {
-        tracing::warn!(user = %name, peer = %peer.ip(), "login throttled");
+    if st.throttle.blocked(&name, Some(client), now) {
+        tracing::warn!(user = %name, client = %client, "login throttled");
         let page = render("login.html", context! { error => "Too many failed attempts: wait 15 minutes." });
         let mut r = html(page);
         *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
@@ -111,7 +118,7 @@ pub async fn login(State(st): State<Shared>, ConnectInfo(peer): ConnectInfo<Sock
     match verified {
         Ok(Some(token)) => {
             st.throttle.succeeded(&name);
-            tracing::info!(user = %name, peer = %peer.ip(), "signed in");
+            tracing::info!(user = %name, client = %client, "signed in");
             let secure = if st.settings.secure_cookies { "; Secure" } else { "" };
             let cookie = format!("{}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}", auth::COOKIE, auth::SESSION_HOURS * 3600);
             let mut r = Redirect::to("/").into_response();
@@ -121,8 +128,8 @@ pub async fn login(State(st): State<Shared>, ConnectInfo(peer): ConnectInfo<Sock
             r
         }
         Ok(None) => {
-            st.throttle.failed(&name, Some(peer.ip()), now);
-            tracing::warn!(user = %name, peer = %peer.ip(), "failed login");
+            st.throttle.failed(&name, Some(client), now);
+            tracing::warn!(user = %name, client = %client, "failed login");
             let mut r = html(render("login.html", context! { error => "Wrong name or password." }));
             *r.status_mut() = StatusCode::UNAUTHORIZED;
             r
