@@ -263,3 +263,30 @@ CREATE TABLE web_sessions (
     created_at   INTEGER NOT NULL,
     expires_at   INTEGER NOT NULL
 );
+
+-- @version 8
+-- Reserved for the issue-11-threads branch (needs attention, paused SLA); its section
+-- replaces this empty one when the branches are merged.
+
+-- @version 9
+-- Search (issue 11). `message_search` is the full-text index (FTS5) of each message's
+-- subject and decoded readable text, rowid = messages.id, written in the same transaction
+-- as the message. Contentless (content=''): the index keeps no second copy of the text,
+-- and contentless_delete lets retention take a purged message's text out of it. The rows
+-- of messages already stored are added by the code step of this version (schema.rs), which
+-- decodes each raw message as the store does for a new one.
+CREATE VIRTUAL TABLE message_search USING fts5(
+    subject, body, content = '', contentless_delete = 1, tokenize = 'unicode61 remove_diacritics 2'
+);
+-- The banned IP as a sortable key (a family byte, 4 or 6, then the address bytes in
+-- network order), so a CIDR filter is one range of this index instead of a read of every
+-- case. Filled by the code for new cases and by the code step for existing ones.
+ALTER TABLE cases ADD COLUMN ip_key BLOB;
+CREATE INDEX cases_by_ip_key ON cases (ip_key) WHERE ip_key IS NOT NULL;
+-- Per-account API tokens for /api/cases (read-only): only the SHA-256 of the random token
+-- is stored; one token per account, gone with the account.
+CREATE TABLE api_tokens (
+    staff        TEXT PRIMARY KEY REFERENCES staff (name) ON DELETE CASCADE,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    created_at   INTEGER NOT NULL
+);

@@ -264,6 +264,17 @@ fn a_populated_version_2_database_is_upgraded_with_its_data() {
     assert_eq!(purged, None);
     let fk: Vec<String> = s.connection().prepare("PRAGMA foreign_key_check").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
     assert!(fk.is_empty(), "{fk:?}");
+    // Version 9's code step: the stored message is in the search index (subject and text),
+    // and the case has its IP key, so the board's search and CIDR filters find it.
+    let mut s = s;
+    let desk = delistd::desk::Desk::new(&mut s);
+    let now = jiff::Timestamp::from_second(1740823300).unwrap();
+    let found = |q: delistd::desk::Query| -> Vec<String> {
+        desk.list(&q, now).unwrap().cases.into_iter().map(|c| c.case_ref).collect()
+    };
+    assert_eq!(found(delistd::desk::Query { text: Some("delist".into()), ..Default::default() }), ["DL-000001"]);
+    assert_eq!(found(delistd::desk::Query { ip: "203.0.113.0/24".parse().ok(), ..Default::default() }), ["DL-000001"]);
+    assert!(found(delistd::desk::Query { ip: "203.0.114.0/24".parse().ok(), ..Default::default() }).is_empty());
 }
 
 #[test]

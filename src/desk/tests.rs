@@ -157,3 +157,86 @@ fn bulk_actions_apply_case_by_case() {
     let vera = Actor { name: "vera".into(), role: Role::Viewer };
     assert!(matches!(desk.bulk(&vera, &[a], &Bulk::Assign(None), now), Err(DeskError::Forbidden(_))));
 }
+
+/// A request with its own text, taken in as the pipeline does (message + case, one commit).
+fn take_in_text(s: &mut Store, uid: u32, ip: &str, body: &str, now: Timestamp) -> CaseRef {
+    use crate::cases::store::tests::{imap_message, new_case};
+    let raw = format!("Subject: delist {uid}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n");
+    let tx = s.transaction().unwrap();
+    let m = crate::cases::NewMessage { subject: Some(format!("delist {uid}")), ..imap_message(uid, raw.as_bytes(), now) };
+    let m = tx.insert_message(&m).unwrap();
+    let c = tx.open_case(&new_case(ip, Some(m)), now).unwrap();
+    tx.commit().unwrap();
+    c
+}
+
+#[test]
+fn the_board_searches_message_text_in_urgency_order_and_pages() {
+    let mut s = store();
+    let now = t("2025-03-01T10:00:00Z");
+    let mut refs = Vec::new();
+    for i in 1..=6u32 {
+        let at = now.checked_add(SignedDuration::from_mins(i64::from(i))).unwrap();
+        let ip = format!("198.51.100.{i}");
+        let body =
+            if i % 2 == 0 { "Our relay at Zürich-Mail GmbH was blocked".to_string() } else { format!("please remove {ip}, ACME AND sons") };
+        refs.push(take_in_text(&mut s, i, &ip, &body, at));
+    }
+    let desk = Desk::new(&mut s);
+    let later = t("2025-03-01T12:00:00Z");
+    let q = |text: &str| -> Result<Vec<String>, DeskError> {
+        let page = desk.list(&Query { text: Some(text.into()), ..Query::default() }, later)?;
+        Ok(page.cases.into_iter().map(|c| c.case_ref).collect())
+    };
+    let even: Vec<String> = refs.iter().skip(1).step_by(2).map(|r| r.to_string()).collect();
+    assert_eq!(q("zurich").unwrap(), even, "diacritics folded, case ignored");
+    assert_eq!(q("\"relay at\"").unwrap(), even, "a phrase");
+    assert_eq!(q("gmb*").unwrap(), even, "a prefix");
+    assert_eq!(q("acme and").unwrap().len(), 3, "AND is a word here, not an operator");
+    assert!(q("acme zurich").unwrap().is_empty(), "every word must match");
+    assert_eq!(q("\"delist 4\"").unwrap(), [refs[3].to_string()], "subjects are searched");
+    assert_eq!(q("198.51.100.5").unwrap(), [refs[4].to_string()], "an IP in the text");
+    // Whatever a person types is a search, never an SQL error.
+    for odd in ["\"", "*", "NOT", "a OR", "(x", "x:y", "NEAR(a b)", "'; --", "^"] {
+        match desk.list(&Query { text: Some(odd.into()), ..Query::default() }, later) {
+            Ok(_) | Err(DeskError::Invalid(_)) => {}
+            Err(e) => panic!("{odd:?}: {e}"),
+        }
+    }
+    assert!(matches!(q("*"), Err(DeskError::Invalid(ref m)) if m.contains("no words")));
+    assert!(matches!(q("\"open"), Err(DeskError::Invalid(ref m)) if m.contains("quote")));
+    // Keyset pages over a search.
+    let first = desk.list(&Query { text: Some("zurich".into()), limit: Some(2), ..Query::default() }, later).unwrap();
+    assert_eq!(first.cases.len(), 2);
+    let rest = desk
+        .list(&Query { text: Some("zurich".into()), limit: Some(2), after: first.next.clone(), ..Query::default() }, later)
+        .unwrap();
+    let all: Vec<String> = first.cases.iter().chain(&rest.cases).map(|c| c.case_ref.clone()).collect();
+    assert_eq!((all, rest.next), (even, None));
+}
+
+#[test]
+fn a_cidr_filter_reads_a_range_of_the_ip_key_index() {
+    let mut s = store();
+    let now = t("2025-03-01T10:00:00Z");
+    let (_, v6) = take_in(&mut s, 1, "2001:db8:5::9", now);
+    let (_, v4) = take_in(&mut s, 2, "10.9.8.7", now);
+    let desk = Desk::new(&mut s);
+    let all = Query { states: CaseState::ALL.to_vec(), ..Query::default() };
+    let cases = [
+        ("2001:db8:5::/48", Some(v6), true),
+        ("10.9.0.0/16", Some(v4), true),
+        ("10.9.9.0/24", None, true),
+        // Wide blocks: the state index leads, the block is a filter.
+        ("2001:db8::/32", Some(v6), false),
+        ("10.0.0.0/8", Some(v4), false),
+        ("::/0", Some(v6), false),
+    ];
+    for (block, want, by_key) in cases {
+        let q = Query { ip: block.parse().ok(), ..all.clone() };
+        let got: Vec<String> = desk.list(&q, now).unwrap().cases.into_iter().map(|c| c.case_ref).collect();
+        assert_eq!(got, want.map(|r| r.to_string()).into_iter().collect::<Vec<_>>(), "{block}");
+        let plan = desk.explain_list(&q, now).unwrap().join(" / ");
+        assert_eq!(plan.contains("cases_by_ip_key"), by_key, "{block}: {plan}");
+    }
+}
