@@ -389,6 +389,30 @@ fn the_api_gives_the_cli_json() {
     assert_eq!(strip(api("/api/cases/DL-000002")), strip(cli(&["show", "DL-000002", "--json"])));
     assert_eq!(strip(api("/api/cases")), strip(cli(&["list", "--json"])));
     assert_eq!(strip(api("/api/cases?ip=203.0.113.0/26")).as_array().map(Vec::len), Some(1), "CIDR filter");
+    // The board's other filters give the same JSON through both front ends too.
+    let filters: [(&str, &[&str], usize); 5] = [
+        ("state=all&q=please", &["--state", "all", "--search", "please"], 1),
+        ("state=all&q=%22banned+sender%22+203*", &["--state", "all", "--search", "\"banned sender\" 203*"], 1),
+        ("state=active&ip=203.0.113.0/26", &["--state", "active", "--ip", "203.0.113.0/26"], 1),
+        ("state=all&ip=2001:db8::/32", &["--state", "all", "--ip", "2001:db8::/32"], 0),
+        ("state=active&sender=EXAMPLE.com", &["--state", "active", "--sender", "EXAMPLE.com"], 2),
+    ];
+    for (query, args, n) in filters {
+        let from_api = strip(api(&format!("/api/cases?{query}")));
+        let mut cli_args = vec!["list", "--json"];
+        cli_args.extend_from_slice(args);
+        assert_eq!(from_api, strip(cli(&cli_args)), "{query}");
+        assert_eq!(from_api.as_array().map(Vec::len), Some(n), "{query}: {from_api}");
+    }
+    // The board has the search box and keeps the search in it.
+    let r = http(d.addr, "GET", "/?state=all&q=please", &[("Cookie", &cookie)], "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("name=\"q\" value=\"please\""), "{}", r.body);
+    assert!(r.body.contains("DL-000002") && !r.body.contains("DL-000001"), "{}", r.body);
+    // A search that is not one is a 400 that says why, not an SQL error.
+    let r = http(d.addr, "GET", "/api/cases?q=%22unclosed", &[("Cookie", &cookie)], "");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("quote"), "{}", r.body);
     // Keyset pages: a Link header to the next one.
     let r = http(d.addr, "GET", "/api/cases?limit=1", &[("Cookie", &cookie)], "");
     let link = r.header("link").expect("a next link");
