@@ -573,3 +573,64 @@ fn the_case_page_shows_the_listing_and_its_reason_as_text() {
     let other = http(d.addr, "GET", "/cases/DL-000002", &[("Cookie", &cookie)], "");
     assert!(other.body.contains("not looked up"), "{}", other.body);
 }
+
+/// Issue 11: a per-account API token reads the JSON API as its account, and nothing else:
+/// not a page, not an action; a wrong, revoked or orphaned token is a 401 naming Bearer.
+#[test]
+fn an_api_token_reads_the_api_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixture(dir.path());
+    let made = staff(&db, &["token", "ann"], "");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let token = String::from_utf8(made.stdout).unwrap().trim().to_string();
+    assert!(token.starts_with("delistd_") && token.len() == 8 + 64, "{token:?}");
+    let list = String::from_utf8(staff(&db, &["list"], "").stdout).unwrap();
+    let has = |name: &str| list.lines().find(|l| l.starts_with(name)).unwrap_or("").split_whitespace().nth(2).map(str::to_string);
+    assert_eq!((has("ann").as_deref(), has("vera").as_deref()), (Some("yes"), Some("-")), "{list}");
+    let assigned = Command::new(BIN).args(["cases", "--db"]).arg(&db).args(["assign", "DL-000001", "ann"]).output().unwrap();
+    assert!(assigned.status.success(), "{}", String::from_utf8_lossy(&assigned.stderr));
+    let d = desk(&db, None);
+    let bearer = format!("Bearer {token}");
+    let auth = [("Authorization", bearer.as_str())];
+
+    // It reads the API, as ann ("mine" is hers).
+    let r = http(d.addr, "GET", "/api/cases?assignee=mine", &auth, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let refs: Vec<&str> = v.as_array().unwrap().iter().filter_map(|c| c["ref"].as_str()).collect();
+    assert_eq!(refs, ["DL-000001"]);
+    let r = http(d.addr, "GET", "/api/cases/DL-000002", &auth, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("\"ref\": \"DL-000002\""), "{}", r.body);
+
+    // Never a page, never an action: the header is not even looked at there.
+    assert_eq!(http(d.addr, "GET", "/", &auth, "").header("location"), Some("/login"));
+    let note = form(&[("action", "note"), ("text", "by token"), ("csrf", "")]);
+    let r = http(d.addr, "POST", "/cases/DL-000001/act", &auth, &note);
+    assert_eq!((r.status, r.header("location")), (303, Some("/login")), "{}", r.body);
+    let shown = Command::new(BIN).args(["cases", "--db"]).arg(&db).args(["show", "DL-000001", "--json"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&shown.stdout).contains("by token"), "no note was added");
+
+    // A wrong token: 401 with the Bearer challenge.
+    let wrong = format!("Bearer delistd_{}", "0".repeat(64));
+    let r = http(d.addr, "GET", "/api/cases", &[("Authorization", wrong.as_str())], "");
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"delistd\", error=\"invalid_token\""));
+    // No credentials at all: 401 naming the scheme.
+    let r = http(d.addr, "GET", "/api/cases", &[], "");
+    assert_eq!((r.status, r.header("www-authenticate")), (401, Some("Bearer realm=\"delistd\"")));
+
+    // Revoked: refused at once (the running desk reads the database on each request).
+    assert!(staff(&db, &["token", "ann", "--revoke"], "").status.success());
+    assert_eq!(http(d.addr, "GET", "/api/cases", &auth, "").status, 401);
+    // A new token for a removed account stops working with the account.
+    let token = String::from_utf8(staff(&db, &["token", "vera"], "").stdout).unwrap().trim().to_string();
+    let bearer = format!("Bearer {token}");
+    assert_eq!(http(d.addr, "GET", "/api/cases", &[("Authorization", bearer.as_str())], "").status, 200);
+    assert!(staff(&db, &["remove", "vera"], "").status.success());
+    assert_eq!(http(d.addr, "GET", "/api/cases", &[("Authorization", bearer.as_str())], "").status, 401);
+    // No such account: a usage error that says so.
+    let none = staff(&db, &["token", "nobody"], "");
+    assert_eq!(none.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no staff member nobody"));
+}

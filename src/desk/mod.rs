@@ -5,11 +5,13 @@
 //! * [`views`]  the typed, serialisable views (the JSON of both front ends).
 //! * [`text`]   a message's decoded text for reading (HTML as text, never rendered).
 //! * [`accounts`] staff accounts: argon2id password hashes, roles.
+//! * [`tokens`] per-account API tokens (read the JSON API only).
 //!
 //! The acting staff member is always passed in explicitly as an [`Actor`]; a viewer is
 //! refused every action here, whichever front end asked.
 
 pub mod accounts;
+pub mod tokens;
 /// The decoding lives below the store (which indexes it for search); the desk reads it here.
 pub use crate::extract::readable as text;
 pub mod views;
