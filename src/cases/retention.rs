@@ -153,6 +153,7 @@ impl Store {
                 tx.execute("DELETE FROM events WHERE case_id = ?1", [case])?;
                 tx.execute("DELETE FROM outbox WHERE case_id = ?1", [case])?;
                 tx.execute("DELETE FROM cases WHERE id = ?1", [case])?;
+                super::search::unindex_sender(&tx, case)?;
                 for m in messages {
                     // A message that also concerns another case (two IPs in one request)
                     // stays until that case goes too.

@@ -111,6 +111,27 @@ pub(crate) fn unindex_message(conn: &Connection, id: i64) -> Result<(), StoreErr
     Ok(())
 }
 
+/// Add a case's sender to the substring index (`case_senders`).
+pub(crate) fn index_sender(conn: &Connection, case: i64, sender: &str) -> Result<(), StoreError> {
+    conn.prepare_cached("INSERT INTO case_senders (rowid, sender) VALUES (?1, ?2)")?.execute(params![case, sender])?;
+    Ok(())
+}
+
+/// Take a deleted case out of the substring index.
+pub(crate) fn unindex_sender(conn: &Connection, case: i64) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM case_senders WHERE rowid = ?1")?.execute([case])?;
+    Ok(())
+}
+
+/// Shortest part of a sender the trigram index can look up (one trigram).
+pub const MIN_SUBSTRING: usize = 3;
+
+/// A substring of a sender as a `case_senders` MATCH expression: one quoted string, which
+/// the trigram tokenizer matches wherever it occurs. `None` when too short to look up.
+pub fn substring_expression(part: &str) -> Option<String> {
+    (part.chars().count() >= MIN_SUBSTRING).then(|| format!("\"{}\"", part.replace('"', "\"\"")))
+}
+
 /// Messages indexed per progress line of the backfill.
 const PROGRESS_EVERY: i64 = 50_000;
 
@@ -250,6 +271,31 @@ mod tests {
         let keys: Vec<Option<Vec<u8>>> =
             c.prepare("SELECT ip_key FROM cases ORDER BY id").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
         assert_eq!(keys, [Some(ip_key("2001:db8::7".parse().unwrap())), None]);
+    }
+
+    #[test]
+    fn a_part_of_a_sender_is_found_by_the_trigram_index() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(
+            "CREATE VIRTUAL TABLE case_senders USING fts5(sender, content = '', contentless_delete = 1, tokenize = 'trigram');",
+        )
+        .unwrap();
+        for (id, s) in [(1, "Alice@Shop.Example.com"), (2, "bob@example.org"), (3, "o\"dd@example.net")] {
+            index_sender(&c, id, s).unwrap();
+        }
+        let hits = |part: &str| -> Vec<i64> {
+            let q = substring_expression(part).unwrap();
+            let mut st = c.prepare("SELECT rowid FROM case_senders WHERE case_senders MATCH ?1 ORDER BY rowid").unwrap();
+            st.query_map([q], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+        };
+        assert_eq!(hits("shop.EXAMPLE"), [1]);
+        assert_eq!(hits("example"), [1, 2, 3]);
+        assert_eq!(hits("@example.org"), [2]);
+        assert_eq!(hits("o\"dd"), [3]);
+        assert!(hits("xample.de").is_empty());
+        assert_eq!(substring_expression("ab"), None);
+        unindex_sender(&c, 2).unwrap();
+        assert_eq!(hits("example"), [1, 3]);
     }
 
     #[test]

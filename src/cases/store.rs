@@ -528,6 +528,7 @@ impl Tx<'_> {
                 c.ip.map(super::search::ip_key),
             ])?;
         let r = CaseRef(self.tx.last_insert_rowid());
+        super::search::index_sender(&self.tx, r.0, &c.sender)?;
         let text = match (c.awaiting_info, c.ip) {
             (true, _) => "request incomplete; asked the sender for what is missing".to_string(),
             (false, Some(ip)) => format!("request for {ip}"),

@@ -182,6 +182,27 @@ pub struct Query {
     pub limit: Option<u32>,
 }
 
+/// Matching messages from which a text search walks the cases instead of collecting the
+/// matches (see `Desk::dense_search`); measured with `scripts/bench-cases.sh`.
+const DENSE_HITS: i64 = 2000;
+
+/// Which search filters of a query match too much to be collected first.
+#[derive(Debug, Clone, Copy, Default)]
+struct Dense {
+    text: bool,
+    sender: bool,
+}
+
+/// The FTS5 expression of the query's text search, if it has one.
+fn search_expression(q: &Query) -> Result<Option<String>, DeskError> {
+    match q.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        Some(text) => crate::cases::search::match_expression(text)
+            .map(Some)
+            .map_err(|e| DeskError::Invalid(format!("search {text:?}: {e}"))),
+        None => Ok(None),
+    }
+}
+
 /// Where a page ends: the sort key of its last row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cursor {
@@ -228,9 +249,10 @@ impl<'s> Desk<'s> {
     /// Cases matching `q`: active ones by urgency (most overdue first), otherwise newest
     /// first; keyset-paginated so page 1000 costs what page 1 does.
     pub fn list(&self, q: &Query, now: Timestamp) -> Result<CasePage, DeskError> {
-        let (sql, p, by_due, limit) = Self::list_sql(q, now)?;
+        let dense = self.dense_search(q)?;
+        let (sql, p, by_due, limit) = Self::list_sql(q, now, dense)?;
         let conn = self.store.connection();
-        let mut st = conn.prepare(&sql).map_err(StoreError::from)?;
+        let mut st = conn.prepare_cached(&sql).map_err(StoreError::from)?;
         let mut rows = st.query(rusqlite::params_from_iter(p)).map_err(StoreError::from)?;
         let mut cases: Vec<CaseRow> = Vec::with_capacity(limit + 1);
         while let Some(r) = rows.next().map_err(StoreError::from)? {
@@ -254,16 +276,37 @@ impl<'s> Desk<'s> {
     /// SQLite's plan for [`Desk::list`] of `q` (EXPLAIN QUERY PLAN), one step a line: for
     /// the benchmark and for tests that a filter uses its index.
     pub fn explain_list(&self, q: &Query, now: Timestamp) -> Result<Vec<String>, DeskError> {
-        let (sql, p, _, _) = Self::list_sql(q, now)?;
+        let dense = self.dense_search(q)?;
+        let (sql, p, _, _) = Self::list_sql(q, now, dense)?;
         let conn = self.store.connection();
         let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).map_err(StoreError::from)?;
         let rows = st.query_map(rusqlite::params_from_iter(p), |r| r.get::<_, String>(3)).map_err(StoreError::from)?;
         Ok(rows.collect::<Result<_, _>>().map_err(StoreError::from)?)
     }
 
+    /// Whether the text search of `q` matches so many messages that walking the cases in
+    /// the listing's order and asking the index about each one's messages finds a page
+    /// sooner than collecting every match (a common word: "delist", "blocked"); the same for
+    /// the sender part ("example", ".com").
+    fn dense_search(&self, q: &Query) -> Result<Dense, DeskError> {
+        let many = |table: &str, expr: Option<String>| -> Result<bool, DeskError> {
+            let Some(expr) = expr else { return Ok(false) };
+            let sql = format!("SELECT count(*) FROM (SELECT rowid FROM {table} WHERE {table} MATCH ?1 LIMIT ?2)");
+            let n: i64 = self
+                .store
+                .connection()
+                .prepare_cached(&sql)
+                .and_then(|mut st| st.query_row(rusqlite::params![expr, DENSE_HITS], |r| r.get(0)))
+                .map_err(StoreError::from)?;
+            Ok(n >= DENSE_HITS)
+        };
+        let sender = q.sender.as_deref().map(str::trim).and_then(crate::cases::search::substring_expression);
+        Ok(Dense { text: many("message_search", search_expression(q)?)?, sender: many("case_senders", sender)? })
+    }
+
     /// The query of [`Desk::list`]: its SQL, parameters, whether it is in urgency order, and
-    /// the page size.
-    fn list_sql(q: &Query, now: Timestamp) -> Result<(String, Vec<Value>, bool, usize), DeskError> {
+    /// the page size. `dense`: see [`Desk::dense_search`].
+    fn list_sql(q: &Query, now: Timestamp, dense: Dense) -> Result<(String, Vec<Value>, bool, usize), DeskError> {
         let states: Vec<CaseState> =
             if q.states.is_empty() { vec![CaseState::Open, CaseState::AwaitingInfo] } else { q.states.clone() };
         let by_due = states.iter().all(|s| s.is_active());
@@ -275,12 +318,17 @@ impl<'s> Desk<'s> {
         // longer, an IPv6 /48 or longer) is a short range of the IP key index, read first
         // (the unary `+` keeps SQLite off the state index); a wider block is filtered
         // while the state index walks in urgency order.
+        // Newest first (closed states: most of the table), the rowid order (or the assignee
+        // index, whose entries are in rowid order for one name) is walked and stopped after
+        // a page, rather than every closed case collected from the state index and sorted.
+        // Active cases are few: the state index leads, and the assignee is a filter.
         let narrow_block = q.ip.is_some_and(|m| !m.is_single() && m.prefix >= if m.addr.is_ipv4() { 16 } else { 48 });
-        let state_col = if narrow_block { "+state" } else { "state" };
+        let state_col = if narrow_block || !by_due { "+state" } else { "state" };
         cond.push(format!("{state_col} IN ({})", list.join(", ")));
         if let Some(a) = &q.assignee {
             p.push(Value::Text(a.clone()));
-            cond.push(format!("assignee = ?{}", p.len()));
+            let col = if by_due { "+assignee" } else { "assignee" };
+            cond.push(format!("{col} = ?{}", p.len()));
         }
         match q.ip {
             Some(ip) if ip.is_single() => {
@@ -312,22 +360,38 @@ impl<'s> Desk<'s> {
             p.push(Value::Integer(since.as_second()));
             cond.push(format!("opened_at >= ?{}", p.len()));
         }
-        if let Some(text) = q.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-            let expr = crate::cases::search::match_expression(text)
-                .map_err(|e| DeskError::Invalid(format!("search {text:?}: {e}")))?;
+        if let Some(expr) = search_expression(q)? {
             p.push(Value::Text(expr));
+            let n = p.len();
             // A case's messages: the one that opened it, and every one its history names.
-            cond.push(format!(
-                "id IN (WITH hit AS MATERIALIZED (SELECT rowid FROM message_search WHERE message_search MATCH ?{}) \
-                 SELECT case_id FROM events WHERE message_ref IN (SELECT rowid FROM hit) \
-                 UNION SELECT id FROM cases WHERE opened_by IN (SELECT rowid FROM hit))",
-                p.len()
-            ));
+            cond.push(if dense.text {
+                // Many matches: each case met in the listing's order is asked about (the
+                // index looks one rowid up), until a page is full.
+                format!(
+                    "(EXISTS (SELECT 1 FROM message_search WHERE message_search MATCH ?{n} AND rowid = cases.opened_by) \
+                     OR EXISTS (SELECT 1 FROM events e WHERE e.case_id = cases.id AND e.message_ref IS NOT NULL \
+                       AND e.message_ref IS NOT cases.opened_by AND EXISTS (SELECT 1 FROM message_search \
+                       WHERE message_search MATCH ?{n} AND rowid = e.message_ref)))"
+                )
+            } else {
+                // Few matches: collect their cases, then list those.
+                format!(
+                    "id IN (WITH hit AS MATERIALIZED (SELECT rowid FROM message_search WHERE message_search MATCH ?{n}) \
+                     SELECT case_id FROM events WHERE message_ref IN (SELECT rowid FROM hit) \
+                     UNION SELECT id FROM cases WHERE opened_by IN (SELECT rowid FROM hit))"
+                )
+            });
         }
         if let Some(s) = q.sender.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
             let esc = s.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
             p.push(Value::Text(format!("%{esc}%")));
             cond.push(format!("lower(sender) LIKE ?{} ESCAPE '\\'", p.len()));
+            // The trigram index narrows it to the cases of that part first, unless the part
+            // is in so many senders that the listing's own order finds a page sooner.
+            if let (Some(expr), false) = (crate::cases::search::substring_expression(s), dense.sender) {
+                p.push(Value::Text(expr));
+                cond.push(format!("id IN (SELECT rowid FROM case_senders WHERE case_senders MATCH ?{})", p.len()));
+            }
         }
         let after = q.after.as_deref().map(Cursor::parse).transpose()?;
         match (after, by_due) {

@@ -240,3 +240,56 @@ fn a_cidr_filter_reads_a_range_of_the_ip_key_index() {
         assert_eq!(plan.contains("cases_by_ip_key"), by_key, "{block}: {plan}");
     }
 }
+
+#[test]
+fn a_common_word_is_searched_case_by_case_with_the_same_answers() {
+    // More matching messages than DENSE_HITS: the listing walks the cases in its order and
+    // asks the index about each; the answers must be those of the other way.
+    let mut s = store();
+    let now = t("2025-03-01T10:00:00Z");
+    let n = DENSE_HITS as u32 + 40;
+    let tx = s.transaction().unwrap();
+    for i in 1..=n {
+        use crate::cases::store::tests::{imap_message, new_case};
+        let rare = if i % 500 == 0 { " quetzal" } else { "" };
+        let raw = format!("Subject: x\r\nMessage-ID: <{i}@example.com>\r\n\r\nplease delist us{rare}\r\n");
+        let m = tx.insert_message(&imap_message(i, raw.as_bytes(), now)).unwrap();
+        let at = now.checked_add(SignedDuration::from_secs(i64::from(i))).unwrap();
+        let c = tx.open_case(&new_case(&format!("10.0.{}.{}", i / 250, i % 250), Some(m)), at).unwrap();
+        if i % 3 == 0 {
+            tx.tx.execute("UPDATE cases SET state = 'resolved', resolved_at = ?2 WHERE id = ?1", rusqlite::params![c.0, now.as_second()]).unwrap();
+        }
+    }
+    tx.commit().unwrap();
+    let desk = Desk::new(&mut s);
+    let dense = Query { text: Some("delist".into()), ..Query::default() };
+    assert!(desk.dense_search(&dense).unwrap().text);
+    assert!(!desk.dense_search(&Query { text: Some("quetzal".into()), ..Query::default() }).unwrap().text);
+    let plan = desk.explain_list(&dense, now).unwrap().join(" / ");
+    assert!(plan.contains("CORRELATED"), "case by case: {plan}");
+    // Active, by urgency: the first page is the first active cases.
+    let page = desk.list(&Query { limit: Some(5), ..dense.clone() }, now).unwrap();
+    let want: Vec<String> = (1..=n).filter(|i| i % 3 != 0).take(5).map(|i| CaseRef(i64::from(i)).to_string()).collect();
+    assert_eq!(page.cases.iter().map(|c| c.case_ref.clone()).collect::<Vec<_>>(), want);
+    // The same for a part of the sender that every case has.
+    let everyone = Query { sender: Some("EXAMPLE.com".into()), limit: Some(5), ..Query::default() };
+    assert!(desk.dense_search(&everyone).unwrap().sender);
+    let page = desk.list(&everyone, now).unwrap();
+    assert_eq!(page.cases.iter().map(|c| c.case_ref.clone()).collect::<Vec<_>>(), want);
+    // All states, newest first, paged to the end: every case, once.
+    let all = Query { states: CaseState::ALL.to_vec(), limit: Some(500), ..dense.clone() };
+    let (mut seen, mut after) = (0, None);
+    loop {
+        let page = desk.list(&Query { after: after.clone(), ..all.clone() }, now).unwrap();
+        seen += page.cases.len();
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen, n as usize);
+    // A word in both ways of searching gives the same cases.
+    let rare = desk.list(&Query { text: Some("quetzal delist".into()), states: CaseState::ALL.to_vec(), ..Query::default() }, now).unwrap();
+    let want: Vec<String> = (1..=n).rev().filter(|i| i % 500 == 0).map(|i| CaseRef(i64::from(i)).to_string()).collect();
+    assert_eq!(rare.cases.iter().map(|c| c.case_ref.clone()).collect::<Vec<_>>(), want);
+}
