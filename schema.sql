@@ -293,6 +293,8 @@ INSERT INTO case_senders (rowid, sender) SELECT id, sender FROM cases;
 -- One person's cases (the board's "mine", `cases list --assignee`): for one name the index
 -- is in case order, so the newest of them are read first without a sort.
 CREATE INDEX cases_by_assignee ON cases (assignee) WHERE assignee IS NOT NULL;
+-- The board's "closed today" count, on every board page: today's closed cases, not all.
+CREATE INDEX cases_by_resolved_at ON cases (resolved_at) WHERE resolved_at IS NOT NULL;
 -- Per-account API tokens for /api/cases (read-only): only the SHA-256 of the random token
 -- is stored; one token per account, gone with the account.
 CREATE TABLE api_tokens (

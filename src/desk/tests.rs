@@ -293,3 +293,27 @@ fn a_common_word_is_searched_case_by_case_with_the_same_answers() {
     let want: Vec<String> = (1..=n).rev().filter(|i| i % 500 == 0).map(|i| CaseRef(i64::from(i)).to_string()).collect();
     assert_eq!(rare.cases.iter().map(|c| c.case_ref.clone()).collect::<Vec<_>>(), want);
 }
+
+#[test]
+fn the_board_counts_read_only_todays_closed_cases() {
+    let mut s = store();
+    let now = t("2025-03-01T10:00:00Z");
+    let before = t("2025-02-28T20:00:00Z");
+    let (_, a) = take_in(&mut s, 1, "203.0.113.1", before);
+    let (_, b) = take_in(&mut s, 2, "203.0.113.2", before);
+    let mut desk = Desk::new(&mut s);
+    let ann = Actor::agent("ann");
+    desk.resolve(&ann, a, how(Resolution::Delisted), t("2025-02-28T23:00:00Z")).unwrap();
+    desk.resolve(&ann, b, how(Resolution::Rejected), now).unwrap();
+    assert_eq!(desk.counts(now).unwrap().resolved_today, 1, "yesterday's does not count");
+    let plan: Vec<String> = desk
+        .store
+        .connection()
+        .prepare("EXPLAIN QUERY PLAN SELECT count(*) FROM cases WHERE +state IN ('resolved', 'rejected') AND resolved_at >= 1")
+        .unwrap()
+        .query_map([], |r| r.get(3))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(plan.join(" ").contains("cases_by_resolved_at"), "{plan:?}");
+}
