@@ -186,6 +186,12 @@ pub struct Query {
 /// matches (see `Desk::dense_search`); measured with `scripts/bench-cases.sh`.
 const DENSE_HITS: i64 = 2000;
 
+/// Whether case ?2 (opened by message ?3) has a message matching the FTS5 expression ?1: a
+/// lookup of one rowid in the index per message.
+const CASE_MATCHES: &str = "SELECT EXISTS (SELECT 1 FROM message_search WHERE message_search MATCH ?1 AND rowid = ?3) \
+    OR EXISTS (SELECT 1 FROM events e WHERE e.case_id = ?2 AND e.message_ref IS NOT NULL AND e.message_ref IS NOT ?3 \
+      AND EXISTS (SELECT 1 FROM message_search WHERE message_search MATCH ?1 AND rowid = e.message_ref))";
+
 /// Which search filters of a query match too much to be collected first.
 #[derive(Debug, Clone, Copy, Default)]
 struct Dense {
@@ -254,9 +260,29 @@ impl<'s> Desk<'s> {
         let conn = self.store.connection();
         let mut st = conn.prepare_cached(&sql).map_err(StoreError::from)?;
         let mut rows = st.query(rusqlite::params_from_iter(p)).map_err(StoreError::from)?;
+        // A common word: the cases come in the listing's order, and each is checked here,
+        // as it comes, until the page is full (in SQL the check would run on every row
+        // before the urgency sort).
+        let expr = if dense.text { search_expression(q)? } else { None };
+        let mut check = match &expr {
+            Some(_) => Some(conn.prepare_cached(CASE_MATCHES).map_err(StoreError::from)?),
+            None => None,
+        };
         let mut cases: Vec<CaseRow> = Vec::with_capacity(limit + 1);
         while let Some(r) = rows.next().map_err(StoreError::from)? {
-            cases.push(CaseRow::from_row(r).map_err(StoreError::from)?);
+            let c = CaseRow::from_row(r).map_err(StoreError::from)?;
+            if let (Some(check), Some(expr)) = (check.as_mut(), &expr) {
+                let hit: bool = check
+                    .query_row(rusqlite::params![expr, c.case_ref.0, c.opened_by.map(|m| m.0)], |r| r.get(0))
+                    .map_err(StoreError::from)?;
+                if !hit {
+                    continue;
+                }
+            }
+            cases.push(c);
+            if cases.len() > limit {
+                break;
+            }
         }
         let next = if cases.len() > limit {
             cases.truncate(limit);
@@ -281,7 +307,11 @@ impl<'s> Desk<'s> {
         let conn = self.store.connection();
         let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).map_err(StoreError::from)?;
         let rows = st.query_map(rusqlite::params_from_iter(p), |r| r.get::<_, String>(3)).map_err(StoreError::from)?;
-        Ok(rows.collect::<Result<_, _>>().map_err(StoreError::from)?)
+        let mut plan: Vec<String> = rows.collect::<Result<_, _>>().map_err(StoreError::from)?;
+        if dense.text {
+            plan.push("THEN EACH CASE IN ORDER CHECKED: message_search MATCH, rowid = its messages".into());
+        }
+        Ok(plan)
     }
 
     /// Whether the text search of `q` matches so many messages that walking the cases in
@@ -360,27 +390,19 @@ impl<'s> Desk<'s> {
             p.push(Value::Integer(since.as_second()));
             cond.push(format!("opened_at >= ?{}", p.len()));
         }
+        // Many matches (dense): `list` checks each case as the listing yields it. Few:
+        // collect the cases of the matching messages (the one that opened a case, and every
+        // one its history names), then list those.
         if let Some(expr) = search_expression(q)? {
-            p.push(Value::Text(expr));
-            let n = p.len();
-            // A case's messages: the one that opened it, and every one its history names.
-            cond.push(if dense.text {
-                // Many matches: each case met in the listing's order is asked about (the
-                // index looks one rowid up), until a page is full.
-                format!(
-                    "(EXISTS (SELECT 1 FROM message_search WHERE message_search MATCH ?{n} AND rowid = cases.opened_by) \
-                     OR EXISTS (SELECT 1 FROM events e WHERE e.case_id = cases.id AND e.message_ref IS NOT NULL \
-                       AND e.message_ref IS NOT cases.opened_by AND EXISTS (SELECT 1 FROM message_search \
-                       WHERE message_search MATCH ?{n} AND rowid = e.message_ref)))"
-                )
-            } else {
-                // Few matches: collect their cases, then list those.
-                format!(
+            if !dense.text {
+                p.push(Value::Text(expr));
+                let n = p.len();
+                cond.push(format!(
                     "id IN (WITH hit AS MATERIALIZED (SELECT rowid FROM message_search WHERE message_search MATCH ?{n}) \
                      SELECT case_id FROM events WHERE message_ref IN (SELECT rowid FROM hit) \
                      UNION SELECT id FROM cases WHERE opened_by IN (SELECT rowid FROM hit))"
-                )
-            });
+                ));
+            }
         }
         if let Some(s) = q.sender.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
             let esc = s.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
@@ -414,11 +436,12 @@ impl<'s> Desk<'s> {
         }
         let order = if by_due { "due_at IS NULL, due_at, id" } else { "id DESC" };
         let sql = format!(
-            "SELECT {} FROM cases WHERE {} ORDER BY {order} LIMIT {}",
+            "SELECT {} FROM cases WHERE {} ORDER BY {order}{}",
             crate::cases::model::CaseRow::COLUMNS,
             cond.join(" AND "),
-            // One more than the page: whether there is a next one.
-            limit + 1
+            // One more than the page: whether there is a next one. (Checked case by case,
+            // the rows are read until the page is full.)
+            if dense.text { String::new() } else { format!(" LIMIT {}", limit + 1) }
         );
         Ok((sql, p, by_due, limit))
     }
