@@ -274,7 +274,9 @@ CREATE TABLE web_sessions (
 -- as the message. Contentless (content=''): the index keeps no second copy of the text,
 -- and contentless_delete lets retention take a purged message's text out of it. The rows
 -- of messages already stored are added by the code step of this version (schema.rs), which
--- decodes each raw message as the store does for a new one.
+-- decodes each raw message as the store does for a new one. (contentless_delete needs SQLite
+-- 3.43: an older sqlite3 shell, such as Debian 12's 3.40, reads every other table as before
+-- but not message_search and case_senders.)
 CREATE VIRTUAL TABLE message_search USING fts5(
     subject, body, content = '', contentless_delete = 1, tokenize = 'unicode61 remove_diacritics 2'
 );
