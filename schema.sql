@@ -286,12 +286,15 @@ CREATE VIRTUAL TABLE message_search USING fts5(
 ALTER TABLE cases ADD COLUMN ip_key BLOB;
 CREATE INDEX cases_by_ip_key ON cases (ip_key) WHERE ip_key IS NOT NULL;
 -- The sender filter is a substring search ("shop.example", "postmaster@"): a trigram index
--- of each case's sender (rowid = cases.id) finds the cases of a part of three characters or
--- more without reading every case. Case-folded, like the filter.
+-- of the distinct senders finds the senders of a part of three characters or more, and
+-- cases_by_sender their cases, without reading every case. One row per sender (compared
+-- without regard to case, as cases.sender is), rowid = the id of its oldest case: the
+-- index stays as small as the number of senders, so a part common to many of them still
+-- reads short lists.
 CREATE VIRTUAL TABLE case_senders USING fts5(
     sender, content = '', contentless_delete = 1, tokenize = 'trigram'
 );
-INSERT INTO case_senders (rowid, sender) SELECT id, sender FROM cases;
+INSERT INTO case_senders (rowid, sender) SELECT min(id), sender FROM cases GROUP BY sender;
 -- One person's cases (the board's "mine", `cases list --assignee`): for one name the index
 -- is in case order, so the newest of them are read first without a sort.
 CREATE INDEX cases_by_assignee ON cases (assignee) WHERE assignee IS NOT NULL;

@@ -101,6 +101,7 @@ fn fill(db: &std::path::Path, n: u64) -> Result<(), Box<dyn std::error::Error>> 
         )?;
         let mut senders = tx.prepare("INSERT INTO case_senders (rowid, sender) VALUES (?1, ?2)")?;
         let words = Words::new();
+        let mut seen_senders = std::collections::HashSet::new();
         let mut ev = tx.prepare(
             "INSERT INTO events (case_id, kind, actor, text, message_ref, outbox_ref, at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -170,7 +171,10 @@ fn fill(db: &std::path::Path, n: u64) -> Result<(), Box<dyn std::error::Error>> 
                 assignee,
                 (!awaiting).then(|| ip_key(ip.parse().expect("the bench's IPs parse"))),
             ])?;
-            senders.execute(params![i, sender])?;
+            // One row per sender, at its oldest case (as the store keeps it).
+            if seen_senders.insert(s) {
+                senders.execute(params![i, sender])?;
+            }
             ev.execute(params![i, "opened", "delistd", format!("request for {ip}"), i, None::<i64>, opened])?;
             let r = Reply { case: i, sender: &sender, now };
             r.queue(&mut ob, &mut ev, &tx, if awaiting { "missing_info" } else { "acknowledge" }, opened, "delistd")?;

@@ -152,8 +152,9 @@ impl Store {
                 // Foreign keys are on: what refers to a row goes before the row.
                 tx.execute("DELETE FROM events WHERE case_id = ?1", [case])?;
                 tx.execute("DELETE FROM outbox WHERE case_id = ?1", [case])?;
+                let sender: String = tx.query_row("SELECT sender FROM cases WHERE id = ?1", [case], |r| r.get(0))?;
                 tx.execute("DELETE FROM cases WHERE id = ?1", [case])?;
-                super::search::unindex_sender(&tx, case)?;
+                super::search::unindex_sender(&tx, case, &sender)?;
                 for m in messages {
                     // A message that also concerns another case (two IPs in one request)
                     // stays until that case goes too.
@@ -388,6 +389,8 @@ mod tests {
         assert!(found(&s, "delist").is_empty(), "a deleted message leaves the index");
         let rows: i64 = s.conn.query_row("SELECT count(*) FROM message_search", [], |r| r.get(0)).unwrap();
         assert_eq!(rows, 0);
+        let senders: i64 = s.conn.query_row("SELECT count(*) FROM case_senders", [], |r| r.get(0)).unwrap();
+        assert_eq!(senders, 0, "the sender's address leaves the sender index with its last case");
     }
 
     #[test]

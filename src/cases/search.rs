@@ -111,15 +111,29 @@ pub(crate) fn unindex_message(conn: &Connection, id: i64) -> Result<(), StoreErr
     Ok(())
 }
 
-/// Add a case's sender to the substring index (`case_senders`).
+/// Case `case` was opened by `sender`: a sender not seen before enters the substring
+/// index (`case_senders`, one row per sender, rowid = its oldest case).
 pub(crate) fn index_sender(conn: &Connection, case: i64, sender: &str) -> Result<(), StoreError> {
-    conn.prepare_cached("INSERT INTO case_senders (rowid, sender) VALUES (?1, ?2)")?.execute(params![case, sender])?;
+    let oldest: Option<i64> =
+        conn.prepare_cached("SELECT min(id) FROM cases WHERE sender = ?1")?.query_row([sender], |r| r.get(0))?;
+    if oldest.is_none_or(|o| o == case) {
+        conn.prepare_cached("INSERT INTO case_senders (rowid, sender) VALUES (?1, ?2)")?.execute(params![case, sender])?;
+    }
     Ok(())
 }
 
-/// Take a deleted case out of the substring index.
-pub(crate) fn unindex_sender(conn: &Connection, case: i64) -> Result<(), StoreError> {
-    conn.prepare_cached("DELETE FROM case_senders WHERE rowid = ?1")?.execute([case])?;
+/// Case `case` of `sender` was deleted: if it was the sender's row in the substring index,
+/// the row moves to the sender's next oldest case, or goes with the sender's last case
+/// (the address is personal data: retention must not leave it behind).
+pub(crate) fn unindex_sender(conn: &Connection, case: i64, sender: &str) -> Result<(), StoreError> {
+    let oldest: Option<i64> =
+        conn.prepare_cached("SELECT min(id) FROM cases WHERE sender = ?1")?.query_row([sender], |r| r.get(0))?;
+    if oldest.is_none_or(|o| o > case) {
+        conn.prepare_cached("DELETE FROM case_senders WHERE rowid = ?1")?.execute([case])?;
+        if let Some(o) = oldest {
+            conn.prepare_cached("INSERT INTO case_senders (rowid, sender) VALUES (?1, ?2)")?.execute(params![o, sender])?;
+        }
+    }
     Ok(())
 }
 
@@ -274,28 +288,37 @@ mod tests {
     }
 
     #[test]
-    fn a_part_of_a_sender_is_found_by_the_trigram_index() {
-        let c = Connection::open_in_memory().unwrap();
-        c.execute_batch(
-            "CREATE VIRTUAL TABLE case_senders USING fts5(sender, content = '', contentless_delete = 1, tokenize = 'trigram');",
-        )
-        .unwrap();
-        for (id, s) in [(1, "Alice@Shop.Example.com"), (2, "bob@example.org"), (3, "o\"dd@example.net")] {
-            index_sender(&c, id, s).unwrap();
+    fn a_part_of_a_sender_is_found_by_the_trigram_index_once_per_sender() {
+        use crate::cases::store::tests::new_case;
+        use crate::cases::{NewCase, Store, StoreOptions};
+        let mut s = Store::open_in_memory(StoreOptions::default()).unwrap();
+        let now = jiff::Timestamp::from_second(1_740_000_000).unwrap();
+        let tx = s.transaction().unwrap();
+        for (i, sender) in ["Alice@Shop.Example.com", "bob@example.org", "o\"dd@example.net", "alice@shop.example.COM"].iter().enumerate() {
+            tx.open_case(&NewCase { sender: sender.to_string(), ..new_case(&format!("192.0.2.{i}"), None) }, now).unwrap();
         }
+        tx.commit().unwrap();
+        let c = s.connection();
         let hits = |part: &str| -> Vec<i64> {
             let q = substring_expression(part).unwrap();
             let mut st = c.prepare("SELECT rowid FROM case_senders WHERE case_senders MATCH ?1 ORDER BY rowid").unwrap();
             st.query_map([q], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
         };
-        assert_eq!(hits("shop.EXAMPLE"), [1]);
+        assert_eq!(hits("shop.EXAMPLE"), [1], "one row for both cases of alice (any case)");
         assert_eq!(hits("example"), [1, 2, 3]);
         assert_eq!(hits("@example.org"), [2]);
         assert_eq!(hits("o\"dd"), [3]);
         assert!(hits("xample.de").is_empty());
         assert_eq!(substring_expression("ab"), None);
-        unindex_sender(&c, 2).unwrap();
-        assert_eq!(hits("example"), [1, 3]);
+        // Deleting alice's oldest case moves her row to the next; deleting bob's only case
+        // takes bob out.
+        for (case, sender) in [(1, "Alice@Shop.Example.com"), (2, "bob@example.org")] {
+            c.execute("DELETE FROM events WHERE case_id = ?1", [case]).unwrap();
+            c.execute("DELETE FROM cases WHERE id = ?1", [case]).unwrap();
+            unindex_sender(c, case, sender).unwrap();
+        }
+        assert_eq!(hits("example"), [3, 4]);
+        assert_eq!(hits("shop.example"), [4]);
     }
 
     #[test]

@@ -408,11 +408,16 @@ impl<'s> Desk<'s> {
             let esc = s.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
             p.push(Value::Text(format!("%{esc}%")));
             cond.push(format!("lower(sender) LIKE ?{} ESCAPE '\\'", p.len()));
-            // The trigram index narrows it to the cases of that part first, unless the part
-            // is in so many senders that the listing's own order finds a page sooner.
+            // The trigram index finds the senders with that part, cases_by_sender their
+            // cases; unless the part is in so many senders that the listing's own order
+            // finds a page sooner.
             if let (Some(expr), false) = (crate::cases::search::substring_expression(s), dense.sender) {
                 p.push(Value::Text(expr));
-                cond.push(format!("id IN (SELECT rowid FROM case_senders WHERE case_senders MATCH ?{})", p.len()));
+                cond.push(format!(
+                    "sender IN (SELECT sender FROM cases WHERE id IN \
+                     (SELECT rowid FROM case_senders WHERE case_senders MATCH ?{}))",
+                    p.len()
+                ));
             }
         }
         let after = q.after.as_deref().map(Cursor::parse).transpose()?;

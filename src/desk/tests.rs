@@ -271,9 +271,10 @@ fn a_common_word_is_searched_case_by_case_with_the_same_answers() {
     let page = desk.list(&Query { limit: Some(5), ..dense.clone() }, now).unwrap();
     let want: Vec<String> = (1..=n).filter(|i| i % 3 != 0).take(5).map(|i| CaseRef(i64::from(i)).to_string()).collect();
     assert_eq!(page.cases.iter().map(|c| c.case_ref.clone()).collect::<Vec<_>>(), want);
-    // The same for a part of the sender that every case has.
+    // A part of the sender every case has: one sender, one row of the sender index, and
+    // its cases listed in the same order.
     let everyone = Query { sender: Some("EXAMPLE.com".into()), limit: Some(5), ..Query::default() };
-    assert!(desk.dense_search(&everyone).unwrap().sender);
+    assert!(!desk.dense_search(&everyone).unwrap().sender);
     let page = desk.list(&everyone, now).unwrap();
     assert_eq!(page.cases.iter().map(|c| c.case_ref.clone()).collect::<Vec<_>>(), want);
     // All states, newest first, paged to the end: every case, once.
