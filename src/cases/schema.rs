@@ -123,7 +123,10 @@ fn busy_wait(timeout: Duration) -> impl FnMut(i32) -> bool + Send + 'static {
 /// Work a migration needs Rust for, run right after its SQL in the same transaction:
 /// version 9 decodes each stored message into the search index and computes each case's
 /// IP key.
-const CODE_STEPS: &[(u32, fn(&Connection) -> Result<(), StoreError>)] = &[(9, super::search::backfill)];
+const CODE_STEPS: &[(u32, CodeStep)] = &[(9, super::search::backfill)];
+
+/// A migration's Rust step, given the migration's transaction.
+type CodeStep = fn(&Connection) -> Result<(), StoreError>;
 
 /// Bring the database to the last version of `migrations`, in one transaction.
 /// Returns the version found before. A database newer than `migrations` is refused.
