@@ -50,6 +50,7 @@ pub enum StaffCmd {
     /// `Authorization: Bearer <token>`; never the pages, never an action. Only its hash is
     /// stored: keep the printed token somewhere safe, or make a new one.
     Token {
+        /// The staff account the token reads as.
         name: String,
         /// Take the account's token away instead.
         #[arg(long)]
