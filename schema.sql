@@ -280,3 +280,43 @@ ALTER TABLE cases ADD COLUMN needs_attention INTEGER NOT NULL DEFAULT 0 CHECK (n
 ALTER TABLE cases ADD COLUMN sla_remaining INTEGER;
 -- The board's "needs attention" count and filter read only the few marked cases.
 CREATE INDEX cases_needs_attention ON cases (state, due_at) WHERE needs_attention = 1;
+
+-- @version 9
+-- Search (issue 11). `message_search` is the full-text index (FTS5) of each message's
+-- subject and decoded readable text, rowid = messages.id, written in the same transaction
+-- as the message. Contentless (content=''): the index keeps no second copy of the text,
+-- and contentless_delete lets retention take a purged message's text out of it. The rows
+-- of messages already stored are added by the code step of this version (schema.rs), which
+-- decodes each raw message as the store does for a new one. (contentless_delete needs SQLite
+-- 3.43: an older sqlite3 shell, such as Debian 12's 3.40, reads every other table as before
+-- but not message_search and case_senders.)
+CREATE VIRTUAL TABLE message_search USING fts5(
+    subject, body, content = '', contentless_delete = 1, tokenize = 'unicode61 remove_diacritics 2'
+);
+-- The banned IP as a sortable key (a family byte, 4 or 6, then the address bytes in
+-- network order), so a CIDR filter is one range of this index instead of a read of every
+-- case. Filled by the code for new cases and by the code step for existing ones.
+ALTER TABLE cases ADD COLUMN ip_key BLOB;
+CREATE INDEX cases_by_ip_key ON cases (ip_key) WHERE ip_key IS NOT NULL;
+-- The sender filter is a substring search ("shop.example", "postmaster@"): a trigram index
+-- of the distinct senders finds the senders of a part of three characters or more, and
+-- cases_by_sender their cases, without reading every case. One row per sender (compared
+-- without regard to case, as cases.sender is), rowid = the id of its oldest case: the
+-- index stays as small as the number of senders, so a part common to many of them still
+-- reads short lists.
+CREATE VIRTUAL TABLE case_senders USING fts5(
+    sender, content = '', contentless_delete = 1, tokenize = 'trigram'
+);
+INSERT INTO case_senders (rowid, sender) SELECT min(id), sender FROM cases GROUP BY sender;
+-- One person's cases (the board's "mine", `cases list --assignee`): for one name the index
+-- is in case order, so the newest of them are read first without a sort.
+CREATE INDEX cases_by_assignee ON cases (assignee) WHERE assignee IS NOT NULL;
+-- The board's "closed today" count, on every board page: today's closed cases, not all.
+CREATE INDEX cases_by_resolved_at ON cases (resolved_at) WHERE resolved_at IS NOT NULL;
+-- Per-account API tokens for /api/cases (read-only): only the SHA-256 of the random token
+-- is stored; one token per account, gone with the account.
+CREATE TABLE api_tokens (
+    staff        TEXT PRIMARY KEY REFERENCES staff (name) ON DELETE CASCADE,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    created_at   INTEGER NOT NULL
+);

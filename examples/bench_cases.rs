@@ -16,7 +16,9 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use rusqlite::{params, Connection, Statement};
 
+use delistd::cases::search::ip_key;
 use delistd::cases::{CaseFilter, CaseState, Store, StoreOptions};
+use delistd::desk::{Desk, Query};
 use delistd::cli::cases::{run, CasesCmd, Env};
 
 #[derive(Parser)]
@@ -32,6 +34,13 @@ struct Args {
     /// Delete the database first and fill it again.
     #[arg(long)]
     refill: bool,
+    /// Fill the database and stop (fill under `nice`, then time without it: a niced process
+    /// on a busy machine measures the other processes).
+    #[arg(long)]
+    fill_only: bool,
+    /// Timed runs per desk call (the web board and case page), for the median and p95.
+    #[arg(long, default_value_t = 40)]
+    desk_runs: usize,
 }
 
 #[derive(Parser)]
@@ -80,14 +89,19 @@ fn fill(db: &std::path::Path, n: u64) -> Result<(), Box<dyn std::error::Error>> 
     {
         let mut msg = tx.prepare(
             "INSERT INTO messages (id, source_kind, mailbox, uidvalidity, uid, message_id, sender, subject, \
-             received_at, size, sha256, raw_path, evidence, decision, action, outcome) \
+             received_at, size, sha256, raw, evidence, decision, action, outcome) \
              VALUES (?1, 'imap', 'INBOX', 1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'processed')",
         )?;
+        // The search index, filled as the store does: the subject and the decoded text.
+        let mut fts = tx.prepare("INSERT INTO message_search (rowid, subject, body) VALUES (?1, ?2, ?3)")?;
         let mut case = tx.prepare(
             "INSERT INTO cases (id, ip, status_code, ndr_line, sender, language, state, opened_at, sla_started_at, \
-             due_at, first_response_at, resolved_at, assignee, opened_by) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?1)",
+             due_at, first_response_at, resolved_at, assignee, opened_by, ip_key) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?1, ?14)",
         )?;
+        let mut senders = tx.prepare("INSERT INTO case_senders (rowid, sender) VALUES (?1, ?2)")?;
+        let words = Words::new();
+        let mut seen_senders = std::collections::HashSet::new();
         let mut ev = tx.prepare(
             "INSERT INTO events (case_id, kind, actor, text, message_ref, outbox_ref, at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -125,19 +139,22 @@ fn fill(db: &std::path::Path, n: u64) -> Result<(), Box<dyn std::error::Error>> 
             let evidence = format!(
                 r#"{{"status_code":"5.7.511","ips":[{{"text":"{ip}","source":"rejection","problem":null}}],"language":"{lang}","auto_signs":[],"ndr_lines":[{{"text":"{ndr}","found_in":"body"}}]}}"#
             );
+            let subject = format!("Delist request for {ip}");
+            let raw = words.request(&mut rng, i, &sender, &subject, &ip, &ndr, lang, s);
             msg.execute(params![
                 i,
                 format!("req{i}@example{}.com", s % 97),
                 sender,
-                format!("Delist request for {ip}"),
+                subject,
                 opened,
-                1800 + rng.below(4000) as i64,
+                raw.len() as i64,
                 format!("{:016x}{:016x}{:016x}{:016x}", i, rng.next(), rng.next(), rng.next()),
-                format!("/var/lib/delistd/raw/{i}.eml"),
+                raw,
                 evidence,
                 r#"{"action":"acknowledge","reason":"5.7.511 request"}"#,
                 "acknowledge",
             ])?;
+            fts.execute(params![i, subject, delistd::extract::readable::decode(&raw).text])?;
             case.execute(params![
                 i,
                 (!awaiting).then_some(&ip),
@@ -152,7 +169,12 @@ fn fill(db: &std::path::Path, n: u64) -> Result<(), Box<dyn std::error::Error>> 
                 first,
                 resolved_at,
                 assignee,
+                (!awaiting).then(|| ip_key(ip.parse().expect("the bench's IPs parse"))),
             ])?;
+            // One row per sender, at its oldest case (as the store keeps it).
+            if seen_senders.insert(s) {
+                senders.execute(params![i, sender])?;
+            }
             ev.execute(params![i, "opened", "delistd", format!("request for {ip}"), i, None::<i64>, opened])?;
             let r = Reply { case: i, sender: &sender, now };
             r.queue(&mut ob, &mut ev, &tx, if awaiting { "missing_info" } else { "acknowledge" }, opened, "delistd")?;
@@ -181,6 +203,75 @@ fn fill(db: &std::path::Path, n: u64) -> Result<(), Box<dyn std::error::Error>> 
     // No ANALYZE: a database the daemon grew has no planner statistics either, and the
     // queries must be fast without them.
     Ok(())
+}
+
+/// What senders write, made up but shaped like the real thing: a greeting and a plea in the
+/// case's language, the NDR line, who they are (one of 20,000 companies, so a company name
+/// is in ~50 requests), and 30–120 words of prose drawn from a 5,000-word vocabulary with a
+/// Zipf-like skew (a few words are everywhere, most are rare), as people write. About a
+/// third is sent as HTML only, as many webmail clients do.
+struct Words {
+    vocabulary: Vec<String>,
+}
+
+const SYLLABLES: [&str; 32] = [
+    "ka", "lo", "mi", "ten", "sor", "va", "ri", "dan", "el", "mo", "pra", "zu", "fen", "gal", "ti", "nor", "bre", "qui",
+    "ast", "ol", "mer", "sin", "do", "ra", "vel", "cor", "pi", "lum", "hes", "ta", "gri", "on",
+];
+
+impl Words {
+    fn new() -> Words {
+        let mut rng = Rng(7);
+        let vocabulary = (0..5000)
+            .map(|_| (0..2 + rng.below(3)).map(|_| SYLLABLES[rng.below(32) as usize]).collect::<String>())
+            .collect();
+        Words { vocabulary }
+    }
+
+    /// A word, small ranks much more often (a rough Zipf: the cube of a uniform).
+    fn word(&self, rng: &mut Rng) -> &str {
+        let u = rng.below(1 << 20) as f64 / f64::from(1u32 << 20);
+        &self.vocabulary[((u * u * u) * self.vocabulary.len() as f64) as usize]
+    }
+
+    /// Company `k` of 20,000: two vocabulary words and a legal form.
+    fn company(&self, k: u64) -> String {
+        let mut rng = Rng(k.wrapping_mul(0x9E37));
+        let cap = |w: &str| w[..1].to_uppercase() + &w[1..];
+        let a = cap(&self.vocabulary[rng.below(5000) as usize]);
+        let b = cap(&self.vocabulary[rng.below(5000) as usize]);
+        format!("{a}{b} {}", ["GmbH", "Ltd", "S.r.l.", "SARL", "KK", "Inc."][(k % 6) as usize])
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn request(&self, rng: &mut Rng, i: i64, sender: &str, subject: &str, ip: &str, ndr: &str, lang: &str, s: u64) -> Vec<u8> {
+        let (hello, plea) = match lang {
+            "fr" => ("Bonjour,", "notre adresse IP est bloquée, merci de la retirer de votre liste."),
+            "it" => ("Buongiorno,", "il nostro indirizzo IP è bloccato, vi chiediamo di rimuoverlo."),
+            "de" => ("Guten Tag,", "unsere IP-Adresse wird blockiert, bitte entfernen Sie sie von der Liste."),
+            "ja" => ("お世話になっております。", "弊社のIPアドレスがブロックされています。解除をお願いします。"),
+            _ => ("Hello,", "our IP address is blocked by your service, please remove it from your list."),
+        };
+        let company = self.company(s % 20_000);
+        let n = 30 + rng.below(90);
+        let prose: Vec<&str> = (0..n).map(|_| self.word(rng)).collect();
+        let text = format!(
+            "{hello}\n\n{plea}\n\nThe bounce said:\n  {ndr}\n\nWe are {company}; our mail server {ip} sends \
+             invoices and order confirmations to your customers. {}.\n\nBest regards,\n{company} postmaster\n",
+            prose.join(" ")
+        );
+        let head = format!(
+            "From: {sender}\r\nTo: delist@example.net\r\nSubject: {subject}\r\nMessage-ID: <req{i}@example.com>\r\n\
+             MIME-Version: 1.0\r\n"
+        );
+        let raw = if i % 3 == 0 {
+            let html = text.replace('\n', "<br>\n");
+            format!("{head}Content-Type: text/html; charset=utf-8\r\n\r\n<html><body><p>{html}</p></body></html>\r\n")
+        } else {
+            format!("{head}Content-Type: text/plain; charset=utf-8\r\n\r\n{text}")
+        };
+        raw.into_bytes()
+    }
 }
 
 /// One reply of a case in the outbox, with its history entries.
@@ -270,6 +361,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         fill(&a.db, a.cases)?;
         eprintln!("filled in {:.1} s", start.elapsed().as_secs_f64());
     }
+    if a.fill_only {
+        return Ok(());
+    }
     let now = bench_now();
     let env = Env { now, tz: TimeZone::UTC, store: StoreOptions::default(), replies: None, delist_command: None };
     let store = Store::open(&a.db, StoreOptions::default())?;
@@ -285,8 +379,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::fs::metadata(&a.db)?.len() as f64 / 1e6,
     );
     // An IP with several cases, and a resolved case with a full history.
+    // (A small database may have no IP with 5 cases: then any IP.)
     let ip: String = store.connection().query_row(
-        "SELECT ip FROM cases WHERE ip IS NOT NULL GROUP BY ip HAVING count(*) >= 5 LIMIT 1",
+        "SELECT ip FROM cases WHERE ip IS NOT NULL GROUP BY ip ORDER BY count(*) >= 5 DESC LIMIT 1",
         [],
         |r| r.get(0),
     )?;
@@ -319,5 +414,78 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for c in &commands {
         time_command(&a.db, &env, c, a.runs)?;
     }
+    time_desk_calls(&a, now, &ip)
+}
+
+/// The calls the web desk makes, server-side, on one long-lived connection as `delistd web`
+/// holds: a board page is `Desk::list` + `Desk::counts`, a case page `Desk::case`.
+fn time_desk_calls(a: &Args, now: Timestamp, ip: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let mut store = Store::open(&a.db, StoreOptions::default())?;
+    let words = Words::new();
+    let company = words.company(12_345);
+    let common = words.vocabulary[0].clone();
+    let block = {
+        let v4: std::net::Ipv4Addr = ip.parse()?;
+        let o = v4.octets();
+        format!("{}.{}.0.0/16", o[0], o[1])
+    };
+    let all = CaseState::ALL.to_vec();
+    let views: Vec<(String, Query)> = vec![
+        ("board: default view".into(), Query::default()),
+        ("board: assignee alice, open".into(), Query { assignee: Some("alice".into()), states: vec![CaseState::Open], ..Query::default() }),
+        ("board: assignee alice, resolved".into(), Query { assignee: Some("alice".into()), states: vec![CaseState::Resolved], ..Query::default() }),
+        (format!("board: CIDR {block}, all states"), Query { ip: block.parse().ok(), states: all.clone(), ..Query::default() }),
+        (format!("board: CIDR {block}, active"), Query { ip: block.parse().ok(), ..Query::default() }),
+        ("board: sender \"example26.com\", all".into(), Query { sender: Some("example26.com".into()), states: all.clone(), ..Query::default() }),
+        ("board: sender \"postmaster123@\", all".into(), Query { sender: Some("postmaster123@".into()), states: all.clone(), ..Query::default() }),
+        (format!("board: search \"{company}\", all"), Query { text: Some(format!("\"{company}\"")), states: all.clone(), ..Query::default() }),
+        (format!("board: search \"{company}\", active"), Query { text: Some(format!("\"{company}\"")), ..Query::default() }),
+        (format!("board: search common word {common:?}, all"), Query { text: Some(common.clone()), states: all.clone(), ..Query::default() }),
+        (format!("board: search common word {common:?}, active"), Query { text: Some(common.clone()), ..Query::default() }),
+    ];
+    {
+        let desk = Desk::new(&mut store);
+        for (name, q) in &views {
+            println!("plan of {name}: {}", desk.explain_list(q, now)?.join(" / "));
+        }
+    }
+    println!("desk calls: {} runs each on one connection, release build; median and p95", a.desk_runs);
+    for (name, q) in &views {
+        let mut found = 0;
+        let ms = time_runs(a.desk_runs, || {
+            let desk = Desk::new(&mut store);
+            found = desk.list(q, now)?.cases.len();
+            desk.counts(now)?;
+            Ok(())
+        })?;
+        report(&format!("{name} (list + counts)"), &ms, &format!("{found} cases"));
+    }
+    let mut rng = Rng(99);
+    let n = a.cases.max(1);
+    let mut texts = 0usize;
+    let ms = time_runs(a.desk_runs, || {
+        let r = delistd::types::CaseRef(1 + rng.below(n) as i64);
+        let v = Desk::new(&mut store).case(r, now)?;
+        texts += v.messages.iter().filter_map(|m| m.text.as_ref()).count();
+        Ok(())
+    })?;
+    report("case page: Desk::case, a random case", &ms, &format!("{texts} message texts decoded"));
     Ok(())
+}
+
+fn time_runs(runs: usize, mut f: impl FnMut() -> Result<(), Box<dyn std::error::Error>>) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
+    let mut ms = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let start = Instant::now();
+        f()?;
+        ms.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok(ms)
+}
+
+/// Median and p95 (nearest rank) of sorted timings.
+fn report(name: &str, ms: &[f64], what: &str) {
+    let p95 = ms[((ms.len() * 95).div_ceil(100)).saturating_sub(1)];
+    println!("{name:<62} median {:>7.1} ms  p95 {:>7.1} ms  ({what})", ms[ms.len() / 2], p95);
 }

@@ -191,7 +191,7 @@ Freed space is given back to the file system (incremental vacuum).")]
         /// Gets man/delistd.1 (and one page per command), completions/delistd.bash, _delistd, delistd.fish.
         dir: PathBuf,
     },
-    /// Accounts of the web desk: add, list, passwd, remove (passwords from standard input).
+    /// Accounts of the web desk: add, list, passwd, remove, token (passwords from standard input).
     Staff {
         #[arg(long, short, env = "DELISTD_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,

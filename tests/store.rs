@@ -108,6 +108,14 @@ fn parse(args: &[&str]) -> CasesCmd {
     Cli::try_parse_from(std::iter::once("cases").chain(args.iter().copied())).unwrap().cmd
 }
 
+/// What clap says of bad arguments.
+fn parse_err(args: &[&str]) -> String {
+    match Cli::try_parse_from(std::iter::once("cases").chain(args.iter().copied())) {
+        Ok(_) => panic!("{args:?} parsed"),
+        Err(e) => e.to_string(),
+    }
+}
+
 fn env(now: Timestamp) -> Env<'static> {
     Env { now, tz: TimeZone::fixed(jiff::tz::offset(1)), store: StoreOptions::default(), replies: None, delist_command: None }
 }
@@ -248,6 +256,17 @@ fn a_populated_version_2_database_is_upgraded_with_its_data() {
     assert_eq!(purged, None);
     let fk: Vec<String> = s.connection().prepare("PRAGMA foreign_key_check").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
     assert!(fk.is_empty(), "{fk:?}");
+    // Version 9's code step: the stored message is in the search index (subject and text),
+    // and the case has its IP key, so the board's search and CIDR filters find it.
+    let mut s = s;
+    let desk = delistd::desk::Desk::new(&mut s);
+    let now = jiff::Timestamp::from_second(1740823300).unwrap();
+    let found = |q: delistd::desk::Query| -> Vec<String> {
+        desk.list(&q, now).unwrap().cases.into_iter().map(|c| c.case_ref).collect()
+    };
+    assert_eq!(found(delistd::desk::Query { text: Some("delist".into()), ..Default::default() }), ["DL-000001"]);
+    assert_eq!(found(delistd::desk::Query { ip: "203.0.113.0/24".parse().ok(), ..Default::default() }), ["DL-000001"]);
+    assert!(found(delistd::desk::Query { ip: "203.0.114.0/24".parse().ok(), ..Default::default() }).is_empty());
 }
 
 #[test]
@@ -745,6 +764,39 @@ fn list_by_assignee() {
     ok(&db, t0, &["assign", "DL-000002", "carol", "--by", "bob"]);
     assert_eq!(json_refs(&ok(&db, t0, &["list", "--assignee", "carol", "--json"])), ["DL-000002"]);
     assert!(json_refs(&ok(&db, t0, &["list", "--assignee", "bob", "--json"])).is_empty());
+}
+
+/// Issue 11: `cases list --ip` takes a CIDR block, `--sender` a part of the address or
+/// domain, `--search` words of the messages; each searches every state by default, and
+/// `--limit`/`--offset` page through the desk's keyset pages.
+#[test]
+fn list_by_cidr_sender_substring_and_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    let t0 = t("2025-03-01T10:00:00Z");
+    let mut s = open(&db);
+    take_in(&mut s, 1, "203.0.113.7", "alice@Example.com", t0);
+    take_in(&mut s, 2, "203.0.113.200", "bob@relay.example.org", t0);
+    take_in(&mut s, 3, "2001:db8:1::25", "carol@mail.test", t0);
+    drop(s);
+    ok(&db, t0, &["resolve", "DL-000001", "--note", "done", "--by", "bob"]);
+    let refs = |args: &[&str]| json_refs(&ok(&db, t0, &[&["list", "--json"][..], args].concat()));
+    assert_eq!(refs(&["--ip", "203.0.113.0/25"]), ["DL-000001"], "a resolved case too");
+    assert_eq!(refs(&["--ip", "203.0.113.0/24"]), ["DL-000002", "DL-000001"]);
+    assert_eq!(refs(&["--ip", "2001:db8::/32"]), ["DL-000003"]);
+    assert_eq!(refs(&["--ip", "203.0.113.200"]), ["DL-000002"]);
+    assert_eq!(refs(&["--sender", "EXAMPLE"]), ["DL-000002", "DL-000001"], "address and domain, any case");
+    assert_eq!(refs(&["--sender", "relay.example"]), ["DL-000002"]);
+    assert_eq!(refs(&["--search", "\"banned sender\" 2001*"]), ["DL-000003"]);
+    assert_eq!(refs(&["--search", "203.0.113.7"]), ["DL-000001"]);
+    assert_eq!(refs(&["--search", "banned", "--state", "active"]), ["DL-000002", "DL-000003"]);
+    assert_eq!(refs(&["--search", "banned", "--limit", "1", "--offset", "1"]), ["DL-000002"]);
+    let table = ok(&db, t0, &["list", "--search", "banned", "--limit", "2"]);
+    assert!(table.contains("next page with --offset 2"), "{table}");
+    let e = cli(&db, &env(t0), &["list", "--search", "\"unclosed"]).unwrap_err();
+    assert_eq!(e.exit_code(), 2, "{e}");
+    assert!(e.to_string().contains("quote"), "{e}");
+    assert!(parse_err(&["list", "--ip", "203.0.113.0/33"]).contains("CIDR block"));
 }
 
 /// Issue 11: the README's `--reject --reply rejected` works, `--reject --reply delisted` is a

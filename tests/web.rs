@@ -421,6 +421,30 @@ fn the_api_gives_the_cli_json() {
     assert_eq!(strip(api("/api/cases/DL-000002")), strip(cli(&["show", "DL-000002", "--json"])));
     assert_eq!(strip(api("/api/cases")), strip(cli(&["list", "--json"])));
     assert_eq!(strip(api("/api/cases?ip=203.0.113.0/26")).as_array().map(Vec::len), Some(1), "CIDR filter");
+    // The board's other filters give the same JSON through both front ends too.
+    let filters: [(&str, &[&str], usize); 5] = [
+        ("state=all&q=please", &["--state", "all", "--search", "please"], 1),
+        ("state=all&q=%22banned+sender%22+203*", &["--state", "all", "--search", "\"banned sender\" 203*"], 1),
+        ("state=active&ip=203.0.113.0/26", &["--state", "active", "--ip", "203.0.113.0/26"], 1),
+        ("state=all&ip=2001:db8::/32", &["--state", "all", "--ip", "2001:db8::/32"], 0),
+        ("state=active&sender=EXAMPLE.com", &["--state", "active", "--sender", "EXAMPLE.com"], 2),
+    ];
+    for (query, args, n) in filters {
+        let from_api = strip(api(&format!("/api/cases?{query}")));
+        let mut cli_args = vec!["list", "--json"];
+        cli_args.extend_from_slice(args);
+        assert_eq!(from_api, strip(cli(&cli_args)), "{query}");
+        assert_eq!(from_api.as_array().map(Vec::len), Some(n), "{query}: {from_api}");
+    }
+    // The board has the search box and keeps the search in it.
+    let r = http(d.addr, "GET", "/?state=all&q=please", &[("Cookie", &cookie)], "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("name=\"q\" value=\"please\""), "{}", r.body);
+    assert!(r.body.contains("DL-000002") && !r.body.contains("DL-000001"), "{}", r.body);
+    // A search that is not one is a 400 that says why, not an SQL error.
+    let r = http(d.addr, "GET", "/api/cases?q=%22unclosed", &[("Cookie", &cookie)], "");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("quote"), "{}", r.body);
     // Keyset pages: a Link header to the next one.
     let r = http(d.addr, "GET", "/api/cases?limit=1", &[("Cookie", &cookie)], "");
     let link = r.header("link").expect("a next link");
@@ -700,4 +724,65 @@ fn the_board_shows_what_needs_attention() {
     assert_eq!(v[0]["needs_attention"], true);
     let filtered = http(d.addr, "GET", "/?attention=1", &[("Cookie", &cookie)], "");
     assert!(filtered.body.contains("DL-000002") && !filtered.body.contains("/cases/DL-000001\""), "{}", filtered.body);
+}
+
+/// Issue 11: a per-account API token reads the JSON API as its account, and nothing else:
+/// not a page, not an action; a wrong, revoked or orphaned token is a 401 naming Bearer.
+#[test]
+fn an_api_token_reads_the_api_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixture(dir.path());
+    let made = staff(&db, &["token", "ann"], "");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let token = String::from_utf8(made.stdout).unwrap().trim().to_string();
+    assert!(token.starts_with("delistd_") && token.len() == 8 + 64, "{token:?}");
+    let list = String::from_utf8(staff(&db, &["list"], "").stdout).unwrap();
+    let has = |name: &str| list.lines().find(|l| l.starts_with(name)).unwrap_or("").split_whitespace().nth(2).map(str::to_string);
+    assert_eq!((has("ann").as_deref(), has("vera").as_deref()), (Some("yes"), Some("-")), "{list}");
+    let assigned = Command::new(BIN).args(["cases", "--db"]).arg(&db).args(["assign", "DL-000001", "ann"]).output().unwrap();
+    assert!(assigned.status.success(), "{}", String::from_utf8_lossy(&assigned.stderr));
+    let d = desk(&db, None);
+    let bearer = format!("Bearer {token}");
+    let auth = [("Authorization", bearer.as_str())];
+
+    // It reads the API, as ann ("mine" is hers).
+    let r = http(d.addr, "GET", "/api/cases?assignee=mine", &auth, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let refs: Vec<&str> = v.as_array().unwrap().iter().filter_map(|c| c["ref"].as_str()).collect();
+    assert_eq!(refs, ["DL-000001"]);
+    let r = http(d.addr, "GET", "/api/cases/DL-000002", &auth, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("\"ref\": \"DL-000002\""), "{}", r.body);
+
+    // Never a page, never an action: the header is not even looked at there.
+    assert_eq!(http(d.addr, "GET", "/", &auth, "").header("location"), Some("/login"));
+    let note = form(&[("action", "note"), ("text", "by token"), ("csrf", "")]);
+    let r = http(d.addr, "POST", "/cases/DL-000001/act", &auth, &note);
+    assert_eq!((r.status, r.header("location")), (303, Some("/login")), "{}", r.body);
+    let shown = Command::new(BIN).args(["cases", "--db"]).arg(&db).args(["show", "DL-000001", "--json"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&shown.stdout).contains("by token"), "no note was added");
+
+    // A wrong token: 401 with the Bearer challenge.
+    let wrong = format!("Bearer delistd_{}", "0".repeat(64));
+    let r = http(d.addr, "GET", "/api/cases", &[("Authorization", wrong.as_str())], "");
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"delistd\", error=\"invalid_token\""));
+    // No credentials at all: 401 naming the scheme.
+    let r = http(d.addr, "GET", "/api/cases", &[], "");
+    assert_eq!((r.status, r.header("www-authenticate")), (401, Some("Bearer realm=\"delistd\"")));
+
+    // Revoked: refused at once (the running desk reads the database on each request).
+    assert!(staff(&db, &["token", "ann", "--revoke"], "").status.success());
+    assert_eq!(http(d.addr, "GET", "/api/cases", &auth, "").status, 401);
+    // A new token for a removed account stops working with the account.
+    let token = String::from_utf8(staff(&db, &["token", "vera"], "").stdout).unwrap().trim().to_string();
+    let bearer = format!("Bearer {token}");
+    assert_eq!(http(d.addr, "GET", "/api/cases", &[("Authorization", bearer.as_str())], "").status, 200);
+    assert!(staff(&db, &["remove", "vera"], "").status.success());
+    assert_eq!(http(d.addr, "GET", "/api/cases", &[("Authorization", bearer.as_str())], "").status, 401);
+    // No such account: a usage error that says so.
+    let none = staff(&db, &["token", "nobody"], "");
+    assert_eq!(none.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no staff member nobody"));
 }

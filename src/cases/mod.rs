@@ -9,6 +9,7 @@
 //! * [`staff`]   what the staff CLI needs: listing, detail, staff actions.
 //! * [`sla`]     due times, "time left", SLA statistics.
 //! * [`monitor`] what metrics read at scrape time; escalation stages and digests.
+//! * [`search`]  the full-text index of messages (FTS5) and the IP range key (schema 9).
 //!
 //! Times are unix seconds in the database (see the head of `schema.sql` for why) and
 //! [`jiff::Timestamp`] in Rust. No method reads the clock: every one that depends on time
@@ -24,6 +25,7 @@ pub mod outbox;
 pub mod rerun;
 pub mod retention;
 pub mod schema;
+pub mod search;
 pub mod shared;
 pub mod sla;
 pub mod staff;

@@ -7,6 +7,8 @@
 //!   `reprocess` needs them.
 //! * With `case_days`, a case closed that long ago is deleted with its history, its replies
 //!   and the messages that belong to no other case.
+//! * The search index follows: a message whose bytes went is searchable by its subject
+//!   only; a deleted message leaves the index.
 //!
 //! Work is done in small batches (one short transaction each), so the daemon's intake never
 //! waits long for the lock; freed pages are returned to the file system with incremental
@@ -111,6 +113,11 @@ impl Store {
             rep.raw_bytes += *bytes as u64;
             if !dry_run {
                 tx.execute("UPDATE messages SET raw = NULL, raw_path = NULL, raw_purged_at = ?2 WHERE id = ?1", params![id, now.as_second()])?;
+                // The text goes from the search index with the bytes; the subject, which
+                // the row keeps, stays searchable.
+                let subject: Option<String> = tx.query_row("SELECT subject FROM messages WHERE id = ?1", [id], |r| r.get(0))?;
+                super::search::unindex_message(&tx, *id)?;
+                super::search::index_message(&tx, *id, subject.as_deref(), None)?;
                 if let Some(p) = path {
                     // Kept on disk: the file goes too. Already gone is fine.
                     if let Err(e) = std::fs::remove_file(p) {
@@ -145,7 +152,9 @@ impl Store {
                 // Foreign keys are on: what refers to a row goes before the row.
                 tx.execute("DELETE FROM events WHERE case_id = ?1", [case])?;
                 tx.execute("DELETE FROM outbox WHERE case_id = ?1", [case])?;
+                let sender: String = tx.query_row("SELECT sender FROM cases WHERE id = ?1", [case], |r| r.get(0))?;
                 tx.execute("DELETE FROM cases WHERE id = ?1", [case])?;
+                super::search::unindex_sender(&tx, case, &sender)?;
                 for m in messages {
                     // A message that also concerns another case (two IPs in one request)
                     // stays until that case goes too.
@@ -156,6 +165,9 @@ impl Store {
                          AND NOT EXISTS (SELECT 1 FROM outbox WHERE caused_by = ?1)",
                         [m],
                     )?;
+                    if n > 0 {
+                        super::search::unindex_message(&tx, m)?;
+                    }
                     rep.messages += n as u64;
                 }
             }
@@ -348,6 +360,37 @@ mod tests {
         assert!(s.case(crate::types::CaseRef(case)).unwrap().is_none());
         assert!(s.message(MessageId(msg)).unwrap().is_none());
         assert!(s.case(crate::types::CaseRef(kept)).unwrap().is_some());
+    }
+
+    /// Messages whose search-index row holds `word`.
+    fn found(s: &Store, word: &str) -> Vec<i64> {
+        let q = crate::cases::search::match_expression(word).unwrap();
+        let mut st = s.conn.prepare("SELECT rowid FROM message_search WHERE message_search MATCH ?1").unwrap();
+        st.query_map([q], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn purged_text_leaves_the_search_index() {
+        use crate::cases::store::tests::{imap_message, new_case};
+        let mut s = Store::open_in_memory(StoreOptions::default()).unwrap();
+        let raw = b"Subject: Please delist\r\n\r\nOur server zanzibar-relay sends invoices.\r\n";
+        let tx = s.transaction().unwrap();
+        let m = tx.insert_message(&imap_message(1, raw, ts(T0))).unwrap();
+        let c = tx.open_case(&new_case("192.0.2.1", Some(m)), ts(T0)).unwrap();
+        tx.set_outcome(m, crate::cases::Outcome::Processed, None).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(found(&s, "zanzibar"), [m.0]);
+        s.conn.execute("UPDATE cases SET state = 'resolved', resolved_at = ?2 WHERE id = ?1", params![c.0, T0 + DAY]).unwrap();
+        let r = Retention { raw_days: 90, case_days: Some(365) };
+        assert_eq!(s.purge(&r, ts(T0 + 100 * DAY), false).unwrap().raw_messages, 1);
+        assert!(found(&s, "zanzibar").is_empty(), "the purged text is not searchable");
+        assert_eq!(found(&s, "delist"), [m.0], "the subject, which the row keeps, is");
+        assert_eq!(s.purge(&r, ts(T0 + 400 * DAY), false).unwrap().messages, 1);
+        assert!(found(&s, "delist").is_empty(), "a deleted message leaves the index");
+        let rows: i64 = s.conn.query_row("SELECT count(*) FROM message_search", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 0);
+        let senders: i64 = s.conn.query_row("SELECT count(*) FROM case_senders", [], |r| r.get(0)).unwrap();
+        assert_eq!(senders, 0, "the sender's address leaves the sender index with its last case");
     }
 
     #[test]

@@ -120,6 +120,14 @@ fn busy_wait(timeout: Duration) -> impl FnMut(i32) -> bool + Send + 'static {
     }
 }
 
+/// Work a migration needs Rust for, run right after its SQL in the same transaction:
+/// version 9 decodes each stored message into the search index and computes each case's
+/// IP key.
+const CODE_STEPS: &[(u32, CodeStep)] = &[(9, super::search::backfill)];
+
+/// A migration's Rust step, given the migration's transaction.
+type CodeStep = fn(&Connection) -> Result<(), StoreError>;
+
 /// Bring the database to the last version of `migrations`, in one transaction.
 /// Returns the version found before. A database newer than `migrations` is refused.
 pub fn migrate(conn: &mut Connection, migrations: &[Migration]) -> Result<u32, StoreError> {
@@ -140,6 +148,12 @@ pub fn migrate(conn: &mut Connection, migrations: &[Migration]) -> Result<u32, S
     }
     for m in migrations.iter().filter(|m| m.version > found) {
         tx.execute_batch(m.sql).map_err(|source| StoreError::Migration { version: m.version, source })?;
+        if let Some((_, step)) = CODE_STEPS.iter().find(|(v, _)| *v == m.version) {
+            step(&tx).map_err(|e| match e {
+                StoreError::Sqlite(source) => StoreError::Migration { version: m.version, source },
+                e => e,
+            })?;
+        }
     }
     tx.pragma_update(None, "user_version", supported)?;
     tx.commit()?;

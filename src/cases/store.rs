@@ -422,6 +422,10 @@ impl Tx<'_> {
         if n == 0 {
             return Err(StoreError::Invalid(format!("no message {}", id.0)));
         }
+        // The subject may read differently now: index the message again.
+        let raw: Option<Vec<u8>> = self.tx.query_row("SELECT raw FROM messages WHERE id = ?1", [id.0], |r| r.get(0))?;
+        super::search::unindex_message(&self.tx, id.0)?;
+        super::search::index_message(&self.tx, id.0, m.subject.as_deref(), raw.as_deref())?;
         Ok(())
     }
 
@@ -466,7 +470,17 @@ impl Tx<'_> {
                 m.error,
             ]);
         match res {
-            Ok(_) => Ok(MessageId(self.tx.last_insert_rowid())),
+            Ok(_) => {
+                let id = self.tx.last_insert_rowid();
+                // Searchable from the moment it is recorded, in the same transaction. Bytes
+                // kept on disk are not read back here: the subject is indexed.
+                let raw = match m.raw {
+                    RawMessage::Blob(b) => Some(b),
+                    RawMessage::Path(_) | RawMessage::NotKept => None,
+                };
+                super::search::index_message(&self.tx, id, m.subject.as_deref(), raw)?;
+                Ok(MessageId(id))
+            }
             Err(rusqlite::Error::SqliteFailure(e, Some(msg)))
                 if e.code == ErrorCode::ConstraintViolation && msg.starts_with("UNIQUE") =>
             {
@@ -502,7 +516,7 @@ impl Tx<'_> {
         self.tx
             .prepare_cached(
                 "INSERT INTO cases (ip, status_code, ndr_line, sender, language, state, opened_at, sla_started_at, \
-                 due_at, opened_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 due_at, opened_by, ip_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?
             .execute(params![
                 c.ip.map(|ip| ip.to_string()),
@@ -515,8 +529,10 @@ impl Tx<'_> {
                 started,
                 due,
                 c.opened_by.map(|m| m.0),
+                c.ip.map(super::search::ip_key),
             ])?;
         let r = CaseRef(self.tx.last_insert_rowid());
+        super::search::index_sender(&self.tx, r.0, &c.sender)?;
         let text = match (c.awaiting_info, c.ip) {
             (true, _) => "request incomplete; asked the sender for what is missing".to_string(),
             (false, Some(ip)) => format!("request for {ip}"),
@@ -552,7 +568,7 @@ impl Tx<'_> {
         self.tx
             .prepare_cached(
                 "UPDATE cases SET state = 'open', ip = ?2, status_code = ?3, ndr_line = coalesce(?4, ndr_line), \
-                 sla_started_at = ?5, due_at = ?6 WHERE id = ?1",
+                 sla_started_at = ?5, due_at = ?6, ip_key = ?7 WHERE id = ?1",
             )?
             .execute(params![
                 r.0,
@@ -560,7 +576,8 @@ impl Tx<'_> {
                 code.to_string(),
                 ndr_line,
                 now.as_second(),
-                sla::due_at(now, self.sla)?.as_second()
+                sla::due_at(now, self.sla)?.as_second(),
+                super::search::ip_key(ip),
             ])?;
         self.add_event(&NewEvent {
             case: r,

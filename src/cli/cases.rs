@@ -21,7 +21,6 @@
 
 use clap::ValueEnum as _;
 use std::io::{self, Write};
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -32,7 +31,7 @@ use serde_json::{json, Value};
 use crate::cases::access::AccessError;
 use crate::cases::sla::{short_duration, Spread};
 use crate::cases::{CaseFilter, CaseState, Resolution, SlaStatus, Store, StoreError, StoreOptions};
-use crate::desk::{Actor, CaseSummary, CaseView, Desk, DeskError, ResolveRequest};
+use crate::desk::{Actor, CaseSummary, CaseView, Desk, DeskError, IpMatch, Query, ResolveRequest};
 use crate::reply::{BuildError, Builder};
 use crate::types::CaseRef;
 
@@ -45,7 +44,7 @@ pub const EXIT_DELIST_FAILED: u8 = 5;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum CasesCmd {
-    /// List cases: open and awaiting ones, most urgent first; with --ip or --sender, every state.
+    /// List cases: open and awaiting ones, most urgent first; with --ip, --sender or --search, every state.
     List(ListArgs),
     /// One case: the request, its evidence, history, messages and replies.
     Show(ShowArgs),
@@ -114,7 +113,7 @@ impl StateArg {
 
 #[derive(Debug, Default, clap::Args)]
 pub struct ListArgs {
-    /// Only these states (comma-separated). Default: active, or all with --ip/--sender.
+    /// Only these states (comma-separated). Default: active, or all with --ip/--sender/--search.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub state: Vec<StateArg>,
     /// Only open cases past their due time.
@@ -123,11 +122,16 @@ pub struct ListArgs {
     /// Only open cases due within this long (e.g. 6h, 1d12h); with --overdue, those too.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub due_within: Option<SignedDuration>,
-    #[arg(long)]
-    pub ip: Option<IpAddr>,
-    /// Sender address (case does not matter).
-    #[arg(long)]
+    /// An IP address (203.0.113.7) or a CIDR block (203.0.113.0/24, 2001:db8::/32).
+    #[arg(long, value_name = "IP|CIDR")]
+    pub ip: Option<IpMatch>,
+    /// Part of the sender's address or domain (case does not matter), as on the board.
+    #[arg(long, value_name = "TEXT")]
     pub sender: Option<String>,
+    /// Words in the subjects and texts of the case's messages (full-text search; every word
+    /// must appear; "a phrase" in quotes; word* for words starting so).
+    #[arg(long, value_name = "TEXT")]
+    pub search: Option<String>,
     /// Only cases assigned to this staff member.
     #[arg(long, conflicts_with = "mine")]
     pub assignee: Option<String>,
@@ -422,7 +426,7 @@ fn run_inner(cmd: CasesCmd, db: &Path, env: &Env<'_>, out: &mut dyn Write) -> Re
     }
     let mut store = Store::open(db, env.store.clone())?;
     match cmd {
-        CasesCmd::List(a) => list(&store, a, env, out),
+        CasesCmd::List(a) => list(&mut store, a, env, out),
         CasesCmd::Show(a) => show(&mut store, a, env, out),
         CasesCmd::Resolve(a) => resolve(&mut store, a, env, out),
         CasesCmd::Reopen(a) => {
@@ -515,45 +519,69 @@ fn states_of(args: &[StateArg]) -> Vec<CaseState> {
     v
 }
 
-fn list(store: &Store, a: ListArgs, env: &Env<'_>, out: &mut dyn Write) -> Result<(), CasesError> {
+/// `cases list` is the board's list ([`Desk::list`]), so its JSON is the web API's: pages of
+/// the desk are walked with their keyset cursor to serve `--offset` and `--limit`.
+fn list(store: &mut Store, a: ListArgs, env: &Env<'_>, out: &mut dyn Write) -> Result<(), CasesError> {
     let states = if a.state.is_empty() {
-        if a.ip.is_some() || a.sender.is_some() {
-            Vec::new()
+        if a.ip.is_some() || a.sender.is_some() || a.search.is_some() {
+            CaseState::ALL.to_vec()
         } else {
             StateArg::Active.states().to_vec()
         }
     } else {
-        states_of(&a.state)
+        match states_of(&a.state) {
+            v if v.is_empty() => CaseState::ALL.to_vec(),
+            v => v,
+        }
     };
-    let limit = (a.limit > 0).then_some(a.limit);
-    let filter = CaseFilter {
+    let mut q = Query {
         states,
-        overdue: a.overdue,
-        due_within: a.due_within,
+        assignee: if a.mine { Some(actor(None)?.name) } else { a.assignee.clone() },
         ip: a.ip,
         sender: a.sender.clone(),
-        assignee: if a.mine { Some(actor(None)?.name) } else { a.assignee.clone() },
-        needs_attention: a.attention,
+        text: a.search.clone(),
+        overdue: a.overdue,
+        due_within: a.due_within,
+        attention: a.attention,
         since: a.since.map(|s| s.resolve(env.now, &env.tz)).transpose()?,
-        // One more than asked, to tell people there is a next page.
-        limit: limit.map(|n| n.saturating_add(1)),
-        offset: a.offset,
+        ..Query::default()
     };
-    let mut cases = store.list_cases(&filter, env.now)?;
-    let more = limit.is_some_and(|n| cases.len() > n as usize);
-    if let Some(n) = limit {
-        cases.truncate(n as usize);
+    let limit = (a.limit > 0).then_some(a.limit as usize);
+    let offset = a.offset as usize;
+    let mut cases: Vec<CaseSummary> = Vec::new();
+    let mut more = false;
+    let mut seen = 0usize;
+    let desk = Desk::new(store);
+    loop {
+        // What is still wanted, and one more, to tell people there is a next page.
+        let still = limit.map_or(500, |n| (offset + n + 1 - seen).min(500));
+        q.limit = Some(still as u32);
+        let page = desk.list(&q, env.now)?;
+        for c in page.cases {
+            seen += 1;
+            if seen <= offset {
+                continue;
+            }
+            if limit.is_some_and(|n| cases.len() >= n) {
+                more = true;
+                break;
+            }
+            cases.push(c);
+        }
+        match page.next {
+            Some(n) if !more => q.after = Some(n),
+            _ => break,
+        }
     }
     if a.json {
-        let rows: Vec<CaseOut> = cases.iter().map(|c| CaseOut::new(c, env.now)).collect();
-        serde_json::to_writer_pretty(&mut *out, &rows)?;
+        serde_json::to_writer_pretty(&mut *out, &cases)?;
         writeln!(out)?;
         return Ok(());
     }
     if a.csv {
         let mut w = csv::Writer::from_writer(&mut *out);
         for c in &cases {
-            w.serialize(CaseOut::new(c, env.now))?;
+            w.serialize(c)?;
         }
         w.flush()?;
         return Ok(());
@@ -568,13 +596,13 @@ fn list(store: &Store, a: ListArgs, env: &Env<'_>, out: &mut dyn Write) -> Resul
             .iter()
             .map(|c| {
                 [
-                    c.case_ref.to_string(),
+                    c.case_ref.clone(),
                     attention_mark(c),
                     c.state.to_string(),
                     c.ip.clone().unwrap_or_else(|| "-".into()),
                     c.sender.clone(),
-                    local(c.opened_at, &env.tz),
-                    SlaStatus::of(c, env.now).describe(),
+                    c.opened_at.parse::<Timestamp>().map(|t| local(t, &env.tz)).unwrap_or_else(|_| c.opened_at.clone()),
+                    c.sla.clone(),
                     c.assignee.clone().unwrap_or_else(|| "-".into()),
                 ]
             })
@@ -589,15 +617,15 @@ fn list(store: &Store, a: ListArgs, env: &Env<'_>, out: &mut dyn Write) -> Resul
             .iter()
             .map(|c| {
                 [
-                    c.case_ref.to_string(),
+                    c.case_ref.clone(),
                     attention_mark(c),
                     match c.state {
-                        CaseState::AwaitingInfo => "waiting".into(),
+                        "awaiting_info" => "waiting".into(),
                         s => s.to_string(),
                     },
                     c.ip.clone().unwrap_or_else(|| "-".into()),
                     one_line(&c.sender),
-                    SlaStatus::of(c, env.now).describe(),
+                    c.sla.clone(),
                     c.assignee.as_deref().map(one_line).unwrap_or_else(|| "-".into()),
                 ]
             })
@@ -616,7 +644,7 @@ fn list(store: &Store, a: ListArgs, env: &Env<'_>, out: &mut dyn Write) -> Resul
 }
 
 /// `!` when a person wrote on the case since the last staff action.
-fn attention_mark(c: &crate::cases::CaseRow) -> String {
+fn attention_mark(c: &CaseSummary) -> String {
     if c.needs_attention { "!" } else { "" }.to_string()
 }
 

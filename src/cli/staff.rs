@@ -13,7 +13,7 @@ use std::path::Path;
 use jiff::Timestamp;
 
 use crate::cases::{Store, StoreOptions};
-use crate::desk::{accounts, DeskError, Role};
+use crate::desk::{accounts, tokens, DeskError, Role};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum StaffCmd {
@@ -43,8 +43,20 @@ pub enum StaffCmd {
         #[arg(long, required = true)]
         password_stdin: bool,
     },
-    /// Remove an account and its sessions (its name stays in the history).
+    /// Remove an account, its sessions and its API token (its name stays in the history).
     Remove { name: String },
+    /// Make a new API token for an account (replacing its old one) and print it, once.
+    ///
+    /// The token reads the JSON API (/api/cases, /api/cases/{ref}) as that account, sent as
+    /// `Authorization: Bearer <token>`; never the pages, never an action. Only its hash is
+    /// stored: keep the printed token somewhere safe, or make a new one.
+    Token {
+        /// The staff account the token reads as.
+        name: String,
+        /// Take the account's token away instead.
+        #[arg(long)]
+        revoke: bool,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,8 +117,10 @@ pub fn run(cmd: StaffCmd, db: &Path, now: Timestamp, input: &mut dyn BufRead, ou
             } else if list.is_empty() {
                 writeln!(out, "no staff accounts (add one with: delistd staff add NAME --password-stdin)")?;
             } else {
+                writeln!(out, "{:<20} {:<7} {:<9} EMAIL", "NAME", "ROLE", "API TOKEN")?;
                 for a in list {
-                    writeln!(out, "{:<20} {:<7} {}", a.name, a.role.as_str(), a.email.as_deref().unwrap_or("-"))?;
+                    let token = if a.api_token { "yes" } else { "-" };
+                    writeln!(out, "{:<20} {:<7} {:<9} {}", a.name, a.role.as_str(), token, a.email.as_deref().unwrap_or("-"))?;
                 }
             }
         }
@@ -118,6 +132,24 @@ pub fn run(cmd: StaffCmd, db: &Path, now: Timestamp, input: &mut dyn BufRead, ou
         StaffCmd::Remove { name } => {
             accounts::remove(&store, &name)?;
             writeln!(out, "staff {name} removed")?;
+        }
+        StaffCmd::Token { name, revoke: true } => {
+            if tokens::revoke(&store, &name)? {
+                writeln!(out, "the API token of {name} is revoked")?;
+            } else if accounts::role_of(&store, &name)?.is_none() {
+                return Err(DeskError::Invalid(format!("no staff member {name}")).into());
+            } else {
+                writeln!(out, "{name} had no API token")?;
+            }
+        }
+        StaffCmd::Token { name, revoke: false } => {
+            let token = tokens::issue(&store, &name, now)?;
+            // The token alone on stdout, for `TOKEN=$(delistd staff token ann)`; the rest on stderr.
+            writeln!(out, "{token}")?;
+            eprintln!(
+                "API token of {name} (shown once; any earlier one no longer works). Use it as:\n  \
+                 curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8080/api/cases"
+            );
         }
     }
     Ok(())

@@ -20,6 +20,8 @@ pub struct Account {
     pub email: Option<String>,
     pub role: Role,
     pub created_at: String,
+    /// Whether the account has an API token (`staff token`).
+    pub api_token: bool,
 }
 
 /// A staff name: what the history records, so plain and short.
@@ -67,13 +69,16 @@ pub fn add(store: &Store, name: &str, email: Option<&str>, role: Role, password:
     if n == 0 {
         return Err(DeskError::Refused(format!("staff {name} exists already (use `staff passwd` to change the password)")));
     }
-    Ok(Account { name: name.into(), email: email.map(str::to_string), role, created_at: now.to_string() })
+    Ok(Account { name: name.into(), email: email.map(str::to_string), role, created_at: now.to_string(), api_token: false })
 }
 
 pub fn list(store: &Store) -> Result<Vec<Account>, DeskError> {
     let mut st = store
         .connection()
-        .prepare("SELECT name, email, role, created_at FROM staff ORDER BY name")
+        .prepare(
+            "SELECT name, email, role, created_at, EXISTS (SELECT 1 FROM api_tokens t WHERE t.staff = staff.name) \
+             FROM staff ORDER BY name",
+        )
         .map_err(StoreError::from)?;
     let rows = st
         .query_map([], |r| {
@@ -83,6 +88,7 @@ pub fn list(store: &Store) -> Result<Vec<Account>, DeskError> {
                 email: r.get(1)?,
                 role: role.parse().unwrap_or(Role::Viewer),
                 created_at: Timestamp::from_second(r.get(3)?).map(|t| t.to_string()).unwrap_or_default(),
+                api_token: r.get(4)?,
             })
         })
         .map_err(StoreError::from)?;

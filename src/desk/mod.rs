@@ -5,13 +5,16 @@
 //! * [`views`]  the typed, serialisable views (the JSON of both front ends).
 //! * [`text`]   a message's decoded text for reading (HTML as text, never rendered).
 //! * [`accounts`] staff accounts: argon2id password hashes, roles.
+//! * [`tokens`] per-account API tokens (read the JSON API only).
 //!
 //! The acting staff member is always passed in explicitly as an [`Actor`]; a viewer is
 //! refused every action here, whichever front end asked.
 
 pub mod accounts;
-pub mod text;
 pub mod threads;
+pub mod tokens;
+/// The decoding lives below the store (which indexes it for search); the desk reads it here.
+pub use crate::extract::readable as text;
 pub mod views;
 
 use std::net::IpAddr;
@@ -142,12 +145,48 @@ pub struct Query {
     pub ip: Option<IpMatch>,
     /// Substring of the sender address or domain, without regard to case.
     pub sender: Option<String>,
+    /// Full-text search over the subjects and texts of the case's messages: every word must
+    /// match (`"a phrase"`, `word*` for a prefix; see [`crate::cases::search::match_expression`]).
+    pub text: Option<String>,
+    /// Only open cases past their due time (the CLI's `--overdue`).
+    pub overdue: bool,
+    /// Only open cases due within this long from now; with `overdue`, those too.
+    pub due_within: Option<SignedDuration>,
+    /// Only cases opened at or after this moment.
+    pub since: Option<Timestamp>,
     /// Keyset cursor from the previous page's `next`.
     pub after: Option<String>,
     /// Page size (1..=500; default 50).
     pub limit: Option<u32>,
     /// Only cases a person wrote on since the last staff action.
     pub attention: bool,
+}
+
+/// Matching messages from which a text search walks the cases instead of collecting the
+/// matches (see `Desk::dense_search`); measured with `scripts/bench-cases.sh`.
+const DENSE_HITS: i64 = 2000;
+
+/// Whether case ?2 (opened by message ?3) has a message matching the FTS5 expression ?1: a
+/// lookup of one rowid in the index per message.
+const CASE_MATCHES: &str = "SELECT EXISTS (SELECT 1 FROM message_search WHERE message_search MATCH ?1 AND rowid = ?3) \
+    OR EXISTS (SELECT 1 FROM events e WHERE e.case_id = ?2 AND e.message_ref IS NOT NULL AND e.message_ref IS NOT ?3 \
+      AND EXISTS (SELECT 1 FROM message_search WHERE message_search MATCH ?1 AND rowid = e.message_ref))";
+
+/// Which search filters of a query match too much to be collected first.
+#[derive(Debug, Clone, Copy, Default)]
+struct Dense {
+    text: bool,
+    sender: bool,
+}
+
+/// The FTS5 expression of the query's text search, if it has one.
+fn search_expression(q: &Query) -> Result<Option<String>, DeskError> {
+    match q.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        Some(text) => crate::cases::search::match_expression(text)
+            .map(Some)
+            .map_err(|e| DeskError::Invalid(format!("search {text:?}: {e}"))),
+        None => Ok(None),
+    }
 }
 
 /// Where a page ends: the sort key of its last row.
@@ -196,64 +235,27 @@ impl<'s> Desk<'s> {
     /// Cases matching `q`: active ones by urgency (most overdue first), otherwise newest
     /// first; keyset-paginated so page 1000 costs what page 1 does.
     pub fn list(&self, q: &Query, now: Timestamp) -> Result<CasePage, DeskError> {
-        let states: Vec<CaseState> =
-            if q.states.is_empty() { vec![CaseState::Open, CaseState::AwaitingInfo] } else { q.states.clone() };
-        let by_due = states.iter().all(|s| s.is_active());
-        let limit = q.limit.unwrap_or(50).clamp(1, 500) as usize;
-        let mut cond: Vec<String> = Vec::new();
-        let mut p: Vec<Value> = Vec::new();
-        let list: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
-        cond.push(format!("state IN ({})", list.join(", ")));
-        if let Some(a) = &q.assignee {
-            p.push(Value::Text(a.clone()));
-            cond.push(format!("assignee = ?{}", p.len()));
-        }
-        if let Some(ip) = q.ip.filter(IpMatch::is_single) {
-            p.push(Value::Text(ip.addr.to_string()));
-            cond.push(format!("ip = ?{}", p.len()));
-        }
-        if let Some(s) = q.sender.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-            let esc = s.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-            p.push(Value::Text(format!("%{esc}%")));
-            cond.push(format!("lower(sender) LIKE ?{} ESCAPE '\\'", p.len()));
-        }
-        if q.attention {
-            cond.push("needs_attention = 1".into());
-        }
-        let after = q.after.as_deref().map(Cursor::parse).transpose()?;
-        match (after, by_due) {
-            (Some(Cursor::Due(Some(d), id)), true) => {
-                p.push(Value::Integer(d));
-                let n = p.len();
-                p.push(Value::Integer(id));
-                cond.push(format!("(due_at IS NULL OR due_at > ?{n} OR (due_at = ?{n} AND id > ?{}))", p.len()));
-            }
-            (Some(Cursor::Due(None, id)), true) => {
-                p.push(Value::Integer(id));
-                cond.push(format!("(due_at IS NULL AND id > ?{})", p.len()));
-            }
-            (Some(Cursor::Id(id)), false) => {
-                p.push(Value::Integer(id));
-                cond.push(format!("id < ?{}", p.len()));
-            }
-            (None, _) => {}
-            _ => return Err(DeskError::Invalid("the page cursor belongs to another listing".into())),
-        }
-        let order = if by_due { "due_at IS NULL, due_at, id" } else { "id DESC" };
-        let sql = format!(
-            "SELECT {} FROM cases WHERE {} ORDER BY {order}",
-            crate::cases::model::CaseRow::COLUMNS,
-            cond.join(" AND ")
-        );
+        let dense = self.dense_search(q)?;
+        let (sql, p, by_due, limit) = Self::list_sql(q, now, dense)?;
         let conn = self.store.connection();
-        let mut st = conn.prepare(&sql).map_err(StoreError::from)?;
+        let mut st = conn.prepare_cached(&sql).map_err(StoreError::from)?;
         let mut rows = st.query(rusqlite::params_from_iter(p)).map_err(StoreError::from)?;
+        // A common word: the cases come in the listing's order, and each is checked here,
+        // as it comes, until the page is full (in SQL the check would run on every row
+        // before the urgency sort).
+        let expr = if dense.text { search_expression(q)? } else { None };
+        let mut check = match &expr {
+            Some(_) => Some(conn.prepare_cached(CASE_MATCHES).map_err(StoreError::from)?),
+            None => None,
+        };
         let mut cases: Vec<CaseRow> = Vec::with_capacity(limit + 1);
-        let cidr = q.ip.filter(|m| !m.is_single());
         while let Some(r) = rows.next().map_err(StoreError::from)? {
             let c = CaseRow::from_row(r).map_err(StoreError::from)?;
-            if let Some(m) = cidr {
-                if !c.ip_addr().is_some_and(|ip| m.contains(ip)) {
+            if let (Some(check), Some(expr)) = (check.as_mut(), &expr) {
+                let hit: bool = check
+                    .query_row(rusqlite::params![expr, c.case_ref.0, c.opened_by.map(|m| m.0)], |r| r.get(0))
+                    .map_err(StoreError::from)?;
+                if !hit {
                     continue;
                 }
             }
@@ -277,6 +279,161 @@ impl<'s> Desk<'s> {
         Ok(CasePage { cases: cases.iter().map(|c| CaseSummary::new(c, now)).collect(), next })
     }
 
+    /// SQLite's plan for [`Desk::list`] of `q` (EXPLAIN QUERY PLAN), one step a line: for
+    /// the benchmark and for tests that a filter uses its index.
+    pub fn explain_list(&self, q: &Query, now: Timestamp) -> Result<Vec<String>, DeskError> {
+        let dense = self.dense_search(q)?;
+        let (sql, p, _, _) = Self::list_sql(q, now, dense)?;
+        let conn = self.store.connection();
+        let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).map_err(StoreError::from)?;
+        let rows = st.query_map(rusqlite::params_from_iter(p), |r| r.get::<_, String>(3)).map_err(StoreError::from)?;
+        let mut plan: Vec<String> = rows.collect::<Result<_, _>>().map_err(StoreError::from)?;
+        if dense.text {
+            plan.push("THEN EACH CASE IN ORDER CHECKED: message_search MATCH, rowid = its messages".into());
+        }
+        Ok(plan)
+    }
+
+    /// Whether the text search of `q` matches so many messages that walking the cases in
+    /// the listing's order and asking the index about each one's messages finds a page
+    /// sooner than collecting every match (a common word: "delist", "blocked"); the same for
+    /// the sender part ("example", ".com").
+    fn dense_search(&self, q: &Query) -> Result<Dense, DeskError> {
+        let many = |table: &str, expr: Option<String>| -> Result<bool, DeskError> {
+            let Some(expr) = expr else { return Ok(false) };
+            let sql = format!("SELECT count(*) FROM (SELECT rowid FROM {table} WHERE {table} MATCH ?1 LIMIT ?2)");
+            let n: i64 = self
+                .store
+                .connection()
+                .prepare_cached(&sql)
+                .and_then(|mut st| st.query_row(rusqlite::params![expr, DENSE_HITS], |r| r.get(0)))
+                .map_err(StoreError::from)?;
+            Ok(n >= DENSE_HITS)
+        };
+        let sender = q.sender.as_deref().map(str::trim).and_then(crate::cases::search::substring_expression);
+        Ok(Dense { text: many("message_search", search_expression(q)?)?, sender: many("case_senders", sender)? })
+    }
+
+    /// The query of [`Desk::list`]: its SQL, parameters, whether it is in urgency order, and
+    /// the page size. `dense`: see [`Desk::dense_search`].
+    fn list_sql(q: &Query, now: Timestamp, dense: Dense) -> Result<(String, Vec<Value>, bool, usize), DeskError> {
+        let states: Vec<CaseState> =
+            if q.states.is_empty() { vec![CaseState::Open, CaseState::AwaitingInfo] } else { q.states.clone() };
+        let by_due = states.iter().all(|s| s.is_active());
+        let limit = q.limit.unwrap_or(50).clamp(1, 500) as usize;
+        let mut cond: Vec<String> = Vec::new();
+        let mut p: Vec<Value> = Vec::new();
+        let list: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        // Which index leads, without planner statistics: a small CIDR block (an IPv4 /16 or
+        // longer, an IPv6 /48 or longer) is a short range of the IP key index, read first
+        // (the unary `+` keeps SQLite off the state index); a wider block is filtered
+        // while the state index walks in urgency order.
+        // Newest first (closed states: most of the table), the rowid order (or the assignee
+        // index, whose entries are in rowid order for one name) is walked and stopped after
+        // a page, rather than every closed case collected from the state index and sorted.
+        // Active cases are few: the state index leads, and the assignee is a filter.
+        let narrow_block = q.ip.is_some_and(|m| !m.is_single() && m.prefix >= if m.addr.is_ipv4() { 16 } else { 48 });
+        let state_col = if narrow_block || !by_due { "+state" } else { "state" };
+        cond.push(format!("{state_col} IN ({})", list.join(", ")));
+        if let Some(a) = &q.assignee {
+            p.push(Value::Text(a.clone()));
+            let col = if by_due { "+assignee" } else { "assignee" };
+            cond.push(format!("{col} = ?{}", p.len()));
+        }
+        match q.ip {
+            Some(ip) if ip.is_single() => {
+                p.push(Value::Text(ip.addr.to_string()));
+                cond.push(format!("ip = ?{}", p.len()));
+            }
+            // A block is one range of the sortable key: the index reads only the cases in it.
+            Some(ip) => {
+                let (lo, hi) = crate::cases::search::ip_key_range(ip.addr, ip.prefix);
+                p.push(Value::Blob(lo));
+                p.push(Value::Blob(hi));
+                let col = if narrow_block { "ip_key" } else { "+ip_key" };
+                cond.push(format!("{col} BETWEEN ?{} AND ?{}", p.len() - 1, p.len()));
+            }
+            None => {}
+        }
+        if q.overdue || q.due_within.is_some() {
+            let t = now.as_second();
+            let upper = q.due_within.and_then(|d| now.checked_add(d).ok()).map_or(t, |u| u.as_second());
+            cond.push("state = 'open'".into());
+            if !q.overdue {
+                p.push(Value::Integer(t));
+                cond.push(format!("due_at >= ?{}", p.len()));
+            }
+            p.push(Value::Integer(upper));
+            cond.push(format!("due_at < ?{}", p.len()));
+        }
+        if let Some(since) = q.since {
+            p.push(Value::Integer(since.as_second()));
+            cond.push(format!("opened_at >= ?{}", p.len()));
+        }
+        if q.attention {
+            cond.push("needs_attention = 1".into());
+        }
+        // Many matches (dense): `list` checks each case as the listing yields it. Few:
+        // collect the cases of the matching messages (the one that opened a case, and every
+        // one its history names), then list those.
+        if let Some(expr) = search_expression(q)? {
+            if !dense.text {
+                p.push(Value::Text(expr));
+                let n = p.len();
+                cond.push(format!(
+                    "id IN (WITH hit AS MATERIALIZED (SELECT rowid FROM message_search WHERE message_search MATCH ?{n}) \
+                     SELECT case_id FROM events WHERE message_ref IN (SELECT rowid FROM hit) \
+                     UNION SELECT id FROM cases WHERE opened_by IN (SELECT rowid FROM hit))"
+                ));
+            }
+        }
+        if let Some(s) = q.sender.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            let esc = s.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            p.push(Value::Text(format!("%{esc}%")));
+            cond.push(format!("lower(sender) LIKE ?{} ESCAPE '\\'", p.len()));
+            // The trigram index finds the senders with that part, cases_by_sender their
+            // cases; unless the part is in so many senders that the listing's own order
+            // finds a page sooner.
+            if let (Some(expr), false) = (crate::cases::search::substring_expression(s), dense.sender) {
+                p.push(Value::Text(expr));
+                cond.push(format!(
+                    "sender IN (SELECT sender FROM cases WHERE id IN \
+                     (SELECT rowid FROM case_senders WHERE case_senders MATCH ?{}))",
+                    p.len()
+                ));
+            }
+        }
+        let after = q.after.as_deref().map(Cursor::parse).transpose()?;
+        match (after, by_due) {
+            (Some(Cursor::Due(Some(d), id)), true) => {
+                p.push(Value::Integer(d));
+                let n = p.len();
+                p.push(Value::Integer(id));
+                cond.push(format!("(due_at IS NULL OR due_at > ?{n} OR (due_at = ?{n} AND id > ?{}))", p.len()));
+            }
+            (Some(Cursor::Due(None, id)), true) => {
+                p.push(Value::Integer(id));
+                cond.push(format!("(due_at IS NULL AND id > ?{})", p.len()));
+            }
+            (Some(Cursor::Id(id)), false) => {
+                p.push(Value::Integer(id));
+                cond.push(format!("id < ?{}", p.len()));
+            }
+            (None, _) => {}
+            _ => return Err(DeskError::Invalid("the page cursor belongs to another listing".into())),
+        }
+        let order = if by_due { "due_at IS NULL, due_at, id" } else { "id DESC" };
+        let sql = format!(
+            "SELECT {} FROM cases WHERE {} ORDER BY {order}{}",
+            crate::cases::model::CaseRow::COLUMNS,
+            cond.join(" AND "),
+            // One more than the page: whether there is a next one. (Checked case by case,
+            // the rows are read until the page is full.)
+            if dense.text { String::new() } else { format!(" LIMIT {}", limit + 1) }
+        );
+        Ok((sql, p, by_due, limit))
+    }
+
     /// The board's counts.
     pub fn counts(&self, now: Timestamp) -> Result<Counts, DeskError> {
         let day = now.as_second() - now.as_second().rem_euclid(86_400);
@@ -298,7 +455,8 @@ impl<'s> Desk<'s> {
             needs_attention: one("SELECT count(*) FROM cases WHERE needs_attention = 1", &[])?,
             awaiting_info: one("SELECT count(*) FROM cases WHERE state = 'awaiting_info'", &[])?,
             resolved_today: one(
-                "SELECT count(*) FROM cases WHERE state IN ('resolved', 'rejected') AND resolved_at >= ?1",
+                // `+`: today's few from the resolved_at index, not every closed case from the state index.
+                "SELECT count(*) FROM cases WHERE +state IN ('resolved', 'rejected') AND resolved_at >= ?1",
                 &[day],
             )?,
         })

@@ -158,3 +158,164 @@ fn bulk_actions_apply_case_by_case() {
     let vera = Actor { name: "vera".into(), role: Role::Viewer };
     assert!(matches!(desk.bulk(&vera, &[a], &Bulk::Assign(None), now), Err(DeskError::Forbidden(_))));
 }
+
+/// A request with its own text, taken in as the pipeline does (message + case, one commit).
+fn take_in_text(s: &mut Store, uid: u32, ip: &str, body: &str, now: Timestamp) -> CaseRef {
+    use crate::cases::store::tests::{imap_message, new_case};
+    let raw = format!("Subject: delist {uid}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n");
+    let tx = s.transaction().unwrap();
+    let m = crate::cases::NewMessage { subject: Some(format!("delist {uid}")), ..imap_message(uid, raw.as_bytes(), now) };
+    let m = tx.insert_message(&m).unwrap();
+    let c = tx.open_case(&new_case(ip, Some(m)), now).unwrap();
+    tx.commit().unwrap();
+    c
+}
+
+#[test]
+fn the_board_searches_message_text_in_urgency_order_and_pages() {
+    let mut s = store();
+    let now = t("2025-03-01T10:00:00Z");
+    let mut refs = Vec::new();
+    for i in 1..=6u32 {
+        let at = now.checked_add(SignedDuration::from_mins(i64::from(i))).unwrap();
+        let ip = format!("198.51.100.{i}");
+        let body =
+            if i % 2 == 0 { "Our relay at Zürich-Mail GmbH was blocked".to_string() } else { format!("please remove {ip}, ACME AND sons") };
+        refs.push(take_in_text(&mut s, i, &ip, &body, at));
+    }
+    let desk = Desk::new(&mut s);
+    let later = t("2025-03-01T12:00:00Z");
+    let q = |text: &str| -> Result<Vec<String>, DeskError> {
+        let page = desk.list(&Query { text: Some(text.into()), ..Query::default() }, later)?;
+        Ok(page.cases.into_iter().map(|c| c.case_ref).collect())
+    };
+    let even: Vec<String> = refs.iter().skip(1).step_by(2).map(|r| r.to_string()).collect();
+    assert_eq!(q("zurich").unwrap(), even, "diacritics folded, case ignored");
+    assert_eq!(q("\"relay at\"").unwrap(), even, "a phrase");
+    assert_eq!(q("gmb*").unwrap(), even, "a prefix");
+    assert_eq!(q("acme and").unwrap().len(), 3, "AND is a word here, not an operator");
+    assert!(q("acme zurich").unwrap().is_empty(), "every word must match");
+    assert_eq!(q("\"delist 4\"").unwrap(), [refs[3].to_string()], "subjects are searched");
+    assert_eq!(q("198.51.100.5").unwrap(), [refs[4].to_string()], "an IP in the text");
+    // Whatever a person types is a search, never an SQL error.
+    for odd in ["\"", "*", "NOT", "a OR", "(x", "x:y", "NEAR(a b)", "'; --", "^"] {
+        match desk.list(&Query { text: Some(odd.into()), ..Query::default() }, later) {
+            Ok(_) | Err(DeskError::Invalid(_)) => {}
+            Err(e) => panic!("{odd:?}: {e}"),
+        }
+    }
+    assert!(matches!(q("*"), Err(DeskError::Invalid(ref m)) if m.contains("no words")));
+    assert!(matches!(q("\"open"), Err(DeskError::Invalid(ref m)) if m.contains("quote")));
+    // Keyset pages over a search.
+    let first = desk.list(&Query { text: Some("zurich".into()), limit: Some(2), ..Query::default() }, later).unwrap();
+    assert_eq!(first.cases.len(), 2);
+    let rest = desk
+        .list(&Query { text: Some("zurich".into()), limit: Some(2), after: first.next.clone(), ..Query::default() }, later)
+        .unwrap();
+    let all: Vec<String> = first.cases.iter().chain(&rest.cases).map(|c| c.case_ref.clone()).collect();
+    assert_eq!((all, rest.next), (even, None));
+}
+
+#[test]
+fn a_cidr_filter_reads_a_range_of_the_ip_key_index() {
+    let mut s = store();
+    let now = t("2025-03-01T10:00:00Z");
+    let (_, v6) = take_in(&mut s, 1, "2001:db8:5::9", now);
+    let (_, v4) = take_in(&mut s, 2, "10.9.8.7", now);
+    let desk = Desk::new(&mut s);
+    let all = Query { states: CaseState::ALL.to_vec(), ..Query::default() };
+    let cases = [
+        ("2001:db8:5::/48", Some(v6), true),
+        ("10.9.0.0/16", Some(v4), true),
+        ("10.9.9.0/24", None, true),
+        // Wide blocks: the state index leads, the block is a filter.
+        ("2001:db8::/32", Some(v6), false),
+        ("10.0.0.0/8", Some(v4), false),
+        ("::/0", Some(v6), false),
+    ];
+    for (block, want, by_key) in cases {
+        let q = Query { ip: block.parse().ok(), ..all.clone() };
+        let got: Vec<String> = desk.list(&q, now).unwrap().cases.into_iter().map(|c| c.case_ref).collect();
+        assert_eq!(got, want.map(|r| r.to_string()).into_iter().collect::<Vec<_>>(), "{block}");
+        let plan = desk.explain_list(&q, now).unwrap().join(" / ");
+        assert_eq!(plan.contains("cases_by_ip_key"), by_key, "{block}: {plan}");
+    }
+}
+
+#[test]
+fn a_common_word_is_searched_case_by_case_with_the_same_answers() {
+    // More matching messages than DENSE_HITS: the listing walks the cases in its order and
+    // asks the index about each; the answers must be those of the other way.
+    let mut s = store();
+    let now = t("2025-03-01T10:00:00Z");
+    let n = DENSE_HITS as u32 + 40;
+    let tx = s.transaction().unwrap();
+    for i in 1..=n {
+        use crate::cases::store::tests::{imap_message, new_case};
+        let rare = if i % 500 == 0 { " quetzal" } else { "" };
+        let raw = format!("Subject: x\r\nMessage-ID: <{i}@example.com>\r\n\r\nplease delist us{rare}\r\n");
+        let m = tx.insert_message(&imap_message(i, raw.as_bytes(), now)).unwrap();
+        let at = now.checked_add(SignedDuration::from_secs(i64::from(i))).unwrap();
+        let c = tx.open_case(&new_case(&format!("10.0.{}.{}", i / 250, i % 250), Some(m)), at).unwrap();
+        if i % 3 == 0 {
+            tx.tx.execute("UPDATE cases SET state = 'resolved', resolved_at = ?2 WHERE id = ?1", rusqlite::params![c.0, now.as_second()]).unwrap();
+        }
+    }
+    tx.commit().unwrap();
+    let desk = Desk::new(&mut s);
+    let dense = Query { text: Some("delist".into()), ..Query::default() };
+    assert!(desk.dense_search(&dense).unwrap().text);
+    assert!(!desk.dense_search(&Query { text: Some("quetzal".into()), ..Query::default() }).unwrap().text);
+    let plan = desk.explain_list(&dense, now).unwrap().join(" / ");
+    assert!(plan.contains("CHECKED") && !plan.contains("message_search VIRTUAL"), "case by case: {plan}");
+    // Active, by urgency: the first page is the first active cases.
+    let page = desk.list(&Query { limit: Some(5), ..dense.clone() }, now).unwrap();
+    let want: Vec<String> = (1..=n).filter(|i| i % 3 != 0).take(5).map(|i| CaseRef(i64::from(i)).to_string()).collect();
+    assert_eq!(page.cases.iter().map(|c| c.case_ref.clone()).collect::<Vec<_>>(), want);
+    // A part of the sender every case has: one sender, one row of the sender index, and
+    // its cases listed in the same order.
+    let everyone = Query { sender: Some("EXAMPLE.com".into()), limit: Some(5), ..Query::default() };
+    assert!(!desk.dense_search(&everyone).unwrap().sender);
+    let page = desk.list(&everyone, now).unwrap();
+    assert_eq!(page.cases.iter().map(|c| c.case_ref.clone()).collect::<Vec<_>>(), want);
+    // All states, newest first, paged to the end: every case, once.
+    let all = Query { states: CaseState::ALL.to_vec(), limit: Some(500), ..dense.clone() };
+    let (mut seen, mut after) = (0, None);
+    loop {
+        let page = desk.list(&Query { after: after.clone(), ..all.clone() }, now).unwrap();
+        seen += page.cases.len();
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen, n as usize);
+    // A word in both ways of searching gives the same cases.
+    let rare = desk.list(&Query { text: Some("quetzal delist".into()), states: CaseState::ALL.to_vec(), ..Query::default() }, now).unwrap();
+    let want: Vec<String> = (1..=n).rev().filter(|i| i % 500 == 0).map(|i| CaseRef(i64::from(i)).to_string()).collect();
+    assert_eq!(rare.cases.iter().map(|c| c.case_ref.clone()).collect::<Vec<_>>(), want);
+}
+
+#[test]
+fn the_board_counts_read_only_todays_closed_cases() {
+    let mut s = store();
+    let now = t("2025-03-01T10:00:00Z");
+    let before = t("2025-02-28T20:00:00Z");
+    let (_, a) = take_in(&mut s, 1, "203.0.113.1", before);
+    let (_, b) = take_in(&mut s, 2, "203.0.113.2", before);
+    let mut desk = Desk::new(&mut s);
+    let ann = Actor::agent("ann");
+    desk.resolve(&ann, a, how(Resolution::Delisted), t("2025-02-28T23:00:00Z")).unwrap();
+    desk.resolve(&ann, b, how(Resolution::Rejected), now).unwrap();
+    assert_eq!(desk.counts(now).unwrap().resolved_today, 1, "yesterday's does not count");
+    let plan: Vec<String> = desk
+        .store
+        .connection()
+        .prepare("EXPLAIN QUERY PLAN SELECT count(*) FROM cases WHERE +state IN ('resolved', 'rejected') AND resolved_at >= 1")
+        .unwrap()
+        .query_map([], |r| r.get(3))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(plan.join(" ").contains("cases_by_resolved_at"), "{plan:?}");
+}

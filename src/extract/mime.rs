@@ -112,7 +112,7 @@ pub(crate) fn walk(input: &[u8]) -> Walk {
 
 /// Where to stop parsing: the start of the line holding structure line number
 /// `MAX_STRUCTURE_LINES + 1`, or `None` when the message has fewer.
-fn structure_cut(b: &[u8]) -> Option<usize> {
+pub(super) fn structure_cut(b: &[u8]) -> Option<usize> {
     // Fewer lines than the limit: nothing to cut (one fast count instead of a line walk).
     if memchr::memchr_iter(b'\n', b).count() < MAX_STRUCTURE_LINES {
         return None;
@@ -136,11 +136,11 @@ fn structure_cut(b: &[u8]) -> Option<usize> {
     }
 }
 
-fn has_bare_cr(b: &[u8]) -> bool {
+pub(super) fn has_bare_cr(b: &[u8]) -> bool {
     memchr::memchr_iter(b'\r', b).any(|i| b.get(i + 1) != Some(&b'\n'))
 }
 
-fn normalize_cr(b: &[u8]) -> Vec<u8> {
+pub(super) fn normalize_cr(b: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     for (i, &c) in b.iter().enumerate() {
         if c == b'\r' && b.get(i + 1) != Some(&b'\n') {

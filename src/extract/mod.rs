@@ -12,6 +12,8 @@
 //! * `scan`    run the scanners over the pieces and rank the findings
 //! * `headers` top-level header facts; `auto` RFC 3834 signs; `refs` case references;
 //!   `lang` the request's language; `html` HTML as text
+//! * [`readable`] a message's decoded text for a person to read (the case page) and for the
+//!   store's full-text index
 //!
 //! Readings chosen where the rules leave room (each explained where it is implemented):
 //!
@@ -38,6 +40,7 @@ mod ip;
 mod lang;
 mod mime;
 mod ndr;
+pub mod readable;
 mod refs;
 mod scan;
 mod text;

@@ -1,5 +1,7 @@
 //! Who is asking. A handler that needs a staff member takes [`Staff`] as an argument, so an
-//! unauthenticated handler cannot be written by accident.
+//! unauthenticated handler cannot be written by accident. A staff member is known by the
+//! session cookie, the trusted proxy's header, or (for GETs of the JSON API only) an API
+//! token ([`crate::desk::tokens`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -8,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use jiff::Timestamp;
 use rusqlite::{params, OptionalExtension};
@@ -16,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::Shared;
 use crate::cases::{sha256_hex, StoreError};
-use crate::desk::{accounts, Actor, DeskError, Role};
+use crate::desk::{accounts, tokens, Actor, DeskError, Role};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "delistd_session";
@@ -39,16 +41,49 @@ pub struct Staff {
 /// Refusal of an unauthenticated request: pages go to the login form, the API says 401.
 pub struct NotSignedIn {
     api: bool,
+    /// An API token was presented and is nobody's (wrong, revoked, or its account removed).
+    bad_token: bool,
 }
 
 impl IntoResponse for NotSignedIn {
     fn into_response(self) -> Response {
-        if self.api {
-            super::error_response(StatusCode::UNAUTHORIZED, "sign in first (POST /login)", true)
+        if self.bad_token {
+            // RFC 6750 §3: the scheme, and why this token was refused.
+            let mut r = super::error_response(
+                StatusCode::UNAUTHORIZED,
+                "the API token is not valid (wrong, revoked, or its account was removed); make a new one with `delistd staff token NAME`",
+                true,
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"delistd\", error=\"invalid_token\""),
+            );
+            r
+        } else if self.api {
+            let mut r = super::error_response(
+                StatusCode::UNAUTHORIZED,
+                "sign in first (POST /login), or send an API token (Authorization: Bearer ...)",
+                true,
+            );
+            // RFC 9110 §15.5.2: a 401 names the scheme that would be accepted.
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"delistd\""));
+            r
         } else {
             Redirect::to("/login").into_response()
         }
     }
+}
+
+/// The API token of a request: `Authorization: Bearer <token>` (RFC 6750 §2.1), only on a
+/// GET of the JSON API. Anywhere else the header is not looked at, so a token can never
+/// load a page or post an action.
+fn bearer(parts: &Parts) -> Option<String> {
+    if parts.method != Method::GET || !parts.uri.path().starts_with("/api/") {
+        return None;
+    }
+    let v = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
 }
 
 impl FromRequestParts<Shared> for Staff {
@@ -56,6 +91,21 @@ impl FromRequestParts<Shared> for Staff {
 
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Staff, NotSignedIn> {
         let api = parts.uri.path().starts_with("/api/");
+        if let Some(token) = bearer(parts) {
+            let found = state.with_store(move |s| tokens::actor_of(s, &token)).await;
+            return match found {
+                // A random CSRF token nobody is told: a token never passes a CSRF check.
+                Ok(Some(actor)) => Ok(Staff { actor, csrf: random_token(), session: false }),
+                Ok(None) => {
+                    tracing::warn!("API request with an unknown token; refused");
+                    Err(NotSignedIn { api, bad_token: true })
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "checking an API token");
+                    Err(NotSignedIn { api, bad_token: true })
+                }
+            };
+        }
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
         // Proxy mode: the header counts only on a connection from a trusted proxy; from
         // anyone else it is ignored (a client could send it to claim any name).
@@ -70,11 +120,11 @@ impl FromRequestParts<Shared> for Staff {
                         return Ok(Staff { actor: Actor { name, role }, csrf, session: false });
                     }
                     tracing::warn!(user = %name, "proxy user has no staff account; refused");
-                    return Err(NotSignedIn { api });
+                    return Err(NotSignedIn { api, bad_token: false });
                 }
             }
         }
-        let Some(token) = cookie(parts, COOKIE) else { return Err(NotSignedIn { api }) };
+        let Some(token) = cookie(parts, COOKIE) else { return Err(NotSignedIn { api, bad_token: false }) };
         let hash = sha256_hex(token.as_bytes());
         let now = Timestamp::now().as_second();
         let found = state
@@ -98,7 +148,7 @@ impl FromRequestParts<Shared> for Staff {
                 csrf,
                 session: true,
             }),
-            None => Err(NotSignedIn { api }),
+            None => Err(NotSignedIn { api, bad_token: false }),
         }
     }
 }

@@ -165,8 +165,8 @@ pub async fn logout(State(st): State<Shared>, staff: Staff, headers: HeaderMap, 
 // -- the board ---------------------------------------------------------------------------------
 
 /// The board's filters from a query string: `state` (repeatable or comma-separated; `all`),
-/// `assignee` (`mine` for oneself), `ip` (address or CIDR), `sender` (substring), `after`,
-/// `limit`.
+/// `assignee` (`mine` for oneself), `ip` (address or CIDR), `sender` (substring), `q`
+/// (full-text search of subjects and message texts), `after`, `limit`.
 fn query_of(raw: Option<&str>, me: &str) -> Result<(Query, Vec<(String, String)>), DeskError> {
     let f = fields(raw.unwrap_or("").as_bytes());
     let mut q = Query::default();
@@ -189,6 +189,7 @@ fn query_of(raw: Option<&str>, me: &str) -> Result<(Query, Vec<(String, String)>
             "assignee" => q.assignee = Some(if v == "mine" { me.to_string() } else { v.to_string() }),
             "ip" => q.ip = Some(v.parse().map_err(DeskError::Invalid)?),
             "sender" => q.sender = Some(v.to_string()),
+            "q" => q.text = Some(v.to_string()),
             "after" => q.after = Some(v.to_string()),
             "limit" => q.limit = Some(v.parse().map_err(|_| DeskError::Invalid(format!("limit {v:?} is not a number")))?),
             "attention" => q.attention = !matches!(v, "0" | "no" | "false"),
@@ -234,7 +235,7 @@ pub async fn board(State(st): State<Shared>, staff: Staff, RawQuery(raw): RawQue
             counts => minijinja::Value::from_serialize(&counts), rows => rows, next => next,
             can_act => staff.actor.role == crate::desk::Role::Agent,
             f_state => field(&f, "state"), f_assignee => field(&f, "assignee"), f_ip => field(&f, "ip"),
-            f_sender => field(&f, "sender"),
+            f_sender => field(&f, "sender"), f_q => field(&f, "q"),
             f_attention => field(&f, "attention").is_some_and(|v| !matches!(v.trim(), "" | "0" | "no" | "false")),
         },
     ))
