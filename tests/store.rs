@@ -1035,3 +1035,46 @@ fn cases_reply_and_ask_from_stdin_with_preview() {
     let out = cases_bin(dir.path(), &db, &["reply", "DL-000099"], "hi");
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Issue 11: `cases bulk` is the board's bulk form from the command line (the same
+/// `Desk::bulk`): cases from arguments and standard input, each its own transaction, every
+/// outcome printed, exit 4 when some were refused, and a malformed reference does nothing.
+#[test]
+fn cases_bulk_assigns_and_resolves_many_and_names_the_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    sla_fixture(&db); // DL-1..3 open, DL-4 awaiting info (no IP), DL-5 resolved
+    let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    let state = |r: i64| -> (String, Option<String>) {
+        open(&db).connection().query_row("SELECT state, assignee FROM cases WHERE id = ?1", [r], |x| Ok((x.get(0)?, x.get(1)?))).unwrap()
+    };
+
+    let out = cases_bin(dir.path(), &db, &["bulk", "assign", "--to", "carol", "--by", "bob", "DL-000001", "-"], "DL-000002\n dl-1 \n");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(text(&out), "DL-000001: assigned to carol\nDL-000002: assigned to carol\n");
+    assert_eq!(state(2), ("open".into(), Some("carol".into())));
+    let who: String = open(&db)
+        .connection()
+        .query_row("SELECT actor FROM events WHERE case_id = 2 AND kind = 'assigned'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(who, "bob");
+
+    // DL-000004 has no IP (not "delisted"), DL-000005 is closed already: both refused, the
+    // others done, exit 4.
+    let args = ["bulk", "resolve", "--note", "cleared in the weekly sweep", "--by", "bob", "--json", "DL-000003", "DL-000004", "DL-000005"];
+    let out = cases_bin(dir.path(), &db, &args, "");
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&text(&out)).unwrap();
+    assert_eq!(v[0], serde_json::json!({"case": "DL-000003", "error": null}));
+    assert!(v[1]["error"].as_str().unwrap().contains("no banned IP"), "{v}");
+    assert!(v[2]["error"].as_str().unwrap().contains("resolved"), "{v}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 of 3 cases refused"));
+    assert_eq!(state(3).0, "resolved");
+    assert_eq!(state(4).0, "awaiting_info");
+
+    // A malformed reference: a usage error before anything is done.
+    let out = cases_bin(dir.path(), &db, &["bulk", "reject", "--note", "x", "DL-000001", "42"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"42\" is not a case reference"));
+    assert_eq!(state(1).0, "open");
+}

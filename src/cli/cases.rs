@@ -76,6 +76,15 @@ text sends nothing (exit 2).")]
     Ask(crate::cli::reply::MessageArgs),
     /// Give a case to someone.
     Assign(AssignArgs),
+    /// One action on many cases: assign, resolve or reject them (the board's bulk form).
+    #[command(subcommand, long_about = "One action on many cases, as the board's bulk form does.\n\n\
+Cases are given as arguments, or `-` reads them from standard input, e.g.\n  \
+delistd cases list --sender shop.example --json | jq -r '.[].ref' | delistd cases bulk assign --to ann -\n\n\
+Each case is its own transaction: a refused case (already closed, no IP for \"delisted\") does not \
+stop the others. Every outcome is printed; exit 0 when all were done, 4 when some were refused, \
+2 for a malformed case reference (then nothing is done). Resolve and reject send no reply: \
+replies are written case by case (`cases resolve --reply`).")]
+    Bulk(crate::cli::bulk::BulkCmd),
     /// Open, overdue, due soon; SLA met and response times over a window.
     Stats(StatsArgs),
     /// Every case (or those opened since), streamed as CSV or JSON.
@@ -371,6 +380,9 @@ pub enum CasesError {
     Json(#[from] serde_json::Error),
     #[error("{case} stays open: {summary}")]
     DelistCommand { case: CaseRef, summary: String },
+    /// `cases bulk`: these many of the cases were refused (each outcome printed): exit 4.
+    #[error("{refused} of {of} cases refused (see above)")]
+    SomeRefused { refused: usize, of: usize },
     /// This user may not open the database (not in its group): exit 77.
     #[error(transparent)]
     Access(AccessError),
@@ -393,6 +405,7 @@ impl CasesError {
             CasesError::Store(StoreError::NotFound(_)) => EXIT_NOT_FOUND,
             CasesError::Store(StoreError::WrongState { .. } | StoreError::AnotherActive { .. }) => EXIT_REFUSED,
             CasesError::Desk(DeskError::Refused(_) | DeskError::Forbidden(_)) => EXIT_REFUSED,
+            CasesError::SomeRefused { .. } => EXIT_REFUSED,
             CasesError::Usage(_) | CasesError::Desk(DeskError::Invalid(_)) => 2,
             CasesError::DelistCommand { .. } => EXIT_DELIST_FAILED,
             CasesError::Access(e) => e.exit_code(),
@@ -448,6 +461,7 @@ fn run_inner(cmd: CasesCmd, db: &Path, env: &Env<'_>, out: &mut dyn Write) -> Re
         }
         CasesCmd::Reply(a) => crate::cli::reply::run(crate::cli::reply::Which::Reply, &mut store, a, env, out),
         CasesCmd::Ask(a) => crate::cli::reply::run(crate::cli::reply::Which::Ask, &mut store, a, env, out),
+        CasesCmd::Bulk(b) => crate::cli::bulk::run(b, &mut store, env, out),
         CasesCmd::Stats(a) => stats(&store, a, env, out),
         CasesCmd::Export(a) => export(&store, a, env, out),
     }

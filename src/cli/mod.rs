@@ -1,6 +1,7 @@
 //! The commands of the `delistd` binary. `main.rs` parses flags and calls these; each
 //! returns an [`Exit`] whose code means something to scripts and to systemd.
 
+pub mod bulk;
 pub mod cases;
 pub mod check;
 pub mod escalate;
