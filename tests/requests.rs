@@ -245,19 +245,18 @@ fn staff() -> delistd::desk::Actor {
     delistd::desk::Actor::agent("bob")
 }
 
+/// Staff close DL-000001 without a reply.
+fn close_first_case(desk: &mut Desk, resolution: delistd::cases::Resolution, now: jiff::Timestamp) {
+    let how = delistd::desk::ResolveRequest { resolution, note: None, reply: false, note_for_sender: None, replies: None };
+    delistd::desk::Desk::new(&mut desk.store).resolve(&staff(), delistd::types::CaseRef(1), how, now).unwrap();
+}
+
 #[test]
 fn a_person_writing_on_a_closed_case_reopens_it_with_a_fresh_sla_and_the_reopened_reply() {
     let mut desk = Desk::new("");
     let t0 = at("2025-03-01T10:00:00Z");
     desk.take_at(REQUEST, t0);
-    let how = delistd::desk::ResolveRequest {
-        resolution: delistd::cases::Resolution::Delisted,
-        note: None,
-        reply: false,
-        note_for_sender: None,
-        replies: None,
-    };
-    delistd::desk::Desk::new(&mut desk.store).resolve(&staff(), delistd::types::CaseRef(1), how, t0).unwrap();
+    close_first_case(&mut desk, delistd::cases::Resolution::Delisted, t0);
     // An automatic message (an out-of-office) on the closed case changes nothing.
     let t1 = t0 + jiff::SignedDuration::from_hours(30);
     let p = desk.take_at(&person(1, "Auto-Submitted: auto-replied\n"), t1);
@@ -292,14 +291,7 @@ fn a_closed_case_whose_ip_has_a_newer_active_case_is_not_reopened_the_newer_one_
     let mut desk = Desk::new("");
     let t0 = at("2025-03-01T10:00:00Z");
     desk.take_at(REQUEST, t0);
-    let how = delistd::desk::ResolveRequest {
-        resolution: delistd::cases::Resolution::Rejected,
-        note: None,
-        reply: false,
-        note_for_sender: None,
-        replies: None,
-    };
-    delistd::desk::Desk::new(&mut desk.store).resolve(&staff(), delistd::types::CaseRef(1), how, t0).unwrap();
+    close_first_case(&mut desk, delistd::cases::Resolution::Rejected, t0);
     // A new request for the same IP opens DL-000002 (acknowledged as usual).
     let again = REQUEST.replace("req-1@", "req-2@");
     desk.take_at(&again, t0 + jiff::SignedDuration::from_hours(2));

@@ -259,18 +259,7 @@ fn failed_logins_are_throttled() {
 fn behind_a_trusted_proxy_the_throttle_counts_each_forwarded_client_apart() {
     let dir = tempfile::tempdir().unwrap();
     let db = fixture(dir.path());
-    let cfg = dir.path().join("delistd.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[intake]\nsource = \"maildir\"\n\n[maildir]\npath = \"{}\"\n\n[smtp]\nreply_dir = \"{}\"\n\n\
-             [replies]\nfrom = \"Delist desk <delist@provider.example>\"\n\n\
-             [web]\nlisten = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.1\"]\n",
-            dir.path().join("maildir").display(),
-            dir.path().join("replies").display()
-        ),
-    )
-    .unwrap();
+    let cfg = config(dir.path(), "delistd.toml", "[web]\nlisten = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.1\"]\n");
     let d = desk(&db, Some(&cfg));
     let from = |client: &str, user: &str, password: &str| {
         let body = form(&[("username", user), ("password", password)]);
@@ -335,19 +324,10 @@ fn the_proxy_header_counts_only_from_a_trusted_proxy() {
     let dir = tempfile::tempdir().unwrap();
     let db = fixture(dir.path());
     let cfg = |trusted: &str| {
-        let p = dir.path().join(format!("delistd-{}.toml", trusted.replace('/', "_")));
-        std::fs::write(
-            &p,
-            format!(
-                "[intake]\nsource = \"maildir\"\n\n[maildir]\npath = \"{}\"\n\n[smtp]\nreply_dir = \"{}\"\n\n\
-                 [replies]\nfrom = \"Delist desk <delist@provider.example>\"\n\n\
-                 [web]\nlisten = \"127.0.0.1:0\"\nproxy_user_header = \"X-Forwarded-User\"\ntrusted_proxies = [\"{trusted}\"]\n",
-                dir.path().join("maildir").display(),
-                dir.path().join("replies").display()
-            ),
-        )
-        .unwrap();
-        p
+        let web = format!(
+            "[web]\nlisten = \"127.0.0.1:0\"\nproxy_user_header = \"X-Forwarded-User\"\ntrusted_proxies = [\"{trusted}\"]\n"
+        );
+        config(dir.path(), &format!("delistd-{}.toml", trusted.replace('/', "_")), &web)
     };
     // Our test client connects from 127.0.0.1: not the configured proxy.
     let untrusted = desk(&db, Some(&cfg("192.0.2.1")));
@@ -495,21 +475,9 @@ fn with_a_certificate_the_desk_speaks_https_and_cookies_are_secure() {
         .status()
         .expect("openssl (scripts/install-test-deps.sh installs it)");
     assert!(ok.success());
-    let config = dir.path().join("delistd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[intake]\nsource = \"maildir\"\n\n[maildir]\npath = \"{}\"\n\n[smtp]\nreply_dir = \"{}\"\n\n\
-             [replies]\nfrom = \"Delist desk <delist@provider.example>\"\n\n\
-             [web]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
-            dir.path().join("maildir").display(),
-            dir.path().join("replies").display(),
-            cert.display(),
-            key.display()
-        ),
-    )
-    .unwrap();
-    let d = desk(&db, Some(&config));
+    let web = format!("[web]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n", cert.display(), key.display());
+    let cfg = config(dir.path(), "delistd.toml", &web);
+    let d = desk(&db, Some(&cfg));
     let head = https_head(d.addr, &cert, "POST", "/login", &form(&[("username", "ann"), ("password", PASSWORD)]));
     assert!(head.starts_with("HTTP/1.1 303"), "{head}");
     let cookie = head.lines().find(|l| l.to_ascii_lowercase().starts_with("set-cookie:")).expect("a cookie");
@@ -608,12 +576,18 @@ fn the_case_page_shows_the_listing_and_its_reason_as_text() {
 
 /// A config with replies on (and no `[web]` section: the desk's defaults).
 fn replies_config(dir: &Path) -> PathBuf {
-    let p = dir.join("delistd-replies.toml");
+    config(dir, "delistd-replies.toml", "")
+}
+
+/// A config file `name` in `dir`: a Maildir intake, replies on, then `extra` (a `[web]`
+/// section, say).
+fn config(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    let p = dir.join(name);
     std::fs::write(
         &p,
         format!(
             "[intake]\nsource = \"maildir\"\n\n[maildir]\npath = \"{}\"\n\n[smtp]\nreply_dir = \"{}\"\n\n\
-             [replies]\nfrom = \"Delist desk <delist@provider.example>\"\nmessage_id_domain = \"provider.example\"\n",
+             [replies]\nfrom = \"Delist desk <delist@provider.example>\"\nmessage_id_domain = \"provider.example\"\n\n{extra}",
             dir.join("maildir").display(),
             dir.join("replies").display()
         ),
