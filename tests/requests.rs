@@ -28,14 +28,7 @@ impl Desk {
     }
 
     fn take(&mut self, raw: &str) -> delistd::pipeline::Processed {
-        let uid = self.next_uid;
-        self.next_uid += 1;
-        let f = Fetched {
-            key: SourceKey::Imap { mailbox: "INBOX".into(), uidvalidity: 1, uid },
-            raw: raw.replace('\n', "\r\n").into_bytes(),
-            size: raw.len() as u64,
-        };
-        self.pipeline.process(&mut self.store, &f, jiff::Timestamp::now()).expect("processed")
+        self.take_at(raw, jiff::Timestamp::now())
     }
 
     fn count(&self, sql: &str) -> i64 {

@@ -38,7 +38,8 @@ impl Summary {
     /// Start a section; the lines that follow belong to it.
     pub fn section(&mut self, title: &'static str) -> &mut Vec<String> {
         self.sections.push((title, Vec::new()));
-        &mut self.sections.last_mut().expect("just pushed").1
+        let last = self.sections.len() - 1;
+        &mut self.sections[last].1
     }
 
     fn write(&self, out: &mut impl Write) -> std::io::Result<()> {

@@ -13,10 +13,10 @@ use std::time::SystemTime;
 use lettre::message::header::{ContentTransferEncoding, HeaderName, HeaderValue};
 use lettre::message::{Body, Mailbox, SinglePart};
 use lettre::Message;
-use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use minijinja::Environment;
 use serde::Serialize;
 
-use crate::reply::render::{one_line, MAX_SUBJECT_CHARS};
+use crate::reply::render::{new_env, one_line, MAX_SUBJECT_CHARS};
 use crate::types::Lang;
 
 /// The staff mail kinds, as template names and `outbox.kind`.
@@ -76,16 +76,6 @@ pub struct CaseLine {
 pub struct StaffTemplates {
     env: Environment<'static>,
     lang: Lang,
-}
-
-fn new_env() -> Environment<'static> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_auto_escape_callback(|_| AutoEscape::None);
-    env.set_trim_blocks(true);
-    env.set_lstrip_blocks(true);
-    env.set_keep_trailing_newline(true);
-    env
 }
 
 /// The template file for `kind` in `lang`: an override in `dir` first, then the embedded

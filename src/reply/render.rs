@@ -295,7 +295,9 @@ pub fn render(kind: ReplyKind, lang: Lang, vars: &ReplyVars) -> Result<RenderedR
     EMBEDDED_SET.get_or_init(Templates::embedded).render(kind, lang, vars)
 }
 
-fn new_env() -> Environment<'static> {
+/// The template environment of every mail delistd writes (replies here, staff mails in
+/// `escalation`): plain text, and a typo in a template fails rather than printing nothing.
+pub(crate) fn new_env() -> Environment<'static> {
     let mut env = Environment::new();
     // A typo in a template must fail the tests and the load check, not print nothing.
     env.set_undefined_behavior(UndefinedBehavior::Strict);

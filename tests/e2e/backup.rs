@@ -3,10 +3,10 @@
 //! nothing is answered twice (the messages already filed stay filed; the replies the backup
 //! still had queued are held, not sent again).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::backlog::{replies_by, send_backlog};
 use crate::common::*;
 
 const REQUESTS: usize = 200;
@@ -28,22 +28,7 @@ fn ids(c: &rusqlite::Connection, sql: &str) -> Vec<String> {
 fn a_backup_taken_mid_drain_restores_and_answers_nothing_twice() {
     let d = Delistd::with("backup", Options { max_per_recipient_per_day: 1000, smtp_connections: 1, ..Options::default() });
     let senders: Vec<Account> = (0..SENDERS).map(|i| d.account(&format!("s{i}"))).collect();
-    let mut smtp = SmtpClient::connect();
-    for i in 0..REQUESTS {
-        let s = &senders[i % SENDERS];
-        let m = text_message(
-            &format!("Sender {i} <{}>", s.address),
-            &d.delist.address,
-            &format!("delist request {i}"),
-            &format!("bk-{i}@senders.example.test"),
-            &[],
-            &format!("Hello,\n\n550 5.7.511 Access denied, banned sender[198.51.100.{}].\n\nPlease remove us.\n", 1 + i % 250),
-        );
-        smtp.send(&s.address, &d.delist.address, &m);
-    }
-    smtp.quit();
-    let mut inbox = ImapReader::login(&d.delist);
-    wait_for_count_in(&mut inbox, "INBOX", REQUESTS, Duration::from_secs(90));
+    let mut inbox = send_backlog(&d, &senders, REQUESTS, "bk", |i| format!("198.51.100.{}", 1 + i % 250));
 
     let recorded = || d.try_count("SELECT count(*) FROM messages").unwrap_or(0);
     let backup = d.root.join("backup.sqlite");
@@ -99,19 +84,7 @@ fn a_backup_taken_mid_drain_restores_and_answers_nothing_twice() {
     assert!(twice.is_empty(), "IPs with two cases: {twice:?}");
 
     // The senders' mailboxes: every request answered exactly once.
-    let mut readers: Vec<ImapReader> = senders.iter().map(ImapReader::login).collect();
-    wait_until(
-        Duration::from_secs(60),
-        || "replies still on their way".into(),
-        || readers.iter_mut().map(|r| r.count("INBOX") as usize).sum::<usize>() >= REQUESTS,
-    );
-    std::thread::sleep(Duration::from_millis(1500));
-    let mut delivered: BTreeMap<String, usize> = BTreeMap::new();
-    for r in &mut readers {
-        for m in r.messages("INBOX") {
-            *delivered.entry(header(&m, "In-Reply-To").unwrap_or_default()).or_default() += 1;
-        }
-    }
+    let delivered = replies_by(&senders, REQUESTS, "In-Reply-To");
     assert_eq!(delivered.len(), REQUESTS, "one reply per request");
     let doubles: Vec<_> = delivered.iter().filter(|(_, n)| **n > 1).collect();
     assert!(doubles.is_empty(), "answered twice: {doubles:?}");

@@ -7,9 +7,10 @@
 //! a reply the server accepted just before the kill and that was not yet marked sent: with
 //! one SMTP connection, at most one per kill.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use crate::backlog::{replies_by, send_backlog};
 use crate::common::*;
 
 const REQUESTS: usize = 200;
@@ -27,23 +28,7 @@ fn recorded(d: &Delistd) -> i64 {
 fn kill_9_mid_backlog_loses_nothing_and_doubles_nothing() {
     let d = Delistd::with("kill9", Options { max_per_recipient_per_day: 1000, smtp_connections: 1, ..Options::default() });
     let senders: Vec<Account> = (0..SENDERS).map(|i| d.account(&format!("s{i}"))).collect();
-    let mut smtp = SmtpClient::connect();
-    for i in 0..REQUESTS {
-        let s = &senders[i % SENDERS];
-        let ip = format!("203.0.113.{}", 1 + i % IPS);
-        let m = text_message(
-            &format!("Sender {i} <{}>", s.address),
-            &d.delist.address,
-            &format!("delist request {i}"),
-            &format!("req-{i}@senders.example.test"),
-            &[],
-            &format!("Hello,\n\nour server gets: 550 5.7.511 Access denied, banned sender[{ip}].\n\nPlease remove us.\n"),
-        );
-        smtp.send(&s.address, &d.delist.address, &m);
-    }
-    smtp.quit();
-    let mut inbox = ImapReader::login(&d.delist);
-    wait_for_count_in(&mut inbox, "INBOX", REQUESTS, Duration::from_secs(90));
+    let mut inbox = send_backlog(&d, &senders, REQUESTS, "req", |i| format!("203.0.113.{}", 1 + i % IPS));
 
     let mut kills = 0;
     for at in KILL_AT {
@@ -90,20 +75,7 @@ fn kill_9_mid_backlog_loses_nothing_and_doubles_nothing() {
 
     // The senders' mailboxes: every reply delivered; a second copy only from a kill.
     let sent: BTreeSet<String> = d.rows("SELECT message_id FROM outbox").into_iter().map(|r| format!("<{}>", r[0])).collect();
-    let mut readers: Vec<ImapReader> = senders.iter().map(ImapReader::login).collect();
-    wait_until(
-        Duration::from_secs(60),
-        || "replies still on their way".into(),
-        || readers.iter_mut().map(|r| r.count("INBOX") as usize).sum::<usize>() >= REQUESTS,
-    );
-    // Let a late duplicate arrive before counting.
-    std::thread::sleep(Duration::from_millis(1500));
-    let mut delivered: BTreeMap<String, usize> = BTreeMap::new();
-    for r in &mut readers {
-        for m in r.messages("INBOX") {
-            *delivered.entry(header(&m, "Message-ID").unwrap_or_default()).or_default() += 1;
-        }
-    }
+    let delivered = replies_by(&senders, REQUESTS, "Message-ID");
     let missing: Vec<&String> = sent.iter().filter(|id| !delivered.contains_key(*id)).collect();
     assert!(missing.is_empty(), "replies marked sent but never delivered: {missing:?}");
     let strangers: Vec<&String> = delivered.keys().filter(|id| !sent.contains(*id)).collect();

@@ -12,6 +12,7 @@ mod common;
 #[path = "../dnsbl/mod.rs"]
 mod dnsbl;
 
+mod backlog;
 mod backup;
 mod check;
 mod blocklist;

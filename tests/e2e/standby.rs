@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::backlog::{replies_by, send_backlog};
 use crate::common::*;
 
 const REQUESTS: usize = 200;
@@ -82,23 +83,7 @@ fn a_standby_restored_from_litestream_takes_over_without_loss_or_double_cases() 
 
     let d = Delistd::with("standby", Options { max_per_recipient_per_day: 1000, smtp_connections: 1, ..Options::default() });
     let senders: Vec<Account> = (0..SENDERS).map(|i| d.account(&format!("s{i}"))).collect();
-    let mut smtp = SmtpClient::connect();
-    for i in 0..REQUESTS {
-        let s = &senders[i % SENDERS];
-        let ip = format!("203.0.113.{}", 1 + i % IPS);
-        let m = text_message(
-            &format!("Sender {i} <{}>", s.address),
-            &d.delist.address,
-            &format!("delist request {i}"),
-            &format!("sb-{i}@senders.example.test"),
-            &[],
-            &format!("Hello,\n\nwe get: 550 5.7.511 Access denied, banned sender[{ip}].\n\nPlease remove us.\n"),
-        );
-        smtp.send(&s.address, &d.delist.address, &m);
-    }
-    smtp.quit();
-    let mut inbox = ImapReader::login(&d.delist);
-    wait_for_count_in(&mut inbox, "INBOX", REQUESTS, Duration::from_secs(90));
+    let mut inbox = send_backlog(&d, &senders, REQUESTS, "sb", |i| format!("203.0.113.{}", 1 + i % IPS));
 
     // The primary: Litestream replicating the database from before the daemon starts (the
     // database is created by a first `purge --dry-run`), then the daemon.
@@ -193,20 +178,12 @@ fn a_standby_restored_from_litestream_takes_over_without_loss_or_double_cases() 
     assert_eq!(inbox.count("Processed") as usize, REQUESTS);
 
     // Replies: every request answered; a second reply only where the replica was behind.
-    let mut readers: Vec<ImapReader> = senders.iter().map(ImapReader::login).collect();
-    wait_until(
-        Duration::from_secs(60),
-        || "replies still on their way".into(),
-        || readers.iter_mut().map(|r| r.count("INBOX") as usize).sum::<usize>() >= REQUESTS,
-    );
-    std::thread::sleep(Duration::from_millis(1500));
-    let mut answered: BTreeMap<String, usize> = BTreeMap::new();
-    for r in &mut readers {
-        for m in r.messages("INBOX") {
-            let parent = header(&m, "In-Reply-To").unwrap_or_default();
-            *answered.entry(parent.trim_matches(['<', '>']).to_string()).or_default() += 1;
-        }
-    }
+    let answered: BTreeMap<String, usize> = replies_by(&senders, REQUESTS, "In-Reply-To")
+        .into_iter()
+        .fold(BTreeMap::new(), |mut m, (parent, n)| {
+            *m.entry(parent.trim_matches(['<', '>']).to_string()).or_default() += n;
+            m
+        });
     assert_eq!(answered.len(), REQUESTS, "every request answered");
     let doubles: usize = answered.values().map(|n| n - 1).sum();
     // Sent by the primary, and then again by the standby because the replica had not seen
