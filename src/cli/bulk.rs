@@ -153,7 +153,7 @@ mod tests {
     fn some_refused_is_an_error_that_counts_them() {
         let ok = BulkOutcome { case: "DL-000001".into(), error: None };
         let no = BulkOutcome { case: "DL-000002".into(), error: Some("closed".into()) };
-        assert!(refused(&[ok.clone()]).is_ok());
+        assert!(refused(std::slice::from_ref(&ok)).is_ok());
         let e = refused(&[ok, no]).unwrap_err();
         assert_eq!(e.exit_code(), EXIT_REFUSED);
         assert_eq!(e.to_string(), "1 of 2 cases refused (see above)");
